@@ -1,0 +1,130 @@
+"""Organisations, users, memberships and API tokens, as the CLI creates them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from uuid import UUID
+
+import email_validator
+
+from server import tokens
+from server.audit import write_audit
+from server.db import Tx, sql
+
+__all__ = [
+    "IssuedToken",
+    "ROLES",
+    "create_organisation",
+    "issue_token",
+    "normalise_email",
+    "revoke_token",
+]
+
+ROLES = ("owner", "admin", "member")
+
+INSERT_ORGANISATION = sql("INSERT INTO organisations (name) VALUES (:name) RETURNING id")
+UPSERT_USER = sql("""
+    INSERT INTO users (email, name) VALUES (:email, :name)
+    ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email
+    RETURNING id
+""")
+UPSERT_MEMBERSHIP = sql("""
+    INSERT INTO memberships (organisation_id, user_id, role) VALUES (:organisation_id, :user_id, :role)
+    ON CONFLICT (organisation_id, user_id) DO UPDATE SET role = EXCLUDED.role
+""")
+INSERT_TOKEN = sql("""
+    INSERT INTO api_tokens (organisation_id, user_id, name, token_hash)
+    VALUES (:organisation_id, :user_id, :name, :token_hash)
+    RETURNING id
+""")
+ORGANISATION_EXISTS = sql("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = :id)")
+REVOKE_TOKEN = sql("""
+    UPDATE api_tokens SET revoked_at = now()
+     WHERE id = :id AND revoked_at IS NULL
+    RETURNING organisation_id
+""")
+
+
+class AccountError(Exception):
+    """A request the CLI refuses; the message is safe to print."""
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    organisation_id: UUID
+    user_id: UUID
+    token_id: UUID
+    token: str  # shown once, never stored
+
+
+def normalise_email(raw: str) -> str:
+    try:
+        info = email_validator.validate_email(raw, check_deliverability=False)
+    except email_validator.EmailNotValidError:
+        raise AccountError("the email address is not valid") from None
+    return info.normalized.lower()
+
+
+async def issue_token(
+    tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
+) -> IssuedToken:
+    """Create the user and membership when missing (setting the role), then a new token."""
+    if role not in ROLES:
+        raise AccountError(f"role must be one of {', '.join(ROLES)}")
+    if not await tx.scalar(ORGANISATION_EXISTS, {"id": organisation_id}):
+        raise AccountError("no organisation has that id")
+    user_id = await tx.scalar(UPSERT_USER, {"email": normalise_email(email), "name": None})
+    await tx.execute(
+        UPSERT_MEMBERSHIP, {"organisation_id": organisation_id, "user_id": user_id, "role": role}
+    )
+    token = tokens.generate()
+    token_id = await tx.scalar(
+        INSERT_TOKEN,
+        {
+            "organisation_id": organisation_id,
+            "user_id": user_id,
+            "name": name,
+            "token_hash": tokens.hash_token(token),
+        },
+    )
+    await write_audit(
+        tx,
+        action="cli.token.create",
+        organisation_id=organisation_id,
+        target_type="api_token",
+        target_id=str(token_id),
+        changed_fields=["role", "token"],
+    )
+    return IssuedToken(organisation_id, user_id, token_id, token)
+
+
+async def create_organisation(tx: Tx, name: str, owner_email: str) -> IssuedToken:
+    name = name.strip()
+    if not 1 <= len(name) <= 200:
+        raise AccountError("the organisation name must be 1 to 200 characters")
+    organisation_id = await tx.scalar(INSERT_ORGANISATION, {"name": name})
+    await write_audit(
+        tx,
+        action="cli.org.create",
+        organisation_id=organisation_id,
+        target_type="organisation",
+        target_id=str(organisation_id),
+        changed_fields=["name"],
+    )
+    return await issue_token(tx, organisation_id, owner_email, "owner", name="owner")
+
+
+async def revoke_token(tx: Tx, token_id: UUID) -> bool:
+    """Revoke a token; the next call with it is refused. False if unknown or already revoked."""
+    organisation_id = await tx.scalar(REVOKE_TOKEN, {"id": token_id})
+    if organisation_id is None:
+        return False
+    await write_audit(
+        tx,
+        action="cli.token.revoke",
+        organisation_id=organisation_id,
+        target_type="api_token",
+        target_id=str(token_id),
+        changed_fields=["revoked_at"],
+    )
+    return True

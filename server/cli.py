@@ -1,0 +1,304 @@
+"""The `nurturehub` command: serve, db init, seed, org and token management.
+
+Commands print JSON on stdout so scripts can use them; a refused command prints one line on
+stderr and exits non-zero, never a traceback. The app's own parts (router, seeds) are named by
+import path, so the framework never imports the domain packages directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn
+from uuid import UUID
+
+from server.accounts import AccountError, create_organisation, issue_token, revoke_token
+from server.db import Database, sql
+from server.embedded import resolve_database_url
+from server.logs import configure_logging
+from server.schema import SchemaMismatch, init_schema
+
+__all__ = ["main"]
+
+ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
+SEEDS = ("seeds.crm_providers:seed",)
+DEMO_ORGANISATION = "Demo Estate Agency"
+DEMO_OWNER = "owner@demo-agency.co.uk"
+
+_HAS_ORGANISATIONS = sql("SELECT EXISTS (SELECT 1 FROM organisations)")
+
+
+class CommandError(Exception):
+    """A refusal to report in one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"nurturehub: error: {message} (see 'nurturehub --help')\n")
+        sys.exit(2)
+
+
+def load(path: str) -> Any:
+    """Import `package.module:attribute`."""
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _print_json(payload: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(payload) + "\n")
+    sys.stdout.flush()
+
+
+def _uuid(value: str) -> UUID:
+    try:
+        return UUID(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a UUID: {value[:40]!r}") from None
+
+
+def _port(value: str) -> int:
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {value[:20]!r}")
+    return int(value)
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {value[:20]!r}")
+    return int(value)
+
+
+def _with_database(work: Callable[[Database], Awaitable[Any]]) -> Any:
+    """Run `work` against DATABASE_URL (or the embedded database), then close everything."""
+    url, embedded = resolve_database_url()
+    try:
+
+        async def run() -> Any:
+            db = Database(url, pool_size=2)
+            try:
+                return await work(db)
+            finally:
+                await db.close()
+
+        return asyncio.run(run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _prepare(db: Database) -> dict[str, Any]:
+    try:
+        schema = await init_schema(db)
+    except SchemaMismatch as exc:
+        raise CommandError(str(exc)) from None
+    seeded = {path: await load(path)(db) for path in SEEDS}
+    return {"schema": schema, "seeds": seeded}
+
+
+# Commands ----------------------------------------------------------------------------------------
+
+
+def cmd_db_init(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> str:
+        try:
+            return await init_schema(db)
+        except SchemaMismatch as exc:
+            raise CommandError(str(exc)) from None
+
+    _print_json({"schema": _with_database(work)})
+
+
+def cmd_seed(args: argparse.Namespace) -> None:
+    _print_json(_with_database(_prepare))
+
+
+def cmd_org_create(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> dict[str, str]:
+        await _prepare(db)
+        async with db.transaction() as tx:
+            issued = await create_organisation(tx, args.name, args.owner_email)
+        return {
+            "organisationId": str(issued.organisation_id),
+            "userId": str(issued.user_id),
+            "token": issued.token,
+        }
+
+    _print_json(_with_database(work))
+
+
+def cmd_token_create(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> dict[str, str]:
+        await _prepare(db)
+        async with db.transaction() as tx:
+            issued = await issue_token(tx, args.org, args.email, args.role, args.name)
+        return {
+            "userId": str(issued.user_id),
+            "tokenId": str(issued.token_id),
+            "token": issued.token,
+        }
+
+    _print_json(_with_database(work))
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> bool:
+        async with db.transaction() as tx:
+            return await revoke_token(tx, args.token_id)
+
+    if not _with_database(work):
+        raise CommandError("no active token has that id")
+    _print_json({"tokenId": str(args.token_id), "revoked": True})
+
+
+def _first_start_demo(db: Database) -> Callable[[], Awaitable[dict[str, str] | None]]:
+    async def create() -> dict[str, str] | None:
+        async with db.transaction() as tx:
+            if await tx.scalar(_HAS_ORGANISATIONS):
+                return None
+            issued = await create_organisation(tx, DEMO_ORGANISATION, DEMO_OWNER)
+        return {"organisationId": str(issued.organisation_id), "token": issued.token}
+
+    return create
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    url, embedded = resolve_database_url()
+    try:
+        if embedded is not None:
+            print(f"NurtureHub: embedded PostgreSQL, data in {embedded.pgdata}", flush=True)
+        else:
+            print("NurtureHub: using the database in DATABASE_URL", flush=True)
+
+        async def prepare() -> dict[str, str] | None:
+            db = Database(url, pool_size=2)
+            try:
+                await _prepare(db)
+                # Only a database of our own gets demo data; DATABASE_URL gets schema and seeds only.
+                return await _first_start_demo(db)() if embedded is not None else None
+            finally:
+                await db.close()
+
+        demo = asyncio.run(prepare())
+        shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+        endpoint = f"http://{shown_host}:{args.port}/rpc"
+        if demo is not None:
+            call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "contacts.listCrmProviders"})
+            print(
+                f"\nCreated the demo organisation '{DEMO_ORGANISATION}' (id {demo['organisationId']}).\n"
+                f"Its owner's token, shown this once:\n\n    {demo['token']}\n\n"
+                f"Make your first call:\n\n"
+                f"    curl -s {endpoint} \\\n"
+                f"      -H 'Authorization: Bearer {demo['token']}' \\\n"
+                f"      -H 'Content-Type: application/json' \\\n"
+                f"      -d '{call}'\n",
+                flush=True,
+            )
+        else:
+            print(
+                "\nMore tokens: nurturehub token create --org ORG_ID --email EMAIL --role owner|admin|member\n"
+                "Organisations: nurturehub org create NAME --owner-email EMAIL\n",
+                flush=True,
+            )
+        print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
+        os.environ["DATABASE_URL"] = url  # for worker processes
+        uvicorn.run(
+            "server.asgi:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+# Parser ------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="nurturehub", description="NurtureHub contact data layer")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    serve = commands.add_parser("serve", help="start the JSON-RPC server")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=_port, default=8000)
+    serve.add_argument("--workers", type=_positive, default=1)
+    serve.set_defaults(run=cmd_serve)
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, parser_class=_Parser
+    )
+    db.add_parser("init", help="apply schema.sql to an empty database").set_defaults(
+        run=cmd_db_init
+    )
+
+    commands.add_parser("seed", help="seed the CRM provider registry").set_defaults(run=cmd_seed)
+
+    org = commands.add_parser("org", help="organisations").add_subparsers(
+        dest="org_command", required=True, parser_class=_Parser
+    )
+    org_create = org.add_parser("create", help="create an organisation and its owner's token")
+    org_create.add_argument("name")
+    org_create.add_argument("--owner-email", required=True)
+    org_create.set_defaults(run=cmd_org_create)
+
+    token = commands.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True, parser_class=_Parser
+    )
+    token_create = token.add_parser("create", help="issue a token (creating the user when missing)")
+    token_create.add_argument("--org", type=_uuid, required=True)
+    token_create.add_argument("--email", required=True)
+    token_create.add_argument("--role", choices=("owner", "admin", "member"), required=True)
+    token_create.add_argument("--name")
+    token_create.set_defaults(run=cmd_token_create)
+    token_revoke = token.add_parser("revoke", help="revoke a token with immediate effect")
+    token_revoke.add_argument("token_id", type=_uuid)
+    token_revoke.set_defaults(run=cmd_token_revoke)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(
+        os.environ.get("NURTUREHUB_LOG_LEVEL", "WARNING" if args.command != "serve" else "INFO")
+    )
+    try:
+        args.run(args)
+    except (CommandError, AccountError) as exc:
+        sys.stderr.write(f"nurturehub: error: {exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a one-line report, the details in the log at debug level
+        logging.getLogger("nurturehub.cli").debug("command failed", exc_info=True)
+        sys.stderr.write(
+            f"nurturehub: error: {type(exc).__name__}: the command failed ({_safe_reason(exc)})\n"
+        )
+        return 1
+    return 0
+
+
+def _safe_reason(exc: Exception) -> str:
+    from server.errors import RPCError
+
+    if isinstance(exc, RPCError):
+        return exc.message
+    if isinstance(exc, (OSError, ValueError)):
+        return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+    return "run with NURTUREHUB_LOG_LEVEL=DEBUG for details"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

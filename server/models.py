@@ -1,0 +1,20 @@
+"""The base of every wire model: camelCase on the wire, unknown fields refused, immutable."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+__all__ = ["WireModel"]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        # Output is validated like input, even when a handler hands back a model it built.
+        revalidate_instances="always",
+        ser_json_timedelta="iso8601",
+    )

@@ -1,0 +1,295 @@
+"""The JSON-RPC 2.0 envelope: decode, split batches, dispatch each call, build every response.
+
+This layer owns what jsonrpcserver gets wrong (see README, dependency notes): NaN and boolean
+ids are refused, a batch answers each element on its own, notifications get no reply (an
+all-notification batch gets HTTP 204), limits are answered with JSON-RPC errors, and the error
+shape is built here and nowhere else. Each call runs in its own transaction, batch or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pydantic
+
+from server.audit import write_audit
+from server.auth import authenticate
+from server.context import Context, Principal
+from server.db import Database
+from server.errors import (
+    Forbidden,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    MethodNotFound,
+    ParseError,
+    PayloadTooLarge,
+    RPCError,
+)
+from server.procedure import Guard, Kind, Procedure, Router
+
+__all__ = ["Dispatcher", "Reply", "field_issues"]
+
+log = logging.getLogger("nurturehub.rpc")
+
+_MISSING = object()
+DISCOVER = "rpc.discover"
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    status: int
+    body: bytes | None  # None: nothing to send (notifications only)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    payload: dict[str, Any]
+    status: int
+
+
+def field_issues(error: pydantic.ValidationError) -> list[dict[str, Any]]:
+    """pydantic's errors as wire paths and messages; never the offending values."""
+    issues = []
+    for item in error.errors(include_input=False, include_url=False, include_context=False):
+        path = ".".join(str(part) for part in item["loc"]) or "params"
+        issues.append({"path": path, "message": item["msg"], "type": item["type"]})
+    return issues
+
+
+def _invalid_params(error: pydantic.ValidationError) -> InvalidParams:
+    issues = field_issues(error)
+    first = issues[0]
+    more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
+    return InvalidParams(
+        f"Invalid params: {first['path']}: {first['message']}{more}", issues=issues
+    )
+
+
+def _valid_id(value: Any) -> bool:
+    # bool is an int in Python, and JSON-RPC ids may not be booleans.
+    return (
+        value is None
+        or isinstance(value, str)
+        or (isinstance(value, int) and not isinstance(value, bool))
+    )
+
+
+class _Principals:
+    """Resolves the caller at most once per HTTP request, and only if a procedure needs it."""
+
+    def __init__(self, db: Database, authorization: str | None) -> None:
+        self._db = db
+        self._authorization = authorization
+        self._principal: Principal | None = None
+        self._error: RPCError | None = None
+
+    async def get(self) -> Principal:
+        if self._principal is None and self._error is None:
+            try:
+                self._principal = await authenticate(self._db, self._authorization)
+            except RPCError as exc:
+                self._error = exc
+        if self._error is not None:
+            raise self._error
+        assert self._principal is not None
+        return self._principal
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        router: Router,
+        db: Database,
+        *,
+        discover: Callable[[], Mapping[str, Any]],
+        max_batch_length: int = 50,
+        always_http_200: bool = False,
+    ) -> None:
+        self.router = router
+        self.db = db
+        self.discover = discover
+        self.max_batch_length = max_batch_length
+        self.always_http_200 = always_http_200
+
+    async def handle(self, body: bytes, *, authorization: str | None, request_id: str) -> Reply:
+        try:
+            message = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return self._single(self._error(None, ParseError(), None, request_id))
+
+        principals = _Principals(self.db, authorization)
+        if not isinstance(message, list):
+            outcome = await self._one(message, principals, request_id)
+            return Reply(204, None) if outcome is None else self._single(outcome)
+
+        if not message:
+            return self._single(
+                self._error(None, InvalidRequest("Invalid Request: empty batch"), None, request_id)
+            )
+        if len(message) > self.max_batch_length:
+            error = PayloadTooLarge(
+                f"Payload too large: a batch may hold at most {self.max_batch_length} calls"
+            )
+            return self._single(self._error(None, error, None, request_id))
+        outcomes = [await self._one(element, principals, request_id) for element in message]
+        replies = [o for o in outcomes if o is not None]
+        if not replies:
+            return Reply(204, None)
+        statuses = {o.status for o in replies}
+        status = statuses.pop() if len(statuses) == 1 else 207
+        return Reply(self._status(status), orjson.dumps([o.payload for o in replies]))
+
+    def refuse(self, error: RPCError, request_id: str) -> Reply:
+        """A reply for a request refused before its body was read (e.g. too large)."""
+        return self._single(self._error(None, error, None, request_id))
+
+    def _single(self, outcome: _Outcome) -> Reply:
+        return Reply(self._status(outcome.status), orjson.dumps(outcome.payload))
+
+    def _status(self, status: int) -> int:
+        return 200 if self.always_http_200 else status
+
+    async def _one(self, call: Any, principals: _Principals, request_id: str) -> _Outcome | None:
+        """Run one request object; None for a notification."""
+        if not isinstance(call, dict):
+            return self._error(
+                None,
+                InvalidRequest("Invalid Request: expected a JSON-RPC request object"),
+                None,
+                request_id,
+            )
+        call_id = call.get("id", _MISSING)
+        is_notification = call_id is _MISSING
+        reply_id = None if is_notification or not _valid_id(call_id) else call_id
+        method = call.get("method")
+        problem = self._request_problem(call, call_id, method)
+        if problem is not None:
+            return self._error(
+                reply_id, InvalidRequest(f"Invalid Request: {problem}"), None, request_id
+            )
+
+        started = time.perf_counter()
+        organisation = None
+        try:
+            result, organisation = await self._run(
+                method, call.get("params", _MISSING), principals, request_id
+            )
+            outcome = _Outcome({"jsonrpc": "2.0", "id": reply_id, "result": result}, 200)
+            code = "OK"
+        except RPCError as exc:
+            outcome = self._error(reply_id, exc, method, request_id)
+            code = exc.code
+        except Exception:
+            log.exception("unhandled error in %s (request %s)", method, request_id)
+            outcome = self._error(reply_id, InternalError(), method, request_id)
+            code = InternalError.code
+        log.info(
+            "rpc",
+            extra={
+                "rpc": {
+                    "procedure": method,
+                    "code": code,
+                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                    "requestId": request_id,
+                    "organisationId": str(organisation) if organisation else None,
+                    "notification": is_notification,
+                }
+            },
+        )
+        return None if is_notification else outcome
+
+    @staticmethod
+    def _request_problem(call: dict[str, Any], call_id: Any, method: Any) -> str | None:
+        if call.get("jsonrpc") != "2.0":
+            return 'jsonrpc must be exactly "2.0"'
+        if not isinstance(method, str) or not method:
+            return "method must be a non-empty string"
+        if call_id is not _MISSING and not _valid_id(call_id):
+            return "id must be a string, an integer or null"
+        return None
+
+    async def _run(
+        self, method: str, params: Any, principals: _Principals, request_id: str
+    ) -> tuple[Any, Any]:
+        if method == DISCOVER:
+            return self.discover(), None
+        procedure = self.router.get(method)
+        if procedure is None:
+            raise MethodNotFound(f"Method not found: {method[:100]}")
+
+        # The guard runs before params are looked at, so an unauthorised caller learns nothing.
+        principal = None
+        if procedure.guard is not Guard.PUBLIC:
+            principal = await principals.get()
+            if procedure.guard is Guard.ADMIN and not principal.is_admin:
+                raise Forbidden(f"Forbidden: {method} needs the owner or admin role")
+
+        validated = self._validate(procedure, params)
+        async with self.db.transaction() as tx:
+            ctx = Context(request_id=request_id, procedure=method, principal=principal, db=tx)
+            result = await procedure(ctx, validated)
+            try:
+                result = procedure.result_adapter.validate_python(result)
+            except pydantic.ValidationError:
+                log.exception("%s returned a result that fails its own model", method)
+                raise InternalError() from None
+            if procedure.kind is Kind.MUTATION:
+                await write_audit(
+                    tx,
+                    action=method,
+                    organisation_id=principal.organisation_id if principal else None,
+                    actor_user_id=principal.user_id if principal else None,
+                    actor_token_id=principal.token_id if principal else None,
+                    target_type=ctx.audit.target_type,
+                    target_id=ctx.audit.target_id,
+                    changed_fields=ctx.audit.changed_fields,
+                    request_id=request_id,
+                )
+        wire = orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))
+        return wire, principal.organisation_id if principal else None
+
+    @staticmethod
+    def _validate(procedure: Procedure, params: Any) -> Any:
+        if params is _MISSING:
+            params = {}
+        if not isinstance(params, dict):
+            raise InvalidParams(
+                "Invalid params: params must be an object of named parameters",
+                issues=[{"path": "params", "message": "must be an object", "type": "model_type"}],
+            )
+        try:
+            # Strict JSON-mode validation: "5" is not an int and 1 is not a bool, while strings
+            # still become UUIDs, datetimes and enums as JSON has no such types.
+            return procedure.params_model.model_validate_json(orjson.dumps(params), strict=True)
+        except pydantic.ValidationError as exc:
+            raise _invalid_params(exc) from None
+
+    @staticmethod
+    def _error(call_id: Any, error: RPCError, path: str | None, request_id: str) -> _Outcome:
+        data = {
+            "code": error.code,
+            "httpStatus": error.http_status,
+            "path": path,
+            "requestId": request_id,
+            **error.extra,
+        }
+        payload = {
+            "jsonrpc": "2.0",
+            "id": call_id,
+            "error": {"code": error.rpc_code, "message": error.message, "data": data},
+        }
+        return _Outcome(payload, error.http_status)
+
+
+def new_request_id(header: str | None) -> str:
+    """Keep a caller's request id when it is short and plain; otherwise make one."""
+    if header and len(header) <= 64 and all(ch.isalnum() or ch in "-_." for ch in header):
+        return header
+    return uuid.uuid4().hex

@@ -1,0 +1,66 @@
+"""Server configuration, read once from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SystemExit(f"{name} must be positive, got {value}")
+    return value
+
+
+def _float_env(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+
+
+def default_data_dir() -> Path:
+    """Per-user data folder (XDG), moved by NURTUREHUB_DATA_DIR."""
+    explicit = os.environ.get("NURTUREHUB_DATA_DIR")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(xdg) / "nurturehub"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    max_body_bytes: int = 1024 * 1024
+    max_batch_length: int = 50
+    pool_size: int = 10
+    pool_max_overflow: int = 0
+    # Seconds a call waits for a free database connection before it is refused.
+    pool_timeout: float = 2.0
+    cors_origins: tuple[str, ...] = ()
+    # Strict JSON-RPC clients may want every response as HTTP 200.
+    always_http_200: bool = False
+
+    @classmethod
+    def from_env(cls, database_url: str) -> Settings:
+        origins = os.environ.get("NURTUREHUB_CORS_ORIGINS", "")
+        return cls(
+            database_url=database_url,
+            max_body_bytes=_int_env("NURTUREHUB_MAX_BODY_BYTES", 1024 * 1024),
+            max_batch_length=_int_env("NURTUREHUB_MAX_BATCH", 50),
+            pool_size=_int_env("NURTUREHUB_DB_POOL_SIZE", 10),
+            pool_timeout=_float_env("NURTUREHUB_DB_POOL_TIMEOUT", 2.0),
+            cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
+            always_http_200=os.environ.get("NURTUREHUB_RPC_ALWAYS_200", "") in ("1", "true", "yes"),
+        )
