@@ -26,7 +26,7 @@ class CrmProvider(WireModel):
 # SQL ---------------------------------------------------------------------------------------------
 
 SELECT_CRM_PROVIDERS = sql(
-    "SELECT id, name, auth_type, webhook_path FROM crm_providers ORDER BY name"
+    "SELECT id, name, auth_type, webhook_path FROM crm_providers ORDER BY lower(name), id"
 )
 
 # Handlers ----------------------------------------------------------------------------------------

@@ -1,0 +1,85 @@
+"""Fixtures, layered: PostgreSQL server -> test database with the schema -> the real server."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from procedures import app_router
+from server.db import Database
+from server.schema import init_schema
+from seeds.crm_providers import seed
+from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres: PostgresServer, loop: LoopThread) -> str:
+    """A database of this session's own, with the schema applied and the providers seeded."""
+    url = postgres.create_database()
+
+    async def prepare() -> None:
+        db = Database(url, pool_size=1)
+        await init_schema(db)
+        await seed(db)
+        await db.close()
+
+    loop.run(prepare())
+    return url
+
+
+@pytest.fixture(scope="session")
+def db(database_url: str, loop: LoopThread) -> Iterator[Database]:
+    database = Database(database_url, pool_size=4)
+    yield database
+    loop.run(database.close())
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[ServerThread]:
+    thread = ServerThread(database_url, app_router)
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="session")
+def world(loop: LoopThread, db: Database) -> World:
+    return World(loop, db)
+
+
+@pytest.fixture
+def rpc(server: ServerThread) -> Iterator[Rpc]:
+    client = Rpc(server.url)
+    yield client
+    client.http.close()
+
+
+@pytest.fixture(scope="session")
+def probe_server(database_url: str) -> Iterator[ServerThread]:
+    """The app plus test-only probe.* procedures."""
+    from tests.probe import probe_router
+
+    thread = ServerThread(database_url, probe_router)
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture
+def probe(probe_server: ServerThread) -> Iterator[Rpc]:
+    client = Rpc(probe_server.url)
+    yield client
+    client.http.close()

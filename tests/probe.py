@@ -1,0 +1,79 @@
+"""Test-only procedures that exercise the framework itself (guards, audit, failures, the pool)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from procedures import app_router
+from server.context import Context
+from server.db import sql
+from server.models import WireModel
+from server.procedure import ADMIN, PUBLIC, Router, mutation, query
+
+
+class Empty(WireModel):
+    pass
+
+
+class Ok(WireModel):
+    ok: bool
+
+
+class RenameOrganisationParams(WireModel):
+    name: str = Field(min_length=1, max_length=200)
+
+
+class SleepParams(WireModel):
+    seconds: float = Field(ge=0, le=5)
+
+
+class Renamed(WireModel):
+    name: str
+
+
+RENAME = sql("UPDATE organisations SET name = :name WHERE id = :id RETURNING name")
+
+
+@mutation(guard=ADMIN)
+async def rename_organisation(ctx: Context, params: RenameOrganisationParams) -> Renamed:
+    """Rename the caller's organisation."""
+    name = await ctx.db.scalar(RENAME, {"name": params.name, "id": ctx.organisation_id})
+    ctx.record("organisation", ctx.organisation_id, ["name"])
+    return Renamed(name=name)
+
+
+@query(guard=ADMIN)
+async def admin_only(ctx: Context, params: RenameOrganisationParams) -> Ok:
+    """An admin-only query whose params must be valid."""
+    return Ok(ok=True)
+
+
+@query(guard=PUBLIC)
+async def sleep(ctx: Context, params: SleepParams) -> Ok:
+    """Hold a database connection for a while."""
+    await ctx.db.execute(sql("SELECT pg_sleep(:seconds)"), {"seconds": params.seconds})
+    return Ok(ok=True)
+
+
+@query(guard=PUBLIC)
+async def broken(ctx: Context, params: Empty) -> Ok:
+    """Fails with an unexpected exception carrying a secret."""
+    raise RuntimeError("secret-detail-7f3a: password=hunter2")
+
+
+@query(guard=PUBLIC)
+async def bad_output(ctx: Context, params: Empty) -> Ok:
+    """Returns something that is not an Ok."""
+    return {"ok": "not-a-bool", "extra": 1}  # type: ignore[return-value]
+
+
+probe_router = Router({
+    **app_router,
+    **Router.merge({"probe": Router({
+        "renameOrganisation": rename_organisation,
+        "adminOnly": admin_only,
+        "sleep": sleep,
+        "broken": broken,
+        "badOutput": bad_output,
+    })}),
+})
