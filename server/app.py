@@ -65,6 +65,7 @@ def create_app(
     dispatcher = Dispatcher(
         router,
         db,
+        settings,
         discover=discover,
         max_batch_length=settings.max_batch_length,
         always_http_200=settings.always_http_200,

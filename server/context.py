@@ -8,6 +8,7 @@ from uuid import UUID
 
 from server.db import Tx
 from server.errors import Unauthorized
+from server.settings import Settings
 
 __all__ = ["AuditEntry", "Context", "Principal", "Role"]
 
@@ -41,6 +42,7 @@ class Context:
     procedure: str
     principal: Principal | None
     db: Tx
+    settings: Settings
     audit: AuditEntry = field(default_factory=AuditEntry)
 
     @property

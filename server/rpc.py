@@ -33,6 +33,7 @@ from server.errors import (
     RPCError,
 )
 from server.procedure import Guard, Kind, Procedure, Router
+from server.settings import Settings
 
 __all__ = ["Dispatcher", "Reply", "field_issues"]
 
@@ -107,6 +108,7 @@ class Dispatcher:
         self,
         router: Router,
         db: Database,
+        settings: Settings,
         *,
         discover: Callable[[], Mapping[str, Any]],
         max_batch_length: int = 50,
@@ -114,6 +116,7 @@ class Dispatcher:
     ) -> None:
         self.router = router
         self.db = db
+        self.settings = settings
         self.discover = discover
         self.max_batch_length = max_batch_length
         self.always_http_200 = always_http_200
@@ -233,7 +236,10 @@ class Dispatcher:
 
         validated = self._validate(procedure, params)
         async with self.db.transaction() as tx:
-            ctx = Context(request_id=request_id, procedure=method, principal=principal, db=tx)
+            ctx = Context(
+                request_id=request_id, procedure=method, principal=principal, db=tx,
+                settings=self.settings,
+            )
             result = await procedure(ctx, validated)
             try:
                 result = procedure.result_adapter.validate_python(result)
