@@ -197,7 +197,8 @@ def sql_connection(url: str) -> Iterator[psycopg.Connection[Any]]:
 
 def query(url: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
     with sql_connection(url) as conn:
-        return conn.execute(statement, params).fetchall()  # type: ignore[arg-type]
+        cursor = conn.execute(statement, params)  # type: ignore[arg-type]
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10, interval: float = 0.05) -> bool:

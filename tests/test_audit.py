@@ -1,0 +1,65 @@
+"""Every mutation writes its audit row in its own transaction; a failed audit write undoes it."""
+
+from __future__ import annotations
+
+from tests.support import Rpc, query
+
+
+def audit_rows(url: str, org_id: str, action: str) -> list[tuple]:
+    return query(url, "SELECT actor_user_id, target_type, target_id, changed_fields, request_id "
+                      "FROM audit_log WHERE organisation_id = %s AND action = %s", (org_id, action))
+
+
+def test_a_mutation_writes_exactly_one_audit_row(probe: Rpc, world, database_url: str) -> None:
+    org = world.org()
+    response = probe.post({"jsonrpc": "2.0", "id": 1, "method": "probe.renameOrganisation",
+                           "params": {"name": "Renamed Estates"}}, token=org.owner_token)
+    assert response.json()["result"] == {"name": "Renamed Estates"}
+    rows = audit_rows(database_url, org.id, "probe.renameOrganisation")
+    assert len(rows) == 1
+    actor, target_type, target_id, fields, request_id = rows[0]
+    assert str(actor) == org.owner_id
+    assert (target_type, target_id, fields) == ("organisation", org.id, ["name"])
+    assert request_id == response.headers["x-request-id"]
+
+
+def test_queries_write_no_audit_rows(probe: Rpc, world, database_url: str) -> None:
+    org = world.org()
+    probe.call("auth.whoami", {}, token=org.owner_token)
+    probe.call("probe.adminOnly", {"name": "x"}, token=org.owner_token)
+    rows = query(database_url, "SELECT action FROM audit_log WHERE organisation_id = %s", (org.id,))
+    assert [r[0] for r in rows if not r[0].startswith("cli.")] == []
+
+
+def test_a_failed_audit_write_leaves_nothing_behind(probe: Rpc, world, database_url: str) -> None:
+    org = world.org("Before")
+    (before,) = query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,))[0]
+    # Make audit writes for this organisation fail, as a full disk or a broken constraint would.
+    function = f"fail_audit_{org.id.replace('-', '')}"
+    query(database_url, f"""
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.organisation_id = '{org.id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
+    """)
+    try:
+        error = probe.error("probe.renameOrganisation", {"name": "After"}, token=org.owner_token)
+    finally:
+        query(database_url, f"DROP TRIGGER {function} ON audit_log; DROP FUNCTION {function}();")
+    assert error["code"] == -32603 and error["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "audit" not in error["message"]
+    (after,) = query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,))[0]
+    assert after == before
+    assert audit_rows(database_url, org.id, "probe.renameOrganisation") == []
+
+
+def test_the_audit_log_is_append_only(database_url: str) -> None:
+    import psycopg
+    import pytest
+
+    with pytest.raises(psycopg.errors.RaiseException):
+        query(database_url, "UPDATE audit_log SET action = 'x'")
+    with pytest.raises(psycopg.errors.RaiseException):
+        query(database_url, "DELETE FROM audit_log")

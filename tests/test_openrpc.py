@@ -1,0 +1,93 @@
+"""rpc.discover and GET /openrpc.json: an OpenRPC 1.3 document that the official meta-schema accepts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT7
+
+from procedures import app_router
+from tests.support import Rpc
+
+CACHE = Path(__file__).resolve().parent.parent / ".cache" / "openrpc-meta"
+# The official meta-schema, as the OpenRPC project publishes it on the npm registry.
+PACKAGES = {"openrpcDocument": "@open-rpc/meta-schema@1.14.9",
+            "jsonSchema": "@json-schema-tools/meta-schema@1.8.0"}
+
+
+def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
+    target = CACHE / spec.replace("/", "__")
+    schema_file = target / "schema.json"
+    if not schema_file.exists():
+        if shutil.which("npm") is None or shutil.which("node") is None:
+            pytest.fail("npm and node are needed to fetch the official OpenRPC meta-schema")
+        target.mkdir(parents=True, exist_ok=True)
+        packed = subprocess.run(["npm", "pack", spec, "--silent"], cwd=target, capture_output=True,
+                                text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+        with tarfile.open(target / packed) as archive:
+            archive.extractall(target, filter="data")
+        dumped = subprocess.run(
+            ["node", "-e", f"process.stdout.write(JSON.stringify(require('./package/index.js').{export}))"],
+            cwd=target, capture_output=True, text=True, timeout=60, check=True).stdout
+        schema_file.write_text(dumped)
+    return json.loads(schema_file.read_text())
+
+
+@pytest.fixture(scope="module")
+def meta_validator() -> jsonschema.Validator:
+    openrpc = _load_npm_schema("openrpcDocument", PACKAGES["openrpcDocument"])
+    json_schema = _load_npm_schema("jsonSchema", PACKAGES["jsonSchema"])
+    resource = Resource.from_contents(json_schema, default_specification=DRAFT7)
+    registry = Registry().with_resources([
+        ("https://meta.json-schema.tools", resource),
+        ("https://meta.json-schema.tools/", resource),
+    ])
+    return jsonschema.Draft7Validator(openrpc, registry=registry)
+
+
+def test_discover_and_the_http_document_agree(rpc: Rpc) -> None:
+    over_rpc = rpc.call("rpc.discover")
+    over_http = rpc.http.get("/openrpc.json")
+    assert over_http.status_code == 200
+    assert over_rpc == over_http.json()
+
+
+def test_document_validates_against_the_official_meta_schema(rpc: Rpc, meta_validator) -> None:
+    document = rpc.call("rpc.discover")
+    errors = sorted(meta_validator.iter_errors(document), key=lambda e: list(e.path))
+    assert errors == [], [f"{list(e.path)}: {e.message[:200]}" for e in errors[:5]]
+
+
+def test_the_meta_schema_rejects_a_broken_document(meta_validator) -> None:
+    assert not meta_validator.is_valid({"openrpc": "1.3.2", "info": {"title": "x"}, "methods": [{}]})
+
+
+def test_every_procedure_is_described_with_schemas_kind_and_guard(rpc: Rpc) -> None:
+    document = rpc.call("rpc.discover")
+    methods = {m["name"]: m for m in document["methods"]}
+    assert set(methods) == set(app_router)
+    schemas = document["components"]["schemas"]
+    for name, procedure in app_router.items():
+        method = methods[name]
+        assert method["x-kind"] == procedure.kind.value
+        assert method["x-guard"] == procedure.guard.value
+        assert method["paramStructure"] == "by-name"
+        declared = procedure.params_model.model_json_schema(by_alias=True).get("properties", {})
+        assert [p["name"] for p in method["params"]] == list(declared)
+        ref = json.dumps(method["result"]["schema"])
+        for target in set(part.split('"')[0] for part in ref.split("#/components/schemas/")[1:]):
+            assert target in schemas
+
+
+def test_listcrmproviders_result_schema_is_camel_case(rpc: Rpc) -> None:
+    document = rpc.call("rpc.discover")
+    provider = document["components"]["schemas"]["CrmProvider"]
+    assert set(provider["properties"]) == {"id", "name", "authType", "webhookPath"}
