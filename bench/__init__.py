@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): the dataset loader and the load-generator harness."""
