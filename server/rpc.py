@@ -102,6 +102,11 @@ class _Principals:
         assert self._principal is not None
         return self._principal
 
+    @property
+    def organisation_id(self) -> str | None:
+        """For the log line: the caller's organisation, once resolved."""
+        return str(self._principal.organisation_id) if self._principal else None
+
 
 class Dispatcher:
     def __init__(
@@ -179,11 +184,8 @@ class Dispatcher:
             )
 
         started = time.perf_counter()
-        organisation = None
         try:
-            result, organisation = await self._run(
-                method, call.get("params", _MISSING), principals, request_id
-            )
+            result = await self._run(method, call.get("params", _MISSING), principals, request_id)
             outcome = _Outcome({"jsonrpc": "2.0", "id": reply_id, "result": result}, 200)
             code = "OK"
         except RPCError as exc:
@@ -201,7 +203,7 @@ class Dispatcher:
                     "code": code,
                     "durationMs": round((time.perf_counter() - started) * 1000, 2),
                     "requestId": request_id,
-                    "organisationId": str(organisation) if organisation else None,
+                    "organisationId": principals.organisation_id,
                     "notification": is_notification,
                 }
             },
@@ -220,9 +222,9 @@ class Dispatcher:
 
     async def _run(
         self, method: str, params: Any, principals: _Principals, request_id: str
-    ) -> tuple[Any, Any]:
+    ) -> Any:
         if method == DISCOVER:
-            return self.discover(), None
+            return self.discover()
         procedure = self.router.get(method)
         if procedure is None:
             raise MethodNotFound(f"Method not found: {method[:100]}")
@@ -259,7 +261,7 @@ class Dispatcher:
                     request_id=request_id,
                 )
         wire = orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))
-        return wire, principal.organisation_id if principal else None
+        return wire
 
     @staticmethod
     def _validate(procedure: Procedure, params: Any) -> Any:
