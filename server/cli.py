@@ -13,6 +13,7 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn
@@ -167,6 +168,10 @@ def _first_start_demo(db: Database) -> Callable[[], Awaitable[dict[str, str] | N
     return create
 
 
+def _exit_quietly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
@@ -209,6 +214,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
             )
         print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
         os.environ["DATABASE_URL"] = url  # for worker processes
+        # uvicorn re-raises SIGTERM after its graceful shutdown; exit cleanly instead, so the
+        # embedded PostgreSQL below is stopped too.
+        signal.signal(signal.SIGTERM, _exit_quietly)
         uvicorn.run(
             "server.asgi:app_from_env",
             factory=True,

@@ -1,0 +1,91 @@
+"""`nurturehub serve` end to end: a real process, a real port, the embedded or a given database."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from tests.support import free_port, query, wait_until
+
+BIN = Path(sys.executable).parent
+
+
+class Serve:
+    def __init__(self, env: dict[str, str]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.output = Path(tempfile.mkstemp(prefix="nh-serve-", suffix=".log")[1])
+        self.process = subprocess.Popen(
+            [str(BIN / "nurturehub"), "serve", "--port", str(self.port)],
+            env=env, stdout=self.output.open("w"), stderr=subprocess.STDOUT, text=True)
+        ready = wait_until(self._ready, timeout=60, interval=0.2)
+        assert ready, f"server did not become ready:\n{self.text()}"
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(self.url + "/readyz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return self.process.poll() is None and False
+
+    def text(self) -> str:
+        return self.output.read_text()
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+def providers(url: str, token: str) -> list[dict[str, str]]:
+    body = httpx.post(url + "/rpc", headers={"Authorization": f"Bearer {token}"},
+                      json={"jsonrpc": "2.0", "id": 1, "method": "contacts.listCrmProviders"}).json()
+    return body["result"]
+
+
+def test_serve_on_the_embedded_database_prints_a_working_first_call(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["NURTUREHUB_DATA_DIR"] = str(tmp_path / "data")
+    server = Serve(env)
+    try:
+        text = server.text()
+        token = re.search(r"^\s+(nh_[0-9A-Za-z]{38})$", text, re.MULTILINE)
+        assert token, text
+        curl = re.search(r"^\s+(curl -s .*?-d '.*?')$", text, re.MULTILINE | re.DOTALL)
+        assert curl, text
+        command = curl.group(1).replace("\\\n", " ")
+        done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30)
+        import json
+
+        result = json.loads(done.stdout)["result"]
+        assert sorted(p["name"] for p in result) == ["Alto", "Loop", "Reapit", "Street", "agentOS"]
+    finally:
+        assert server.stop() == 0
+    assert (tmp_path / "data" / "postgres" / "PG_VERSION").exists()
+
+    # Data survives a restart: the same token works, and no second demo organisation appears.
+    again = Serve(env)
+    try:
+        assert "Created the demo organisation" not in again.text()
+        assert len(providers(again.url, token.group(1))) == 5
+    finally:
+        assert again.stop() == 0
+
+
+def test_serve_with_database_url_creates_only_schema_and_providers(postgres) -> None:
+    url = postgres.create_database()
+    server = Serve({**os.environ, "DATABASE_URL": url})
+    try:
+        assert "Created the demo organisation" not in server.text()
+        assert query(url, "SELECT count(*) FROM organisations") == [(0,)]
+        assert query(url, "SELECT count(*) FROM users") == [(0,)]
+        assert query(url, "SELECT count(*) FROM crm_providers") == [(5,)]
+        assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    finally:
+        assert server.stop() == 0
