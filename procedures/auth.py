@@ -55,7 +55,7 @@ async def whoami(ctx: Context, params: WhoamiParams) -> Whoami:
     return Whoami(
         user=WhoamiUser(id=row["user_id"], email=row["email"]),
         organisation=WhoamiOrganisation(id=row["organisation_id"], name=row["organisation_name"]),
-        role=principal.role,  # type: ignore[arg-type]
+        role=principal.role,
     )
 
 

