@@ -268,9 +268,7 @@ async def load(database_url: str, contacts: int, *, others: int | None = None) -
             organisations.append(await _load_organisation(db, f"{name} {stamp}", owner, n))
         await asyncio.to_thread(_vacuum_analyze, database_url)
         async with db.transaction() as tx:
-            rows = await tx.all(
-                _SAMPLE_IDS, {"organisation_id": UUID(organisations[0].id), "n": SAMPLE_SIZE}
-            )
+            rows = await tx.all(_SAMPLE_IDS, {"organisation_id": UUID(organisations[0].id), "n": SAMPLE_SIZE})
     finally:
         await db.close()
     return Dataset(

@@ -1,0 +1,425 @@
+"""The benchmark, one command: `python -m bench.run` (see README, Performance).
+
+Starts a fresh embedded PostgreSQL in a temporary folder (or uses DATABASE_URL), applies the
+schema and seeds, loads the dataset (bench/dataset.py), starts `nurturehub serve` as a
+subprocess for each --workers count, and drives each scenario (bench/scenarios.py) with wrk at
+32 connections; then runs pgbench with the same SQL for the database ceiling. Rounds repeat the
+whole sequence; the table shows medians, and every measurement is appended to
+bench/results/<stamp>.jsonl. Not part of the test suite: these machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict
+from functools import partial
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from bench import dataset as dataset_module
+from bench.loadgen import ensure_wrk, run_pgbench, run_wrk, wrk_lua
+from bench.scenarios import SCENARIOS, Data, scenario_names
+from server.db import Database, sql
+
+__all__ = ["main"]
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROOT = Path(__file__).resolve().parent.parent
+
+_SAMPLE_CONTACTS = sql("""
+    SELECT id FROM contacts WHERE organisation_id = :organisation_id ORDER BY random() LIMIT :n
+""")
+_OWNER_TOKEN = sql("""
+    SELECT id FROM api_tokens WHERE organisation_id = :organisation_id AND user_id = :user_id
+     ORDER BY created_at LIMIT 1
+""")
+# The row just before pages 20-30 of each category's list (newest first): the keyset values
+# the ceiling's deep-page statement starts after.
+_DEEP_KEYS = sql("""
+    SELECT active_category, page, created_at, id FROM (
+        SELECT active_category, created_at, id,
+               row_number() OVER (PARTITION BY active_category
+                                  ORDER BY created_at DESC, id DESC) AS n
+          FROM contacts WHERE organisation_id = :organisation_id
+    ) AS ranked, generate_series(20, 30) AS page
+     WHERE n = (page - 1) * :page_size
+""")
+
+
+def _load1() -> float:
+    return os.getloadavg()[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "server", "procedures"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+@contextmanager
+def _database(url: str | None, keep: bool) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from server.embedded import EmbeddedPostgres
+
+    folder = Path(tempfile.mkdtemp(prefix="nurturehub-bench-"))
+    embedded = EmbeddedPostgres(folder, cleanup=None if keep else "stop")
+    print(f"embedded PostgreSQL in {folder}", flush=True)
+    try:
+        yield embedded.start()
+    finally:
+        if not keep:
+            embedded.stop()
+
+
+class Server:
+    """`nurturehub serve` in a subprocess, as an operator runs it."""
+
+    def __init__(self, database_url: str, workers: int, log: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [
+            str(Path(sys.executable).parent / "nurturehub"),
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
+        self._log = log.open("ab")
+        self.process = subprocess.Popen(
+            command,
+            env={**os.environ, "DATABASE_URL": database_url},
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited: see {self._log.name}")
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as reply:
+                    if reply.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise RuntimeError("the server did not become ready in 60 s")
+
+    def call(self, token: str, method: str, params: dict[str, Any] | None = None) -> Any:
+        body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
+        if params is not None:
+            body["params"] = params
+        request = urllib.request.Request(
+            self.url + "/rpc",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            answer = json.loads(reply.read())
+        if "error" in answer:
+            raise RuntimeError(f"{method} failed: {answer['error']}")
+        return answer["result"]
+
+    def methods(self) -> set[str]:
+        with urllib.request.urlopen(self.url + "/openrpc.json", timeout=10) as reply:
+            document = json.loads(reply.read())
+        return {m["name"] for m in document.get("methods", [])}
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+async def _collect(url: str, loaded: dict[str, Any], sample: int) -> Data:
+    main_org = loaded["organisations"][0]
+    organisation_id = UUID(main_org["id"])
+    db = Database(url, pool_size=1)
+    try:
+        async with db.transaction() as tx:
+            rows = await tx.all(_SAMPLE_CONTACTS, {"organisation_id": organisation_id, "n": sample})
+            token_id = await tx.scalar(
+                _OWNER_TOKEN,
+                {"organisation_id": organisation_id, "user_id": UUID(main_org["ownerUserId"])},
+            )
+    finally:
+        await db.close()
+    return Data(
+        token=main_org["ownerToken"],
+        organisation_id=main_org["id"],
+        user_id=main_org["ownerUserId"],
+        token_id=str(token_id),
+        contact_ids=[str(r["id"]) for r in rows],
+        categories=list(loaded["categories"]),
+        stamp=time.strftime("%H%M%S"),
+    )
+
+
+def _measure_round(
+    args: argparse.Namespace,
+    url: str,
+    data: Data,
+    names: list[str],
+    work: Path,
+    emit: Any,
+    round_no: int,
+) -> None:
+    wrk = ensure_wrk()
+    for workers in args.workers:
+        server = Server(url, workers, work / "server.log")
+        try:
+            for name in names:
+                scenario = SCENARIOS[name]
+                if scenario.prepare is not None:
+                    scenario.prepare(partial(server.call, data.token), data)
+                script = work / f"{name}.lua"
+                script.write_text(wrk_lua(data.token, scenario.lua(data)))
+                target = server.url + "/rpc"
+                if args.warmup:
+                    run_wrk(wrk, target, script, seconds=args.warmup, connections=32, threads=2)
+                load_before = _load1()
+                profiler = _start_profiler(args, server, name, workers)
+                measured = run_wrk(
+                    wrk,
+                    target,
+                    script,
+                    seconds=args.duration,
+                    connections=args.connections,
+                    threads=args.threads,
+                )
+                if profiler is not None:
+                    profiler.wait(timeout=60)
+                emit(
+                    {
+                        "kind": "wrk",
+                        "round": round_no,
+                        "scenario": name,
+                        "workers": workers,
+                        **asdict(measured),
+                        "load1Before": load_before,
+                        "load1After": _load1(),
+                    }
+                )
+        finally:
+            server.stop()
+    if args.no_ceiling:
+        return
+    for name in names:
+        script = work / f"{name}.sql"
+        script.write_text("\n".join(SCENARIOS[name].sql(data)) + "\n")
+        ceiling = run_pgbench(
+            url, script, seconds=args.duration, clients=args.connections, threads=args.threads
+        )
+        emit({"kind": "ceiling", "round": round_no, "scenario": name, **asdict(ceiling)})
+
+
+def _start_profiler(
+    args: argparse.Namespace, server: Server, name: str, workers: int
+) -> subprocess.Popen[bytes] | None:
+    """py-spy on the server (and its workers) for the timed run, as collapsed stacks."""
+    if not args.profile:
+        return None
+    args.profile.mkdir(parents=True, exist_ok=True)
+    out = args.profile / f"{name}-w{workers}.txt"
+    command = [
+        str(Path(sys.executable).parent / "py-spy"),
+        "record",
+        "--pid",
+        str(server.process.pid),
+        "--subprocesses",
+        "--format",
+        "raw",
+        "--rate",
+        "200",
+        "--duration",
+        str(args.duration),
+        "--output",
+        str(out),
+        "--nonblocking",
+    ]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    summary = []
+    ceilings: dict[str, list[float]] = {}
+    for r in records:
+        if r["kind"] == "ceiling":
+            ceilings.setdefault(r["scenario"], []).append(r["tps"])
+    keys = sorted({(r["scenario"], r["workers"]) for r in records if r["kind"] == "wrk"})
+    order = list(SCENARIOS)
+    keys.sort(key=lambda k: (order.index(k[0]), k[1]))
+    for name, workers in keys:
+        runs = [r for r in records if r["kind"] == "wrk" and (r["scenario"], r["workers"]) == (name, workers)]
+        rps = statistics.median(r["rps"] for r in runs)
+        ceiling = statistics.median(ceilings[name]) if name in ceilings else None
+        original = SCENARIOS[name].original
+        summary.append(
+            {
+                "kind": "summary",
+                "scenario": name,
+                "workers": workers,
+                "rounds": len(runs),
+                "rps": round(rps, 1),
+                "p50Ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
+                "p99Ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
+                "errors": sum(r["errors"] for r in runs),
+                "ceilingTps": round(ceiling, 1) if ceiling else None,
+                "shareOfCeiling": round(rps / ceiling, 3) if ceiling else None,
+                "original": original,
+                "originalShare": SCENARIOS[name].original_share,
+                "xOriginal": round(rps / original, 2) if original else None,
+            }
+        )
+    return summary
+
+
+def _print_table(summary: list[dict[str, Any]]) -> None:
+    head = (
+        f"{'scenario':<10} {'w':>2} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+        f"{'ceiling':>8} {'share':>6} {'orig':>6} {'orig sh':>7} {'x orig':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+
+    def cell(value: Any, width: int, fmt: str = "") -> str:
+        return f"{'-':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+    for s in summary:
+        print(
+            f"{s['scenario']:<10} {s['workers']:>2} {s['rps']:>8.0f} {s['p50Ms']:>7.1f} "
+            f"{s['p99Ms']:>7.1f} {s['errors']:>6} {cell(s['ceilingTps'], 8, '.0f')} "
+            f"{cell(s['shareOfCeiling'], 6, '.2f')} {cell(s['original'], 6, '.0f')} "
+            f"{cell(s['originalShare'], 7, '.2f')} {cell(s['xOriginal'], 6, '.2f')}"
+        )
+    print("x orig: req/s over the TypeScript stack's (issue 7); the goal is 2.00 on every row.")
+
+
+def _parse_workers(raw: str) -> list[int]:
+    return [int(part) for part in raw.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--contacts", type=int, default=100_000)
+    parser.add_argument("--dataset", type=Path, help="reuse a dataset JSON already loaded")
+    parser.add_argument("--workers", type=_parse_workers, default=[1, 2], help="e.g. 1,2")
+    parser.add_argument("--duration", type=int, default=10, help="seconds per scenario")
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before each scenario")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2, help="wrk and pgbench threads")
+    parser.add_argument("--scenarios", help="comma-separated; default: all that this build has")
+    parser.add_argument("--no-ceiling", action="store_true", help="skip pgbench")
+    parser.add_argument("--profile", type=Path, help="py-spy each timed run into this folder")
+    parser.add_argument("--keep", action="store_true", help="keep the embedded database")
+    parser.add_argument("--sample", type=int, default=2000, help="random contacts to pick from")
+    args = parser.parse_args(argv)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    out = RESULTS / f"{stamp}.jsonl"
+    work = Path(tempfile.mkdtemp(prefix="nurturehub-bench-run-"))
+    records: list[dict[str, Any]] = []
+    context = {"stamp": stamp, "commit": _git_commit(), "cpus": os.cpu_count()}
+
+    def emit(record: dict[str, Any]) -> None:
+        record = {**record, **context}
+        records.append(record)
+        with out.open("a") as sink:
+            sink.write(json.dumps(record) + "\n")
+        if record["kind"] == "wrk":
+            print(
+                f"  round {record['round']} {record['scenario']:<10} workers={record['workers']} "
+                f"{record['rps']:8.0f} req/s  p50 {record['p50_ms']:.1f} ms  "
+                f"p99 {record['p99_ms']:.1f} ms  errors {record['errors']}"
+                + (f"  first error: {record['sample_error'][:160]}" if record["errors"] else ""),
+                flush=True,
+            )
+        elif record["kind"] == "ceiling":
+            print(
+                f"  round {record['round']} ceiling {record['scenario']:<10} "
+                f"{record['tps']:8.0f} tps  failed {record['failed']}",
+                flush=True,
+            )
+
+    with _database(args.database_url, args.keep) as url:
+        if args.dataset:
+            loaded = json.loads(args.dataset.read_text())
+        else:
+            print(f"loading {args.contacts} contacts ...", flush=True)
+            built = asyncio.run(dataset_module.load(url, args.contacts))
+            loaded = built.to_json()
+            target = RESULTS / f"dataset-{stamp}.json"
+            target.write_text(json.dumps(loaded, indent=2) + "\n")
+            target.chmod(0o600)
+            print(f"  loaded in {built.seconds:.0f} s ({target.name})", flush=True)
+        data = asyncio.run(_collect(url, loaded, args.sample))
+        context["contacts"] = loaded["contacts"]
+
+        probe = Server(url, 1, work / "server.log")
+        try:
+            available = probe.methods()
+            names = (
+                args.scenarios.split(",")
+                if args.scenarios
+                else scenario_names(lambda method: method in available)
+            )
+        finally:
+            probe.stop()
+        print(
+            f"scenarios: {', '.join(names)}; workers {args.workers}; {args.duration} s each; "
+            f"load average {os.getloadavg()}; results in {out}",
+            flush=True,
+        )
+        for round_no in range(1, args.rounds + 1):
+            _measure_round(args, url, data, names, work, emit, round_no)
+        summary = _summarise(records)
+        for row in summary:
+            emit({**row, "load1": _load1()})
+    print()
+    _print_table(summary)
+    print(f"\nload average now {os.getloadavg()}; JSON lines in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
