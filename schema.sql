@@ -53,6 +53,15 @@ CREATE TABLE api_tokens (
 
 -- Contacts and their categories -----------------------------------------------------------------
 
+-- The group each of the twelve categories belongs to, declared once: the assignments' generated
+-- category_group and contacts.list's group filter both use it.
+CREATE FUNCTION lead_category_group(category text) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    RETURN CASE WHEN category IN ('active_seller', 'active_buyer', 'managed_landlord',
+                                  'active_tenant', 'active_property_investor',
+                                  'active_btl_investor')
+                THEN 'existing_client' ELSE 'prospect' END;
+
 CREATE TABLE crm_providers (
     id           text PRIMARY KEY CHECK (id ~ '^[a-z][a-z0-9_]{1,39}$'),
     name         text NOT NULL CHECK (char_length(name) BETWEEN 1 AND 100),
@@ -101,31 +110,45 @@ CREATE TABLE contacts (
     crm_payload       jsonb,
     -- The active assignment's category, kept in the same transaction as the assignment rows so
     -- that list filters by category can walk one keyset index instead of joining history.
-    active_category   text,
+    active_category   text CHECK (active_category IN (
+        'seller', 'buyer', 'landlord', 'tenant_applicant', 'property_investor', 'btl_investor',
+        'active_seller', 'active_buyer', 'managed_landlord', 'active_tenant',
+        'active_property_investor', 'active_btl_investor')),
+    -- What contacts.list's `search` matches: whole words and prefixes of the names, the email
+    -- (whole, local part, domain and the local part's pieces), the phone's digits in
+    -- international and national form, and the postcode (whole, outward and inward codes).
+    -- A GIN index answers prefix queries ('smi':*) without pg_trgm, which core PostgreSQL lacks.
+    search_vector     tsvector NOT NULL GENERATED ALWAYS AS (array_to_tsvector(
+        array_remove(array_remove(
+            regexp_split_to_array(lower(coalesce(first_name, '') || ' ' || coalesce(last_name, '')),
+                                  '[^[:alnum:]]+')
+            || ARRAY[lower(first_name), lower(last_name),
+                     regexp_replace(lower(first_name), '[^[:alnum:]]+', '', 'g'),
+                     regexp_replace(lower(last_name), '[^[:alnum:]]+', '', 'g'),
+                     email, split_part(email, '@', 1), split_part(email, '@', 2),
+                     substr(phone, 2),
+                     CASE WHEN phone LIKE '+44%' THEN '0' || substr(phone, 4) END,
+                     lower(replace(postcode, ' ', '')),
+                     lower(split_part(postcode, ' ', 1)), lower(split_part(postcode, ' ', 2))]
+            || regexp_split_to_array(split_part(email, '@', 1), '[^[:alnum:]]+'),
+        NULL), ''))) STORED,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (organisation_id, id),
     FOREIGN KEY (organisation_id, crm_connection_id)
         REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (crm_connection_id),
-    CHECK (crm_payload IS NULL OR import_source = 'crm_sync'),
-    CHECK (active_category IN (
-        'seller', 'buyer', 'landlord', 'tenant_applicant', 'property_investor', 'btl_investor',
-        'active_seller', 'active_buyer', 'managed_landlord', 'active_tenant',
-        'active_property_investor', 'active_btl_investor'))
+    CHECK (crm_payload IS NULL OR import_source = 'crm_sync')
 );
 CREATE UNIQUE INDEX contacts_email_key ON contacts (organisation_id, email) WHERE email IS NOT NULL;
 CREATE UNIQUE INDEX contacts_external_key ON contacts (organisation_id, crm_connection_id, external_id)
     WHERE external_id IS NOT NULL;
--- Keyset pagination, newest first, for the unfiltered list and for each equality filter.
+-- Keyset pagination, newest first, for the unfiltered list and for each equality filter; a
+-- filter on several categories (or a group) walks this index once per category and merges.
 CREATE INDEX contacts_created_idx ON contacts (organisation_id, created_at DESC, id DESC);
 CREATE INDEX contacts_category_idx ON contacts (organisation_id, active_category, created_at DESC, id DESC);
 CREATE INDEX contacts_consent_idx ON contacts (organisation_id, consent_status, created_at DESC, id DESC);
 CREATE INDEX contacts_source_idx ON contacts (organisation_id, import_source, created_at DESC, id DESC);
--- Look-ups by the identifiers agents search with (prefix matches use text_pattern_ops).
-CREATE INDEX contacts_email_prefix_idx ON contacts (organisation_id, email text_pattern_ops);
-CREATE INDEX contacts_phone_prefix_idx ON contacts (organisation_id, phone text_pattern_ops);
-CREATE INDEX contacts_postcode_prefix_idx ON contacts (organisation_id, postcode text_pattern_ops);
-CREATE INDEX contacts_name_idx ON contacts (organisation_id, lower(last_name) text_pattern_ops);
+CREATE INDEX contacts_search_idx ON contacts USING gin (search_vector);
 
 CREATE TABLE lead_category_assignments (
     organisation_id uuid NOT NULL,
@@ -136,10 +159,7 @@ CREATE TABLE lead_category_assignments (
         'active_seller', 'active_buyer', 'managed_landlord', 'active_tenant',
         'active_property_investor', 'active_btl_investor')),
     -- The group follows from the category, so the database derives it rather than trusting callers.
-    category_group  text NOT NULL GENERATED ALWAYS AS (
-        CASE WHEN category IN ('active_seller', 'active_buyer', 'managed_landlord', 'active_tenant',
-                               'active_property_investor', 'active_btl_investor')
-             THEN 'existing_client' ELSE 'prospect' END) STORED
+    category_group  text NOT NULL GENERATED ALWAYS AS (lead_category_group(category)) STORED
         CHECK (category_group IN ('prospect', 'existing_client')),
     assigned_at     timestamptz NOT NULL DEFAULT now(),
     superseded_at   timestamptz,

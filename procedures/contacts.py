@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from uuid import UUID
 
+import orjson
+from pydantic import AwareDatetime, BeforeValidator, Field
+from sqlalchemy.engine import RowMapping
+
+from procedures.contact_fields import (
+    Category,
+    ConsentStatus,
+    CrmPayload,
+    Email,
+    ExternalId,
+    Group,
+    ImportSource,
+    Name,
+    Phone,
+    Postcode,
+    Reason,
+    SearchText,
+    search_tsquery,
+)
 from server.context import Context
+from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import sql
+from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
+from server.keys import keyed_hash
 from server.models import WireModel
-from server.procedure import AUTHED, Router, query
+from server.procedure import ADMIN, AUTHED, Router, mutation, query
+
+ALL_CATEGORIES: tuple[str, ...] = typing.get_args(Category)
+# Sources that bring people in without an agent choosing to: an erased person must stay out.
+SUPPRESSED_SOURCES = frozenset({"crm_sync", "apify", "land_registry"})
+# A client clock a little ahead of ours is not "a consent given in the future".
+CLOCK_SKEW = timedelta(seconds=60)
 
 # Models ------------------------------------------------------------------------------------------
 
@@ -23,11 +54,474 @@ class CrmProvider(WireModel):
     webhook_path: str
 
 
+class Assignment(WireModel):
+    id: UUID
+    category: Category
+    group: Group
+    assigned_at: datetime
+    superseded_at: datetime | None
+    assigned_by: UUID | None
+    reason: str | None
+
+
+class Contact(WireModel):
+    """A contact as lists show it; the raw CRM payload is never part of it."""
+
+    id: UUID
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    postcode: str | None
+    consent_status: ConsentStatus
+    consent_timestamp: datetime | None
+    import_source: ImportSource
+    crm_connection_id: UUID | None
+    external_id: str | None
+    category: Category | None
+    group: Group | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContactDetail(Contact):
+    active_assignment: Assignment | None
+
+
+class ContactPage(WireModel):
+    items: list[Contact]
+    next_cursor: str | None
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+class ListContactsParams(WireModel):
+    category: (
+        Annotated[list[Category], BeforeValidator(_one_or_many), Field(min_length=1, max_length=12)] | None
+    ) = None
+    group: Group | None = None
+    consent_status: ConsentStatus | None = None
+    import_source: ImportSource | None = None
+    search: SearchText | None = None
+    created_after: AwareDatetime | None = None
+    created_before: AwareDatetime | None = None
+    cursor: str | None = Field(default=None, max_length=400)
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class GetContactParams(WireModel):
+    id: UUID
+
+
+class CreateContactParams(WireModel):
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    postcode: Postcode | None = None
+    consent_status: ConsentStatus | None = None
+    consent_timestamp: AwareDatetime | None = None
+    import_source: ImportSource = "manual"
+    crm_payload: CrmPayload | None = None
+    crm_connection_id: UUID | None = None
+    external_id: ExternalId | None = None
+    category: Category | None = None
+    reason: Reason | None = None
+
+
+class UpdateContactParams(WireModel):
+    """Absent fields stay as they are; an explicit null clears an optional field."""
+
+    id: UUID
+    first_name: Name | None = None
+    last_name: Name | None = None
+    email: Email | None = None
+    phone: Phone | None = None
+    postcode: Postcode | None = None
+    consent_status: ConsentStatus | None = None
+    consent_timestamp: AwareDatetime | None = None
+    crm_payload: CrmPayload | None = None
+    category: Category | None = None
+    reason: Reason | None = None
+
+
+class AssignCategoryParams(WireModel):
+    id: UUID
+    category: Category
+    reason: Reason | None = None
+
+
+class GetCategoryHistoryParams(WireModel):
+    id: UUID
+
+
+class DeleteContactParams(WireModel):
+    id: UUID
+
+
+class Removed(WireModel):
+    contacts: int
+    category_assignments: int
+    writeback_events: int
+    connection_errors_cleared: int
+
+
+class CrmHolder(WireModel):
+    """A connected CRM that still holds the person: erasure is not pushed to CRMs."""
+
+    connection_id: UUID
+    provider_id: str
+    provider_name: str
+    status: str
+    # source: the contact was imported from it; writeback: we sent it events about the contact.
+    reason: Literal["source", "writeback"]
+    external_id: str | None
+
+
+class ContactErasure(WireModel):
+    contact_id: UUID
+    removed: Removed
+    suppressed: list[Literal["email", "phone", "external_id"]]
+    crms_still_holding: list[CrmHolder]
+
+
 # SQL ---------------------------------------------------------------------------------------------
 
 SELECT_CRM_PROVIDERS = sql(
     "SELECT id, name, auth_type, webhook_path FROM crm_providers ORDER BY lower(name), id"
 )
+
+_CONTACT_COLUMNS = """
+    c.id, c.first_name, c.last_name, c.email, c.phone, c.postcode, c.consent_status,
+    c.consent_timestamp, c.import_source, c.crm_connection_id, c.external_id,
+    c.active_category AS category, lead_category_group(c.active_category) AS "group",
+    c.created_at, c.updated_at
+"""
+_ASSIGNMENT_COLUMNS = """
+    a.id, a.category, a.category_group AS "group", a.assigned_at, a.superseded_at,
+    a.assigned_by, a.reason
+"""
+
+# Keyset pagination, newest first. The bounds are written so they stay index conditions even in
+# a generic (prepared) plan: absent values become +-infinity and the largest uuid.
+_PAGE = """
+    c.organisation_id = :organisation_id
+    AND c.created_at > coalesce(CAST(:created_after AS timestamptz), '-infinity')
+    AND c.created_at < coalesce(CAST(:created_before AS timestamptz), 'infinity')
+    AND (c.created_at, c.id) < (coalesce(CAST(:after_created_at AS timestamptz), 'infinity'),
+                                coalesce(CAST(:after_id AS uuid),
+                                         'ffffffff-ffff-ffff-ffff-ffffffffffff'))
+"""
+# Filters other than the one whose index a shape walks: checked on the rows it visits.
+_RESIDUAL = """
+    AND (CAST(:categories AS text[]) IS NULL
+         OR c.active_category = ANY (CAST(:categories AS text[])))
+    AND (CAST(:group AS text) IS NULL OR lead_category_group(c.active_category) = :group)
+    AND (CAST(:consent_status AS text) IS NULL OR c.consent_status = :consent_status)
+    AND (CAST(:import_source AS text) IS NULL OR c.import_source = :import_source)
+    AND (CAST(:tsquery AS tsquery) IS NULL OR c.search_vector @@ CAST(:tsquery AS tsquery))
+"""
+_ORDER = "ORDER BY c.created_at DESC, c.id DESC LIMIT :fetch"
+
+
+def _list_walking(driving_condition: str) -> str:
+    return f"SELECT {_CONTACT_COLUMNS} FROM contacts AS c WHERE {_PAGE} AND {driving_condition} {_RESIDUAL} {_ORDER}"  # noqa: E501
+
+
+# One statement per index a page can walk, so even a generic plan walks the right one.
+LIST_CONTACTS = sql(_list_walking("true"))
+LIST_CONTACTS_BY_CONSENT = sql(_list_walking("c.consent_status = :consent_status"))
+LIST_CONTACTS_BY_SOURCE = sql(_list_walking("c.import_source = :import_source"))
+LIST_CONTACTS_BY_SEARCH = sql(_list_walking("c.search_vector @@ CAST(:tsquery AS tsquery)"))
+# Several categories (or a group): walk contacts_category_idx once per category, each walk
+# stopping after one page, and merge; a page costs at most 12 short index walks.
+LIST_CONTACTS_BY_CATEGORIES = sql(f"""
+    SELECT c.* FROM unnest(CAST(:walk_categories AS text[])) AS k (category)
+    CROSS JOIN LATERAL ({_list_walking("c.active_category = k.category")}) AS c
+     WHERE CAST(:group AS text) IS NULL OR lead_category_group(k.category) = :group
+    {_ORDER}
+""")
+
+SELECT_CONTACT = sql(f"""
+    SELECT {_CONTACT_COLUMNS},
+           a.id AS a_id, a.category AS a_category, a.category_group AS a_group,
+           a.assigned_at AS a_assigned_at, a.superseded_at AS a_superseded_at,
+           a.assigned_by AS a_assigned_by, a.reason AS a_reason
+      FROM contacts AS c
+      LEFT JOIN lead_category_assignments AS a
+        ON a.organisation_id = c.organisation_id AND a.contact_id = c.id
+       AND a.superseded_at IS NULL
+     WHERE c.organisation_id = :organisation_id AND c.id = :id
+""")
+
+# Every change to a contact's category starts here, so concurrent changes queue on the row.
+LOCK_CONTACT = sql("""
+    SELECT id, first_name, last_name, email, phone, postcode, consent_status, consent_timestamp,
+           import_source, crm_payload, crm_connection_id, external_id, active_category
+      FROM contacts WHERE organisation_id = :organisation_id AND id = :id
+       FOR UPDATE
+""")
+
+CONNECTION_EXISTS = sql("""
+    SELECT EXISTS (SELECT 1 FROM crm_connections
+                    WHERE organisation_id = :organisation_id AND id = :id)
+""")
+
+SELECT_ID_BY_EMAIL = sql("""
+    SELECT id FROM contacts
+     WHERE organisation_id = :organisation_id AND email = :email
+       AND id IS DISTINCT FROM CAST(:except_id AS uuid)
+""")
+
+SELECT_ID_BY_EXTERNAL = sql("""
+    SELECT id FROM contacts
+     WHERE organisation_id = :organisation_id AND crm_connection_id = :crm_connection_id
+       AND external_id = :external_id
+""")
+
+SELECT_SUPPRESSED_KINDS = sql("""
+    SELECT DISTINCT kind FROM erasure_suppressions
+     WHERE organisation_id = :organisation_id AND identifier_hash = ANY (CAST(:hashes AS bytea[]))
+     ORDER BY kind
+""")
+
+# Conflicts on the email are answered with the existing contact's id; others are CONFLICT.
+INSERT_CONTACT = sql("""
+    INSERT INTO contacts (organisation_id, first_name, last_name, email, phone, postcode,
+                          consent_status, consent_timestamp, import_source, crm_payload,
+                          crm_connection_id, external_id, active_category)
+    VALUES (:organisation_id, :first_name, :last_name, :email, :phone, :postcode,
+            coalesce(CAST(:consent_status AS text), 'unknown'),
+            CASE WHEN CAST(:consent_timestamp AS timestamptz) IS NOT NULL
+                     THEN CAST(:consent_timestamp AS timestamptz)
+                 WHEN CAST(:consent_status AS text) IS NOT NULL THEN now() END,
+            :import_source, CAST(:crm_payload AS jsonb), :crm_connection_id, :external_id,
+            :category)
+    ON CONFLICT (organisation_id, email) WHERE email IS NOT NULL DO NOTHING
+    RETURNING id, created_at
+""")
+
+# Each column changes only when its flag is set, so absent fields are left alone and an
+# explicit null clears; consent_now moves consent_timestamp with a new consent status.
+UPDATE_CONTACT = sql("""
+    UPDATE contacts SET
+        first_name = CASE WHEN :set_first_name THEN CAST(:first_name AS text) ELSE first_name END,
+        last_name = CASE WHEN :set_last_name THEN CAST(:last_name AS text) ELSE last_name END,
+        email = CASE WHEN :set_email THEN CAST(:email AS text) ELSE email END,
+        phone = CASE WHEN :set_phone THEN CAST(:phone AS text) ELSE phone END,
+        postcode = CASE WHEN :set_postcode THEN CAST(:postcode AS text) ELSE postcode END,
+        consent_status = coalesce(CAST(:consent_status AS text), consent_status),
+        consent_timestamp = CASE WHEN :set_consent_timestamp
+                                     THEN CAST(:consent_timestamp AS timestamptz)
+                                 WHEN :consent_now THEN now()
+                                 ELSE consent_timestamp END,
+        crm_payload = CASE WHEN :set_crm_payload THEN CAST(:crm_payload AS jsonb)
+                           ELSE crm_payload END,
+        updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+
+# One timestamp for both ends of a re-categorisation, so the history has no gaps.
+ASSIGNMENT_TIME = sql("SELECT clock_timestamp()")
+
+SUPERSEDE_ACTIVE = sql("""
+    UPDATE lead_category_assignments SET superseded_at = :at
+     WHERE organisation_id = :organisation_id AND contact_id = :contact_id
+       AND superseded_at IS NULL
+""")
+
+INSERT_ASSIGNMENT = sql(f"""
+    INSERT INTO lead_category_assignments AS a
+                (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
+    VALUES (:organisation_id, :contact_id, :category, :at, :assigned_by, :reason)
+    RETURNING {_ASSIGNMENT_COLUMNS}
+""")
+
+SET_ACTIVE_CATEGORY = sql("""
+    UPDATE contacts SET active_category = :category, updated_at = :at
+     WHERE organisation_id = :organisation_id AND id = :contact_id
+""")
+
+SELECT_ACTIVE_ASSIGNMENT = sql(f"""
+    SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
+     WHERE a.organisation_id = :organisation_id AND a.contact_id = :contact_id
+       AND a.superseded_at IS NULL
+""")
+
+SELECT_HISTORY = sql(f"""
+    SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
+     WHERE a.organisation_id = :organisation_id AND a.contact_id = :contact_id
+     ORDER BY a.assigned_at DESC, a.id DESC
+""")
+
+CONTACT_EXISTS = sql("""
+    SELECT EXISTS (SELECT 1 FROM contacts WHERE organisation_id = :organisation_id AND id = :id)
+""")
+
+# Erasure ----------------------------------------------------------------------------------------
+
+SELECT_CRM_HOLDERS = sql("""
+    SELECT cc.id AS connection_id, cc.provider_id, p.name AS provider_name, cc.status,
+           CASE WHEN cc.id = CAST(:source_id AS uuid) THEN 'source' ELSE 'writeback' END
+               AS reason
+      FROM crm_connections AS cc JOIN crm_providers AS p ON p.id = cc.provider_id
+     WHERE cc.organisation_id = :organisation_id
+       AND (cc.id = CAST(:source_id AS uuid)
+            OR EXISTS (SELECT 1 FROM crm_writeback_queue AS q
+                        WHERE q.organisation_id = cc.organisation_id
+                          AND q.connection_id = cc.id AND q.contact_id = :contact_id))
+     ORDER BY p.name, cc.id
+""")
+
+COUNT_DEPENDENTS = sql("""
+    SELECT (SELECT count(*) FROM lead_category_assignments
+             WHERE organisation_id = :organisation_id AND contact_id = :contact_id)
+               AS category_assignments,
+           (SELECT count(*) FROM crm_writeback_queue
+             WHERE organisation_id = :organisation_id AND contact_id = :contact_id)
+               AS writeback_events
+""")
+
+# A CRM's error message may quote the person it failed on; clear any that mention them.
+CLEAR_CONNECTION_ERRORS = sql("""
+    UPDATE crm_connections SET last_error_message = NULL
+     WHERE organisation_id = :organisation_id AND last_error_message IS NOT NULL
+       AND EXISTS (SELECT 1 FROM unnest(CAST(:needles AS text[])) AS n (needle)
+                    WHERE strpos(lower(last_error_message), n.needle) > 0)
+""")
+
+INSERT_SUPPRESSIONS = sql("""
+    INSERT INTO erasure_suppressions (organisation_id, identifier_hash, kind, created_by)
+    SELECT :organisation_id, s.identifier_hash, s.kind, :created_by
+      FROM unnest(CAST(:hashes AS bytea[]), CAST(:kinds AS text[])) AS s (identifier_hash, kind)
+    ON CONFLICT (organisation_id, identifier_hash) DO NOTHING
+""")
+
+# Assignments and queued writeback events go with it (ON DELETE CASCADE).
+DELETE_CONTACT = sql("DELETE FROM contacts WHERE organisation_id = :organisation_id AND id = :id")
+
+
+# Helpers -----------------------------------------------------------------------------------------
+
+
+def _not_found() -> NotFound:
+    # The same answer for another organisation's id and an unknown one.
+    return NotFound("Not found: no contact with this id")
+
+
+def _assignment(row: RowMapping, prefix: str = "") -> Assignment:
+    return Assignment(
+        id=row[f"{prefix}id"],
+        category=row[f"{prefix}category"],
+        group=row[f"{prefix}group"],
+        assigned_at=row[f"{prefix}assigned_at"],
+        superseded_at=row[f"{prefix}superseded_at"],
+        assigned_by=row[f"{prefix}assigned_by"],
+        reason=row[f"{prefix}reason"],
+    )
+
+
+def _contact_fields(row: RowMapping) -> dict[str, Any]:
+    return {name: row[name] for name in Contact.model_fields}
+
+
+async def _detail(ctx: Context, contact_id: UUID) -> ContactDetail:
+    row = await ctx.db.one(SELECT_CONTACT, {"organisation_id": ctx.organisation_id, "id": contact_id})
+    if row is None:
+        raise _not_found()
+    active = _assignment(row, "a_") if row["a_id"] is not None else None
+    return ContactDetail(**_contact_fields(row), active_assignment=active)
+
+
+async def _lock(ctx: Context, contact_id: UUID) -> RowMapping:
+    row = await ctx.db.one(LOCK_CONTACT, {"organisation_id": ctx.organisation_id, "id": contact_id})
+    if row is None:
+        raise _not_found()
+    return row
+
+
+def _suppression_key(ctx: Context) -> bytes:
+    key = ctx.settings.suppression_key
+    if key is None:
+        # Fail closed: without the key we can neither record an erasure nor honour one.
+        raise ServiceUnavailable(
+            "Service unavailable: erasure and import suppression need the server's "
+            "NURTUREHUB_SUPPRESSION_KEY, which is not configured"
+        )
+    return key
+
+
+def _identifiers(email: str | None, phone: str | None, external_id: str | None) -> list[tuple[str, str]]:
+    pairs = [("email", email), ("phone", phone), ("external_id", external_id)]
+    return [(kind, value) for kind, value in pairs if value is not None]
+
+
+def _hash(key: bytes, organisation_id: UUID, kind: str, value: str) -> bytes:
+    # Scoped to the organisation, so two agencies' lists cannot be matched against each other.
+    return keyed_hash(key, str(organisation_id), kind, value)
+
+
+async def _refuse_if_suppressed(ctx: Context, params: CreateContactParams) -> None:
+    identifiers = _identifiers(params.email, params.phone, params.external_id)
+    if params.import_source not in SUPPRESSED_SOURCES or not identifiers:
+        return
+    key = _suppression_key(ctx)
+    hashes = [_hash(key, ctx.organisation_id, kind, value) for kind, value in identifiers]
+    rows = await ctx.db.all(
+        SELECT_SUPPRESSED_KINDS, {"organisation_id": ctx.organisation_id, "hashes": hashes}
+    )
+    if rows:
+        kinds = [row["kind"] for row in rows]
+        raise Conflict(
+            "Conflict: this person was erased at their request (GDPR) and is on the erasure "
+            f"suppression list ({', '.join(kinds)}); an admin must lift it before an import "
+            "may bring them back",
+            data={"suppressed": kinds},
+        )
+
+
+def _check_consent_time(value: datetime | None) -> None:
+    if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
+        raise InvalidParams.for_field("consentTimestamp", "must not be in the future")
+
+
+async def _check_email_free(ctx: Context, email: str | None, except_id: UUID | None) -> None:
+    if email is None:
+        return
+    existing = await ctx.db.scalar(
+        SELECT_ID_BY_EMAIL,
+        {"organisation_id": ctx.organisation_id, "email": email, "except_id": except_id},
+    )
+    if existing is not None:
+        raise _email_taken(existing)
+
+
+def _email_taken(existing: UUID) -> Conflict:
+    return Conflict(
+        f"Conflict: contact {existing} in this organisation already has this email",
+        data={"existingContactId": str(existing)},
+    )
+
+
+async def _set_category(
+    ctx: Context, contact_id: UUID, category: str | None, reason: str | None
+) -> Assignment | None:
+    """Supersede the active assignment and insert the new one; the contact row is locked."""
+    at = await ctx.db.scalar(ASSIGNMENT_TIME)
+    keys = {"organisation_id": ctx.organisation_id, "contact_id": contact_id, "at": at}
+    await ctx.db.execute(SUPERSEDE_ACTIVE, keys)
+    await ctx.db.execute(SET_ACTIVE_CATEGORY, {**keys, "category": category})
+    if category is None:
+        return None
+    row = await ctx.db.one(
+        INSERT_ASSIGNMENT,
+        {**keys, "category": category, "assigned_by": ctx.user.user_id, "reason": reason},
+    )
+    assert row is not None
+    return _assignment(row)
+
 
 # Handlers ----------------------------------------------------------------------------------------
 
@@ -39,8 +533,260 @@ async def list_crm_providers(ctx: Context, params: ListCrmProvidersParams) -> li
     return [CrmProvider.model_validate(dict(row)) for row in rows]
 
 
+@query(guard=AUTHED)
+async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage:
+    """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more."""
+    categories = sorted(set(params.category)) if params.category else None
+    tsquery = None
+    if params.search is not None:
+        tsquery = search_tsquery(params.search)
+        if tsquery is None:
+            raise InvalidParams.for_field("search", "must contain letters or digits")
+    filters = {
+        "categories": categories,
+        "group": params.group,
+        "consent_status": params.consent_status,
+        "import_source": params.import_source,
+        "tsquery": tsquery,
+        "created_after": params.created_after,
+        "created_before": params.created_before,
+    }
+    key = cursor_key(ctx.settings.suppression_key)
+    scope = [str(ctx.organisation_id), ctx.procedure, filters]
+    after_created_at, after_id = None, None
+    if params.cursor is not None:
+        position = decode_cursor(key, scope, params.cursor)
+        after_created_at, after_id = datetime.fromisoformat(position[0]), UUID(position[1])
+
+    if tsquery is not None:
+        statement = LIST_CONTACTS_BY_SEARCH
+    elif categories is not None or params.group is not None:
+        statement = LIST_CONTACTS_BY_CATEGORIES
+    elif params.consent_status is not None:
+        statement = LIST_CONTACTS_BY_CONSENT
+    elif params.import_source is not None:
+        statement = LIST_CONTACTS_BY_SOURCE
+    else:
+        statement = LIST_CONTACTS
+    rows = await ctx.db.all(
+        statement,
+        {
+            **filters,
+            "organisation_id": ctx.organisation_id,
+            "walk_categories": categories or list(ALL_CATEGORIES),
+            "after_created_at": after_created_at,
+            "after_id": after_id,
+            "fetch": params.limit + 1,
+        },
+    )
+    items = [Contact(**_contact_fields(row)) for row in rows[: params.limit]]
+    next_cursor = None
+    if len(rows) > params.limit:
+        last = items[-1]
+        next_cursor = encode_cursor(key, scope, [last.created_at.isoformat(), str(last.id)])
+    return ContactPage(items=items, next_cursor=next_cursor)
+
+
+@query(guard=AUTHED)
+async def get_contact(ctx: Context, params: GetContactParams) -> ContactDetail:
+    """One contact and its active category assignment (null when it has none)."""
+    return await _detail(ctx, params.id)
+
+
+@mutation(guard=AUTHED)
+async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDetail:
+    """Create a contact, with its first category assignment when a category is given."""
+    if params.crm_payload is not None and params.import_source != "crm_sync":
+        raise InvalidParams.for_field("crmPayload", "is accepted only with importSource crm_sync")
+    if params.external_id is not None and params.crm_connection_id is None:
+        raise InvalidParams.for_field("externalId", "needs the crmConnectionId it belongs to")
+    if params.reason is not None and params.category is None:
+        raise InvalidParams.for_field("reason", "is accepted only with a category")
+    _check_consent_time(params.consent_timestamp)
+    org = ctx.organisation_id
+    if params.crm_connection_id is not None and not await ctx.db.scalar(
+        CONNECTION_EXISTS, {"organisation_id": org, "id": params.crm_connection_id}
+    ):
+        raise InvalidParams.for_field("crmConnectionId", "is not a CRM connection of this organisation")
+    await _refuse_if_suppressed(ctx, params)
+    if params.external_id is not None:
+        existing = await ctx.db.scalar(
+            SELECT_ID_BY_EXTERNAL,
+            {
+                "organisation_id": org,
+                "crm_connection_id": params.crm_connection_id,
+                "external_id": params.external_id,
+            },
+        )
+        if existing is not None:
+            raise Conflict(
+                f"Conflict: contact {existing} already has this CRM connection and external id",
+                data={"existingContactId": str(existing)},
+            )
+
+    values = params.model_dump(exclude={"reason"})
+    values["crm_payload"] = (
+        orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
+    )
+    row = await ctx.db.one(INSERT_CONTACT, {**values, "organisation_id": org})
+    if row is None:
+        existing = await ctx.db.scalar(
+            SELECT_ID_BY_EMAIL, {"organisation_id": org, "email": params.email, "except_id": None}
+        )
+        raise _email_taken(existing) if existing else Conflict()
+    if params.category is not None:
+        await ctx.db.one(
+            INSERT_ASSIGNMENT,
+            {
+                "organisation_id": org,
+                "contact_id": row["id"],
+                "category": params.category,
+                "at": row["created_at"],
+                "assigned_by": ctx.user.user_id,
+                "reason": params.reason,
+            },
+        )
+    given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
+    ctx.record("contact", row["id"], given)
+    return await _detail(ctx, row["id"])
+
+
+# Update: wire name -> column, for the fields a caller may change or clear.
+_UPDATABLE = {
+    "first_name": "firstName",
+    "last_name": "lastName",
+    "email": "email",
+    "phone": "phone",
+    "postcode": "postcode",
+    "consent_status": "consentStatus",
+    "consent_timestamp": "consentTimestamp",
+    "crm_payload": "crmPayload",
+}
+
+
+@mutation(guard=AUTHED)
+async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDetail:
+    """Change some fields; a new category supersedes the active assignment, keeping history."""
+    given = params.model_fields_set
+    if "consent_status" in given and params.consent_status is None:
+        raise InvalidParams.for_field("consentStatus", "cannot be cleared; use unknown")
+    if "reason" in given and "category" not in given:
+        raise InvalidParams.for_field("reason", "is accepted only with a category")
+    _check_consent_time(params.consent_timestamp)
+    current = await _lock(ctx, params.id)
+    if "crm_payload" in given and params.crm_payload is not None:
+        if current["import_source"] != "crm_sync":
+            raise InvalidParams.for_field("crmPayload", "is accepted only on contacts imported by crm_sync")
+
+    changed = {
+        column for column in _UPDATABLE if column in given and getattr(params, column) != current[column]
+    }
+    if "email" in changed:
+        await _check_email_free(ctx, params.email, params.id)
+    consent_now = "consent_status" in changed and "consent_timestamp" not in given
+    if consent_now:
+        changed.add("consent_timestamp")
+    if changed:
+        values: dict[str, Any] = {f"set_{column}": column in changed for column in _UPDATABLE}
+        values.update({column: getattr(params, column) for column in _UPDATABLE})
+        values["crm_payload"] = (
+            orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
+        )
+        values["consent_status"] = params.consent_status if "consent_status" in changed else None
+        await ctx.db.execute(
+            UPDATE_CONTACT,
+            {**values, "consent_now": consent_now, "organisation_id": ctx.organisation_id, "id": params.id},
+        )
+    fields = [_UPDATABLE[column] for column in changed]
+    if "category" in given and params.category != current["active_category"]:
+        await _set_category(ctx, params.id, params.category, params.reason)
+        fields.append("category")
+    ctx.record("contact", params.id, fields)
+    return await _detail(ctx, params.id)
+
+
+@mutation(guard=AUTHED)
+async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
+    """(Re)assign the contact's category; the current category again changes nothing."""
+    current = await _lock(ctx, params.id)
+    keys = {"organisation_id": ctx.organisation_id, "contact_id": params.id}
+    if current["active_category"] == params.category:
+        ctx.record("contact", params.id)
+        row = await ctx.db.one(SELECT_ACTIVE_ASSIGNMENT, keys)
+        assert row is not None
+        return _assignment(row)
+    assignment = await _set_category(ctx, params.id, params.category, params.reason)
+    assert assignment is not None
+    ctx.record("contact", params.id, ["category"])
+    return assignment
+
+
+@query(guard=AUTHED)
+async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -> list[Assignment]:
+    """Every category assignment of the contact, newest first."""
+    keys = {"organisation_id": ctx.organisation_id, "id": params.id}
+    if not await ctx.db.scalar(CONTACT_EXISTS, keys):
+        raise _not_found()
+    rows = await ctx.db.all(SELECT_HISTORY, {"organisation_id": ctx.organisation_id, "contact_id": params.id})
+    return [_assignment(row) for row in rows]
+
+
+@mutation(guard=ADMIN)
+async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactErasure:
+    """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out."""
+    key = _suppression_key(ctx)
+    org = ctx.organisation_id
+    contact = await _lock(ctx, params.id)
+    keys = {"organisation_id": org, "contact_id": params.id}
+    holders = await ctx.db.all(SELECT_CRM_HOLDERS, {**keys, "source_id": contact["crm_connection_id"]})
+    counts = await ctx.db.one(COUNT_DEPENDENTS, keys)
+    assert counts is not None
+
+    identifiers = _identifiers(contact["email"], contact["phone"], contact["external_id"])
+    needles = [value.lower() for _, value in identifiers]
+    if contact["phone"] is not None and contact["phone"].startswith("+44"):
+        needles.append("0" + contact["phone"][3:])
+    cleared = await ctx.db.execute(CLEAR_CONNECTION_ERRORS, {"organisation_id": org, "needles": needles})
+    await ctx.db.execute(
+        INSERT_SUPPRESSIONS,
+        {
+            "organisation_id": org,
+            "created_by": ctx.user.user_id,
+            "hashes": [_hash(key, org, kind, value) for kind, value in identifiers],
+            "kinds": [kind for kind, _ in identifiers],
+        },
+    )
+    deleted = await ctx.db.execute(DELETE_CONTACT, {"organisation_id": org, "id": params.id})
+    # The audit row says that this contact was erased, by whom and when: nothing personal.
+    ctx.record("contact", params.id)
+    return ContactErasure(
+        contact_id=params.id,
+        removed=Removed(
+            contacts=deleted,
+            category_assignments=counts["category_assignments"],
+            writeback_events=counts["writeback_events"],
+            connection_errors_cleared=cleared,
+        ),
+        suppressed=[kind for kind, _ in identifiers],
+        crms_still_holding=[
+            CrmHolder(
+                **row,
+                external_id=contact["external_id"] if row["reason"] == "source" else None,
+            )
+            for row in holders
+        ],
+    )
+
+
 router = Router(
     {
+        "list": list_contacts,
+        "get": get_contact,
+        "create": create_contact,
+        "update": update_contact,
+        "assignCategory": assign_category,
+        "getCategoryHistory": get_category_history,
+        "delete": delete_contact,
         "listCrmProviders": list_crm_providers,
     }
 )

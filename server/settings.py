@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from server.keys import KeyConfigError, key_from_env
 
 
 def _int_env(name: str, default: int) -> int:
@@ -51,6 +53,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Strict JSON-RPC clients may want every response as HTTP 200.
     always_http_200: bool = False
+    # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
+    # import suppression checks fail closed. Never in repr, so it never reaches a log.
+    suppression_key: bytes | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, database_url: str) -> Settings:
@@ -63,4 +68,12 @@ class Settings:
             pool_timeout=_float_env("NURTUREHUB_DB_POOL_TIMEOUT", 2.0),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             always_http_200=os.environ.get("NURTUREHUB_RPC_ALWAYS_200", "") in ("1", "true", "yes"),
+            suppression_key=_suppression_key_from_env(),
         )
+
+
+def _suppression_key_from_env() -> bytes | None:
+    try:
+        return key_from_env()
+    except KeyConfigError as exc:
+        raise SystemExit(str(exc)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,9 @@ from server.db import Database
 from server.schema import init_schema
 from seeds.crm_providers import seed
 from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
+
+# The test servers' erasure suppression key: random per session, as a real one must be.
+SUPPRESSION_KEY = secrets.token_bytes(32)
 
 
 @pytest.fixture(scope="session")
@@ -51,7 +55,7 @@ def db(database_url: str, loop: LoopThread) -> Iterator[Database]:
 
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[ServerThread]:
-    thread = ServerThread(database_url, app_router)
+    thread = ServerThread(database_url, app_router, suppression_key=SUPPRESSION_KEY)
     yield thread
     thread.stop()
 
@@ -73,7 +77,7 @@ def probe_server(database_url: str) -> Iterator[ServerThread]:
     """The app plus test-only probe.* procedures."""
     from tests.probe import probe_router
 
-    thread = ServerThread(database_url, probe_router)
+    thread = ServerThread(database_url, probe_router, suppression_key=SUPPRESSION_KEY)
     yield thread
     thread.stop()
 

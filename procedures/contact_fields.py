@@ -1,0 +1,140 @@
+"""The contact's wire field types: validation and normalisation of names, email, phone, postcode.
+
+Each type refuses bad input with a message that never repeats the value (it may be personal
+data, and error messages reach logs), and normalises good input to the one form the database
+stores, so uniqueness and search compare like with like.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, Field, StringConstraints
+
+__all__ = [
+    "Category",
+    "ConsentStatus",
+    "CrmPayload",
+    "Email",
+    "ExternalId",
+    "Group",
+    "ImportSource",
+    "Name",
+    "Phone",
+    "Postcode",
+    "Reason",
+    "SearchText",
+    "search_tsquery",
+]
+
+Category = Literal[
+    "seller", "buyer", "landlord", "tenant_applicant", "property_investor", "btl_investor",
+    "active_seller", "active_buyer", "managed_landlord", "active_tenant",
+    "active_property_investor", "active_btl_investor",
+]  # fmt: skip
+Group = Literal["prospect", "existing_client"]
+ConsentStatus = Literal["granted", "denied", "unknown", "pending"]
+ImportSource = Literal["crm_sync", "manual", "apify", "land_registry"]
+
+_NUL = "must not contain NUL bytes"
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError(_NUL)
+    return value
+
+
+def _email(value: str) -> str:
+    _no_nul(value)
+    try:
+        checked = validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        # The library's message can quote parts of the address, so it is not passed on.
+        raise ValueError("is not a valid email address") from None
+    normalised = checked.normalized.lower()
+    if len(normalised) > 320:
+        raise ValueError("is longer than 320 characters")
+    return normalised
+
+
+def _phone(value: str) -> str:
+    _no_nul(value)
+    try:
+        number = phonenumbers.parse(value, "GB")
+    except phonenumbers.NumberParseException:
+        raise ValueError("is not a phone number") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError("is not a valid phone number (UK numbers may omit +44)")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+# Royal Mail's formats (A9 9AA, A99 9AA, A9A 9AA, AA9 9AA, AA99 9AA, AA9A 9AA) and GIR 0AA.
+_POSTCODE = re.compile(r"([A-Z]{1,2}[0-9][A-Z0-9]?|GIR)([0-9][A-Z]{2})")
+
+
+def _postcode(value: str) -> str:
+    _no_nul(value)
+    compact = re.sub(r"\s+", "", value).upper()
+    match = _POSTCODE.fullmatch(compact)
+    if match is None:
+        raise ValueError("is not a UK postcode")
+    return f"{match.group(1)} {match.group(2)}"
+
+
+def _payload(value: dict[str, Any]) -> dict[str, Any]:
+    # PostgreSQL's jsonb cannot hold \u0000, in keys or strings, at any depth.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            _no_nul(item)
+        elif isinstance(item, dict):
+            for key, inner in item.items():
+                _no_nul(key)
+                stack.append(inner)
+        elif isinstance(item, list):
+            stack.extend(item)
+    return value
+
+
+def _text(max_length: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=max_length),
+        AfterValidator(_no_nul),
+    ]
+
+
+Name = _text(200)
+Reason = _text(500)
+ExternalId = _text(200)
+SearchText = _text(200)
+Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
+Phone = Annotated[str, Field(max_length=40), AfterValidator(_phone)]
+Postcode = Annotated[str, Field(max_length=16), AfterValidator(_postcode)]
+CrmPayload = Annotated[dict[str, Any], AfterValidator(_payload)]
+
+# Search terms keep what identifiers are made of; anything else separates terms.
+_TERM_SPLIT = re.compile(r"[^\w@.+-]+")
+_PHONE_LIKE = re.compile(r"[0-9+()\s-]+")
+
+
+def search_tsquery(text: str) -> str | None:
+    """`text` as a tsquery of prefix terms, all of which must match; None if nothing is left.
+
+    A search that looks like a phone number is one term of its digits (so '07700 900123' finds
+    +447700900123); otherwise each word is a term, matched against the lexemes that
+    contacts.search_vector holds (see schema.sql). Terms are reduced to letters, digits and
+    `@._+-`, so each is one safe quoted tsquery operand.
+    """
+    lowered = text.strip().lower()
+    if _PHONE_LIKE.fullmatch(lowered) and sum(ch.isdigit() for ch in lowered) >= 3:
+        terms = ["".join(ch for ch in lowered if ch.isdigit())]
+    else:
+        terms = [t.strip(".+-") for t in _TERM_SPLIT.split(lowered.replace("'", ""))]
+    operands = [f"'{term}':*" for term in terms if term]
+    return " & ".join(operands) if operands else None
