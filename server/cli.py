@@ -22,6 +22,7 @@ from uuid import UUID
 from server.accounts import AccountError, create_organisation, issue_token, revoke_token
 from server.db import Database, sql
 from server.embedded import resolve_database_url
+from server.keys import KeyConfigError, prepare_for_serve
 from server.logs import configure_logging
 from server.schema import SchemaMismatch, init_schema
 
@@ -181,6 +182,10 @@ def cmd_serve(args: argparse.Namespace) -> None:
             print(f"NurtureHub: embedded PostgreSQL, data in {embedded.pgdata}", flush=True)
         else:
             print("NurtureHub: using the database in DATABASE_URL", flush=True)
+        try:
+            print(prepare_for_serve(embedded.data_dir if embedded else None), flush=True)
+        except KeyConfigError as exc:
+            raise CommandError(str(exc)) from None
 
         async def prepare() -> dict[str, str] | None:
             db = Database(url, pool_size=2)

@@ -24,6 +24,7 @@ __all__ = [
     "key_from_env",
     "keyed_hash",
     "parse_key",
+    "prepare_for_serve",
     "process_key",
 ]
 
@@ -92,3 +93,23 @@ def keyed_hash(key: bytes, *parts: str) -> bytes:
         data = part.encode()
         mac.update(len(data).to_bytes(4, "big") + data)
     return mac.digest()
+
+
+def prepare_for_serve(data_dir: Path | None) -> str:
+    """For `nurturehub serve`: make the key reach the server processes; says where it came from.
+
+    `data_dir` is the embedded database's folder (None with DATABASE_URL): the key is kept beside
+    the data it protects, made once. With DATABASE_URL the operator must provide it.
+    """
+    if key_from_env() is not None:
+        return f"NurtureHub: erasure suppression key from {KEY_ENV}"
+    if data_dir is None:
+        return (
+            f"NurtureHub: warning: {KEY_ENV} is not set, so contacts.delete and imports "
+            "(crm_sync, apify, land_registry) will be refused, and list cursors last only until "
+            "a restart; set it to `openssl rand -base64 32`"
+        )
+    key, path, created = ensure_key_file(data_dir)
+    os.environ[KEY_ENV] = base64.b64encode(key).decode()  # for the server's worker processes
+    made = "created a new" if created else "using the"
+    return f"NurtureHub: {made} erasure suppression key {path} (back it up with the data)"
