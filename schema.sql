@@ -189,33 +189,42 @@ CREATE TABLE erasure_suppressions (
 
 -- CRM writeback -----------------------------------------------------------------------------------
 
+-- One row per (event, connection). Delivered by `nurturehub worker`: a worker claims due rows with
+-- FOR UPDATE SKIP LOCKED and holds them under a lease; a row whose lease ran out (a killed worker)
+-- is claimed again. Disconnecting a CRM cancels its queued rows and keeps them (connection_id
+-- becomes null) so admins can see what was not delivered; erasing a contact deletes its rows.
 CREATE TABLE crm_writeback_queue (
     organisation_id  uuid NOT NULL,
     id               uuid NOT NULL DEFAULT gen_random_uuid(),
-    connection_id    uuid NOT NULL,
+    -- Enqueue order: events of one contact are delivered in this order, and lists page by it.
+    seq              bigint GENERATED ALWAYS AS IDENTITY,
+    connection_id    uuid,
+    provider_id      text NOT NULL REFERENCES crm_providers (id),
     contact_id       uuid NOT NULL,
     event_type       text NOT NULL CHECK (event_type IN (
         'email_sent', 'email_opened', 'email_clicked', 'lead_score_update',
         'journey_completed', 'hot_alert_fired')),
     payload          jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(payload) = 'object'),
     status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'processing', 'success', 'failed')),
+                     CHECK (status IN ('pending', 'processing', 'success', 'failed', 'cancelled')),
     attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     max_attempts     integer NOT NULL DEFAULT 8 CHECK (max_attempts BETWEEN 1 AND 100),
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
     lease_expires_at timestamptz,
-    locked_by        text,
+    locked_by        text CHECK (char_length(locked_by) <= 100),
     last_error       text CHECK (char_length(last_error) <= 500),
     idempotency_key  text CHECK (char_length(idempotency_key) <= 200),
+    external_id      text CHECK (char_length(external_id) <= 200),  -- the CRM's id for the entry
     created_at       timestamptz NOT NULL DEFAULT now(),
     updated_at       timestamptz NOT NULL DEFAULT now(),
     completed_at     timestamptz,
     PRIMARY KEY (organisation_id, id),
     FOREIGN KEY (organisation_id, connection_id)
-        REFERENCES crm_connections (organisation_id, id) ON DELETE CASCADE,
+        REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (connection_id),
     FOREIGN KEY (organisation_id, contact_id)
         REFERENCES contacts (organisation_id, id) ON DELETE CASCADE,
-    CHECK ((status = 'processing') = (lease_expires_at IS NOT NULL))
+    CHECK ((status = 'processing') = (lease_expires_at IS NOT NULL)),
+    CHECK (connection_id IS NOT NULL OR status IN ('success', 'failed', 'cancelled'))
 );
 CREATE UNIQUE INDEX crm_writeback_queue_idempotency_key
     ON crm_writeback_queue (organisation_id, connection_id, idempotency_key)
@@ -225,10 +234,11 @@ CREATE INDEX crm_writeback_queue_due_idx ON crm_writeback_queue (next_attempt_at
     WHERE status = 'pending';
 CREATE INDEX crm_writeback_queue_lease_idx ON crm_writeback_queue (lease_expires_at)
     WHERE status = 'processing';
+-- One in-flight event per (connection, contact): the claim looks for an older open row here.
 CREATE INDEX crm_writeback_queue_contact_idx
-    ON crm_writeback_queue (organisation_id, connection_id, contact_id, created_at);
-CREATE INDEX crm_writeback_queue_list_idx
-    ON crm_writeback_queue (organisation_id, created_at DESC, id DESC);
+    ON crm_writeback_queue (organisation_id, connection_id, contact_id, seq)
+    WHERE status IN ('pending', 'processing');
+CREATE INDEX crm_writeback_queue_list_idx ON crm_writeback_queue (organisation_id, seq DESC);
 
 CREATE TABLE crm_writeback_attempts (
     organisation_id uuid NOT NULL,

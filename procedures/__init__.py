@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from procedures import auth, contacts
+from procedures import auth, contacts, crm
 from server.procedure import Router
 
 __all__ = ["app_router"]
@@ -11,5 +11,6 @@ app_router = Router.merge(
     {
         "auth": auth.router,
         "contacts": contacts.router,
+        "crm": crm.router,
     }
 )

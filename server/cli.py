@@ -20,16 +20,21 @@ from typing import Any, NoReturn
 from uuid import UUID
 
 from server.accounts import AccountError, create_organisation, issue_token, revoke_token
+from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
 from server.embedded import resolve_database_url
 from server.keys import KeyConfigError, prepare_for_serve
 from server.logs import configure_logging
 from server.schema import SchemaMismatch, init_schema
+from server.settings import default_data_dir, keyring_from_env
 
 __all__ = ["main"]
 
 ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
+WORKER = "procedures.writeback.worker:main"
+KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
+ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
 
@@ -158,6 +163,66 @@ def cmd_token_revoke(args: argparse.Namespace) -> None:
     _print_json({"tokenId": str(args.token_id), "revoked": True})
 
 
+def _encryption_keys(*, create: bool) -> tuple[Keyring, str | None]:
+    """The keyring, and where it came from (None: no key anywhere).
+
+    NURTUREHUB_ENCRYPTION_KEYS (or _FILE) when set; with the embedded database, the data folder's
+    key file, which `serve` creates on first start and later commands reuse.
+    """
+    if os.environ.get("NURTUREHUB_ENCRYPTION_KEYS", "").strip() or os.environ.get(
+        "NURTUREHUB_ENCRYPTION_KEYS_FILE"
+    ):
+        return keyring_from_env(), "the environment"
+    if os.environ.get("DATABASE_URL"):
+        return Keyring(), None
+    path = default_data_dir() / ENCRYPTION_KEY_FILE
+    created = False
+    if create:
+        try:
+            _, created = ensure_key_file(path)
+        except KeyringError as exc:
+            raise CommandError(str(exc)) from None
+    elif not path.exists():
+        return Keyring(), None
+    os.environ["NURTUREHUB_ENCRYPTION_KEYS_FILE"] = str(path)  # for server worker processes
+    return keyring_from_env(), f"{'a new key file, ' if created else ''}{path}"
+
+
+def _announce_encryption_keys() -> None:
+    keyring, source = _encryption_keys(create=True)
+    if source is None:
+        print(
+            "NurtureHub: no encryption key (NURTUREHUB_ENCRYPTION_KEYS is not set), so "
+            "crm.connect will refuse to store CRM credentials",
+            flush=True,
+        )
+    else:
+        print(f"NurtureHub: CRM credentials encrypted with key {keyring.primary_id!r} "
+              f"from {source}", flush=True)
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    keyring, _ = _encryption_keys(create=False)
+    url, embedded = resolve_database_url()
+    try:
+        load(WORKER)(url, keyring, args.concurrency)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> None:
+    keyring, source = _encryption_keys(create=False)
+    if source is None:
+        raise CommandError("no encryption key is configured: set NURTUREHUB_ENCRYPTION_KEYS")
+
+    async def work(db: Database) -> dict[str, Any]:
+        result: dict[str, Any] = await load(KEY_ROTATION)(db, keyring)
+        return result
+
+    _print_json(_with_database(work))
+
+
 def _first_start_demo(db: Database) -> Callable[[], Awaitable[dict[str, str] | None]]:
     async def create() -> dict[str, str] | None:
         async with db.transaction() as tx:
@@ -186,6 +251,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             print(prepare_for_serve(embedded.data_dir if embedded else None), flush=True)
         except KeyConfigError as exc:
             raise CommandError(str(exc)) from None
+        _announce_encryption_keys()
 
         async def prepare() -> dict[str, str] | None:
             db = Database(url, pool_size=2)
@@ -251,6 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=1)
     serve.set_defaults(run=cmd_serve)
 
+    worker = commands.add_parser("worker", help="deliver the CRM writeback queue")
+    worker.add_argument("--concurrency", type=_positive, default=4)
+    worker.set_defaults(run=cmd_worker)
+
+    keys = commands.add_parser("keys", help="encryption keys").add_subparsers(
+        dest="keys_command", required=True, parser_class=_Parser
+    )
+    keys.add_parser(
+        "rotate", help="re-encrypt every stored credential under the first key"
+    ).set_defaults(run=cmd_keys_rotate)
+
     db = commands.add_parser("db", help="database schema").add_subparsers(
         dest="db_command", required=True, parser_class=_Parser
     )
@@ -288,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         args.run(args)
-    except (CommandError, AccountError) as exc:
+    except (CommandError, AccountError, CryptoError) as exc:
         sys.stderr.write(f"nurturehub: error: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.crypto import Keyring, KeyringError
 from server.keys import KeyConfigError, key_from_env
 
 
@@ -53,6 +54,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Strict JSON-RPC clients may want every response as HTTP 200.
     always_http_200: bool = False
+    # AES-256-GCM keys for secrets at rest (CRM credentials); empty: storing a secret fails closed.
+    encryption_keys: Keyring = Keyring()
     # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
     # import suppression checks fail closed. Never in repr, so it never reaches a log.
     suppression_key: bytes | None = field(default=None, repr=False)
@@ -68,6 +71,7 @@ class Settings:
             pool_timeout=_float_env("NURTUREHUB_DB_POOL_TIMEOUT", 2.0),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             always_http_200=os.environ.get("NURTUREHUB_RPC_ALWAYS_200", "") in ("1", "true", "yes"),
+            encryption_keys=keyring_from_env(),
             suppression_key=_suppression_key_from_env(),
         )
 
@@ -77,3 +81,20 @@ def _suppression_key_from_env() -> bytes | None:
         return key_from_env()
     except KeyConfigError as exc:
         raise SystemExit(str(exc)) from None
+
+
+def keyring_from_env() -> Keyring:
+    """NURTUREHUB_ENCRYPTION_KEYS (`id:base64key,...`), else the file NURTUREHUB_ENCRYPTION_KEYS_FILE."""
+    spec = os.environ.get("NURTUREHUB_ENCRYPTION_KEYS", "")
+    source = "NURTUREHUB_ENCRYPTION_KEYS"
+    key_file = os.environ.get("NURTUREHUB_ENCRYPTION_KEYS_FILE", "")
+    if not spec.strip() and key_file:
+        source = key_file
+        try:
+            spec = Path(key_file).read_text()
+        except OSError as exc:
+            raise SystemExit(f"cannot read the encryption key file {key_file}: {exc.strerror}") from None
+    try:
+        return Keyring.parse(spec)
+    except KeyringError as exc:
+        raise SystemExit(f"{source}: {exc}") from None

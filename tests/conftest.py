@@ -11,6 +11,7 @@ from procedures import app_router
 from server.db import Database
 from server.schema import init_schema
 from seeds.crm_providers import seed
+from tests.crm_support import agency, crm, crm_server, fake  # noqa: F401  (CRM test fixtures)
 from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
 
 # The test servers' erasure suppression key: random per session, as a real one must be.

@@ -1,0 +1,548 @@
+"""crm.*: CRM connections (credentials sealed at rest) and the engagement writeback queue.
+
+The queue is delivered by `nurturehub worker` (procedures/writeback/worker.py); which CRMs can
+take writeback, and how each is called, is in procedures/writeback/adapters/.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID, uuid4
+
+import orjson
+import pydantic
+from pydantic import Field
+
+from procedures.crm_credentials import credentials_hint, seal_credentials
+from procedures.writeback.adapters import PROVIDERS, ProviderSpec
+from procedures.writeback.events import PAYLOADS, EventType
+from server.context import Context
+from server.crypto import NoEncryptionKey
+from server.db import Tx, sql
+from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
+from server.models import WireModel
+from server.procedure import ADMIN, AUTHED, Router, mutation, query
+from server.rpc import field_issues
+
+__all__ = ["queue_event", "router"]
+
+ConnectionStatus = Literal["active", "paused", "error", "pending"]
+WritebackStatus = Literal["pending", "processing", "success", "failed", "cancelled"]
+
+# Models ------------------------------------------------------------------------------------------
+
+
+class ListConnectionsParams(WireModel):
+    pass
+
+
+class CrmConnection(WireModel):
+    id: UUID
+    provider_id: str
+    provider_name: str
+    status: ConnectionStatus
+    credentials_hint: str | None
+    settings: dict[str, Any]
+    writeback_supported: bool
+    last_error_message: str | None
+    last_error_at: datetime | None
+    last_synced_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ConnectParams(WireModel):
+    provider_id: str = Field(min_length=1, max_length=40)
+    # Shape per provider (see README, CRM providers): validated against the provider's model.
+    credentials: dict[str, Any]
+    settings: dict[str, Any] = Field(default_factory=dict)
+
+
+class UpdateConnectionParams(WireModel):
+    connection_id: UUID
+    paused: bool | None = None
+    credentials: dict[str, Any] | None = None
+    settings: dict[str, Any] | None = None
+
+
+class DisconnectParams(WireModel):
+    connection_id: UUID
+
+
+class Disconnected(WireModel):
+    connection_id: UUID
+    cancelled_events: int
+
+
+class EnqueueWritebackParams(WireModel):
+    contact_id: UUID
+    event_type: EventType
+    # Shape per event type (procedures/writeback/events.py), validated against its model.
+    payload: dict[str, Any]
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class WritebackEntry(WireModel):
+    id: UUID
+    connection_id: UUID | None
+    provider_id: str
+    contact_id: UUID
+    event_type: EventType
+    status: WritebackStatus
+    attempts: int
+    max_attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    external_id: str | None
+    idempotency_key: str | None
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+
+
+class SkippedConnection(WireModel):
+    connection_id: UUID
+    provider_id: str
+    reason: str
+
+
+class Enqueued(WireModel):
+    entries: list[WritebackEntry]
+    skipped: list[SkippedConnection]
+
+
+class ListWritebackParams(WireModel):
+    status: WritebackStatus | None = None
+    event_type: EventType | None = None
+    contact_id: UUID | None = None
+    connection_id: UUID | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=100)
+
+
+class WritebackPage(WireModel):
+    items: list[WritebackEntry]
+    next_cursor: str | None
+
+
+class RetryWritebackParams(WireModel):
+    id: UUID
+
+
+# SQL ---------------------------------------------------------------------------------------------
+
+_CONNECTION_COLUMNS = """
+    c.id, c.provider_id, p.name AS provider_name, c.status, c.credentials_hint, c.settings,
+    c.last_error_message, c.last_error_at, c.last_synced_at, c.created_at, c.updated_at
+"""
+
+SELECT_CONNECTIONS = sql(f"""
+    SELECT {_CONNECTION_COLUMNS}
+      FROM crm_connections c JOIN crm_providers p ON p.id = c.provider_id
+     WHERE c.organisation_id = :organisation_id
+     ORDER BY lower(p.name), c.id
+""")
+SELECT_CONNECTION = sql(f"""
+    SELECT {_CONNECTION_COLUMNS}
+      FROM crm_connections c JOIN crm_providers p ON p.id = c.provider_id
+     WHERE c.organisation_id = :organisation_id AND c.id = :id
+""")
+PROVIDER_EXISTS = sql("SELECT name FROM crm_providers WHERE id = :id")
+INSERT_CONNECTION = sql("""
+    INSERT INTO crm_connections
+           (organisation_id, id, provider_id, encrypted_credentials, credentials_hint, settings)
+    VALUES (:organisation_id, :id, :provider_id, :sealed, :hint, CAST(:settings AS jsonb))
+    ON CONFLICT (organisation_id, provider_id) DO NOTHING
+    RETURNING id
+""")
+LOCK_CONNECTION = sql("""
+    SELECT provider_id, status FROM crm_connections
+     WHERE organisation_id = :organisation_id AND id = :id
+       FOR UPDATE
+""")
+UPDATE_CONNECTION = sql("""
+    UPDATE crm_connections
+       SET status = :status,
+           encrypted_credentials = coalesce(:sealed, encrypted_credentials),
+           credentials_hint = CASE WHEN CAST(:sealed AS bytea) IS NULL THEN credentials_hint
+                                   ELSE :hint END,
+           settings = coalesce(CAST(:settings AS jsonb), settings),
+           last_error_message = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_message END,
+           last_error_at = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_at END,
+           updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+CANCEL_QUEUED = sql("""
+    UPDATE crm_writeback_queue
+       SET status = 'cancelled', lease_expires_at = NULL, locked_by = NULL,
+           last_error = 'cancelled: the CRM connection was removed',
+           completed_at = now(), updated_at = now()
+     WHERE organisation_id = :organisation_id AND connection_id = :id
+       AND status IN ('pending', 'processing')
+""")
+DELETE_CONNECTION = sql("DELETE FROM crm_connections WHERE organisation_id = :organisation_id AND id = :id")
+
+_ENTRY_COLUMNS = """
+    id, connection_id, provider_id, contact_id, event_type, status, attempts, max_attempts,
+    CASE WHEN status = 'pending' THEN next_attempt_at END AS next_attempt_at, last_error,
+    external_id, idempotency_key, created_at, updated_at, completed_at
+"""
+
+SELECT_CONTACT_LINK = sql("""
+    SELECT crm_connection_id, external_id FROM contacts
+     WHERE organisation_id = :organisation_id AND id = :contact_id
+""")
+# Paused connections take no new events; those in error do, and deliver once fixed.
+SELECT_WRITEBACK_TARGETS = sql("""
+    SELECT id, provider_id FROM crm_connections
+     WHERE organisation_id = :organisation_id AND status <> 'paused'
+     ORDER BY provider_id
+""")
+SELECT_BY_IDEMPOTENCY_KEY = sql(f"""
+    SELECT {_ENTRY_COLUMNS}, payload FROM crm_writeback_queue
+     WHERE organisation_id = :organisation_id AND idempotency_key = :key
+     ORDER BY seq
+""")
+INSERT_ENTRY = sql(f"""
+    INSERT INTO crm_writeback_queue
+           (organisation_id, connection_id, provider_id, contact_id, event_type, payload,
+            idempotency_key)
+    VALUES (:organisation_id, :connection_id, :provider_id, :contact_id, :event_type,
+            CAST(:payload AS jsonb), :key)
+    ON CONFLICT (organisation_id, connection_id, idempotency_key)
+       WHERE idempotency_key IS NOT NULL DO NOTHING
+    RETURNING {_ENTRY_COLUMNS}
+""")
+SELECT_ENTRIES = sql(f"""
+    SELECT {_ENTRY_COLUMNS}, seq FROM crm_writeback_queue
+     WHERE organisation_id = :organisation_id
+       AND (CAST(:status AS text) IS NULL OR status = :status)
+       AND (CAST(:event_type AS text) IS NULL OR event_type = :event_type)
+       AND (CAST(:contact_id AS uuid) IS NULL OR contact_id = :contact_id)
+       AND (CAST(:connection_id AS uuid) IS NULL OR connection_id = :connection_id)
+       AND (CAST(:before AS bigint) IS NULL OR seq < :before)
+     ORDER BY seq DESC
+     LIMIT :limit
+""")
+RETRY_ENTRY = sql(f"""
+    UPDATE crm_writeback_queue
+       SET status = 'pending', attempts = 0, next_attempt_at = now(), completed_at = NULL,
+           updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :id
+       AND status = 'failed' AND connection_id IS NOT NULL
+    RETURNING {_ENTRY_COLUMNS}
+""")
+SELECT_ENTRY = sql(f"""
+    SELECT {_ENTRY_COLUMNS} FROM crm_writeback_queue
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+
+# Helpers -----------------------------------------------------------------------------------------
+
+
+def _spec(provider_id: str) -> ProviderSpec:
+    spec = PROVIDERS.get(provider_id)
+    if spec is None:
+        raise InvalidParams.for_field("providerId", f"unknown CRM provider {provider_id[:40]!r}")
+    return spec
+
+
+def _validated(model: type[pydantic.BaseModel], value: dict[str, Any], path: str) -> pydantic.BaseModel:
+    """`value` checked against `model` as the framework checks params, issues under `path`."""
+    try:
+        return model.model_validate_json(orjson.dumps(value), strict=True)
+    except pydantic.ValidationError as exc:
+        issues = field_issues(exc)
+        for issue in issues:
+            issue["path"] = f"{path}.{issue['path']}" if issue["path"] != "params" else path
+        first = issues[0]
+        raise InvalidParams(
+            f"Invalid params: {first['path']}: {first['message']}", issues=issues
+        ) from None
+
+
+def _wire(model: pydantic.BaseModel) -> dict[str, Any]:
+    dumped: dict[str, Any] = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return dumped
+
+
+def _seal(ctx: Context, connection_id: UUID, credentials: pydantic.BaseModel) -> bytes:
+    try:
+        return seal_credentials(
+            ctx.settings.encryption_keys, ctx.organisation_id, connection_id, _wire(credentials)
+        )
+    except NoEncryptionKey:
+        raise ServiceUnavailable(
+            "Service unavailable: no encryption key is configured on the server "
+            "(NURTUREHUB_ENCRYPTION_KEYS), so CRM credentials cannot be stored"
+        ) from None
+
+
+def _hint(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str:
+    return credentials_hint(str(getattr(credentials, spec.hint_field)))
+
+
+def _connection(row: Any) -> CrmConnection:
+    return CrmConnection.model_validate(
+        {**row, "writeback_supported": PROVIDERS[row["provider_id"]].unsupported is None}
+    )
+
+
+async def _get_connection(ctx: Context, connection_id: UUID) -> CrmConnection:
+    row = await ctx.db.one(SELECT_CONNECTION, {"organisation_id": ctx.organisation_id, "id": connection_id})
+    if row is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    return _connection(row)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"wb:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, seq = text.partition(":")
+        if prefix != "wb" or not seq.isdigit():
+            raise ValueError
+        return int(seq)
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise InvalidParams.for_field("cursor", "is not a cursor this list gave out") from None
+
+
+def _entries(rows: Any) -> list[WritebackEntry]:
+    return [
+        WritebackEntry.model_validate({k: v for k, v in row.items() if k not in ("payload", "seq")})
+        for row in rows
+    ]
+
+
+async def queue_event(
+    tx: Tx,
+    organisation_id: UUID,
+    contact_id: UUID,
+    event_type: str,
+    payload: dict[str, Any],
+    idempotency_key: str | None = None,
+) -> Enqueued:
+    """Queue one event for every CRM connection that can take it, in the caller's transaction.
+
+    `payload` must already match the event's model (PAYLOADS). A connection is skipped, and the
+    result says why, when its CRM has no write API or the contact has no record in it.
+    """
+    scope = {"organisation_id": organisation_id}
+    if idempotency_key is not None:
+        existing = await tx.all(SELECT_BY_IDEMPOTENCY_KEY, {**scope, "key": idempotency_key})
+        if existing:
+            first = existing[0]
+            if (first["contact_id"], first["event_type"], first["payload"]) != (
+                contact_id,
+                event_type,
+                payload,
+            ):
+                raise Conflict("Conflict: this idempotency key was already used for a different event")
+            return Enqueued(entries=_entries(existing), skipped=[])
+
+    link = await tx.one(SELECT_CONTACT_LINK, {**scope, "contact_id": contact_id})
+    if link is None:
+        raise NotFound("Not found: no contact with this id")
+    entries: list[WritebackEntry] = []
+    skipped: list[SkippedConnection] = []
+    for target in await tx.all(SELECT_WRITEBACK_TARGETS, scope):
+        reason = PROVIDERS[target["provider_id"]].unsupported
+        if reason is None and (link["crm_connection_id"] != target["id"] or not link["external_id"]):
+            reason = "the contact has no record in this CRM"
+        if reason is not None:
+            skipped.append(
+                SkippedConnection(
+                    connection_id=target["id"], provider_id=target["provider_id"], reason=reason
+                )
+            )
+            continue
+        row = await tx.one(
+            INSERT_ENTRY,
+            {
+                **scope,
+                "connection_id": target["id"],
+                "provider_id": target["provider_id"],
+                "contact_id": contact_id,
+                "event_type": event_type,
+                "payload": orjson.dumps(payload).decode(),
+                "key": idempotency_key,
+            },
+        )
+        if row is None:  # the same key, enqueued concurrently and committed first
+            existing = await tx.all(SELECT_BY_IDEMPOTENCY_KEY, {**scope, "key": idempotency_key})
+            return Enqueued(entries=_entries(existing), skipped=[])
+        entries.append(WritebackEntry.model_validate(dict(row)))
+    return Enqueued(entries=entries, skipped=skipped)
+
+
+# Handlers ----------------------------------------------------------------------------------------
+
+
+@query(guard=AUTHED)
+async def list_connections(ctx: Context, params: ListConnectionsParams) -> list[CrmConnection]:
+    """The organisation's CRM connections and their health; never their credentials."""
+    rows = await ctx.db.all(SELECT_CONNECTIONS, {"organisation_id": ctx.organisation_id})
+    return [_connection(row) for row in rows]
+
+
+@mutation(guard=ADMIN)
+async def connect(ctx: Context, params: ConnectParams) -> CrmConnection:
+    """Connect a CRM. Its credentials are encrypted at rest and never returned.
+
+    The connection is pending until the first successful call to the CRM, then active. One
+    connection per provider per organisation (CONFLICT otherwise).
+    """
+    spec = _spec(params.provider_id)
+    provider_name = await ctx.db.scalar(PROVIDER_EXISTS, {"id": params.provider_id})
+    if provider_name is None:
+        raise InvalidParams.for_field("providerId", "this CRM provider is not available")
+    credentials = _validated(spec.credentials, params.credentials, "credentials")
+    settings = _validated(spec.settings, params.settings, "settings")
+    connection_id = uuid4()
+    inserted = await ctx.db.scalar(
+        INSERT_CONNECTION,
+        {
+            "organisation_id": ctx.organisation_id,
+            "id": connection_id,
+            "provider_id": params.provider_id,
+            "sealed": _seal(ctx, connection_id, credentials),
+            "hint": _hint(spec, credentials),
+            "settings": orjson.dumps(_wire(settings)).decode(),
+        },
+    )
+    if inserted is None:
+        raise Conflict(f"Conflict: this organisation already has a {provider_name} connection")
+    ctx.record("crm_connection", connection_id, ["providerId", "credentials", "settings", "status"])
+    return await _get_connection(ctx, connection_id)
+
+
+@mutation(guard=ADMIN)
+async def update_connection(ctx: Context, params: UpdateConnectionParams) -> CrmConnection:
+    """Pause or resume a connection, or replace its credentials or settings.
+
+    Resuming, or replacing the credentials of a connection in error, makes it pending: its
+    waiting events are delivered again, and the first success makes it active.
+    """
+    if params.paused is None and params.credentials is None and params.settings is None:
+        raise InvalidParams.for_field("params", "give paused, credentials or settings")
+    scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
+    current = await ctx.db.one(LOCK_CONNECTION, scope)
+    if current is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    spec = _spec(current["provider_id"])
+    changed: list[str] = []
+    sealed = hint = settings = None
+    if params.credentials is not None:
+        credentials = _validated(spec.credentials, params.credentials, "credentials")
+        sealed = _seal(ctx, params.connection_id, credentials)
+        hint = _hint(spec, credentials)
+        changed.append("credentials")
+    if params.settings is not None:
+        settings = orjson.dumps(_wire(_validated(spec.settings, params.settings, "settings")))
+        changed.append("settings")
+    status = current["status"]
+    if params.paused is True:
+        status = "paused"
+    elif params.paused is False and status in ("paused", "error"):
+        status = "pending"
+    elif sealed is not None and status == "error":
+        status = "pending"
+    if status != current["status"]:
+        changed.append("status")
+    await ctx.db.execute(
+        UPDATE_CONNECTION,
+        {
+            **scope,
+            "status": status,
+            "sealed": sealed,
+            "hint": hint,
+            "settings": settings.decode() if settings is not None else None,
+        },
+    )
+    ctx.record("crm_connection", params.connection_id, changed)
+    return await _get_connection(ctx, params.connection_id)
+
+
+@mutation(guard=ADMIN)
+async def disconnect(ctx: Context, params: DisconnectParams) -> Disconnected:
+    """Delete a connection and its credentials; its queued events are cancelled, and say so."""
+    scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
+    if await ctx.db.one(LOCK_CONNECTION, scope) is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    cancelled = await ctx.db.execute(CANCEL_QUEUED, scope)
+    await ctx.db.execute(DELETE_CONNECTION, scope)
+    ctx.record("crm_connection", params.connection_id, ["deleted"])
+    return Disconnected(connection_id=params.connection_id, cancelled_events=cancelled)
+
+
+@mutation(guard=AUTHED)
+async def enqueue_writeback(ctx: Context, params: EnqueueWritebackParams) -> Enqueued:
+    """Queue an engagement event for the contact's CRMs; the payload's shape follows eventType.
+
+    The same idempotencyKey again enqueues nothing and returns the entries it made the first
+    time. Connections that cannot take the event are listed under `skipped` with the reason.
+    """
+    payload = _validated(PAYLOADS[params.event_type], params.payload, "payload")
+    result = await queue_event(
+        ctx.db,
+        ctx.organisation_id,
+        params.contact_id,
+        params.event_type,
+        _wire(payload),
+        params.idempotency_key,
+    )
+    ctx.record("contact", params.contact_id, ["writeback"])
+    return result
+
+
+@query(guard=ADMIN)
+async def list_writeback(ctx: Context, params: ListWritebackParams) -> WritebackPage:
+    """Writeback entries, newest first, with their attempts, next attempt and last error."""
+    rows = await ctx.db.all(
+        SELECT_ENTRIES,
+        {
+            "organisation_id": ctx.organisation_id,
+            "status": params.status,
+            "event_type": params.event_type,
+            "contact_id": params.contact_id,
+            "connection_id": params.connection_id,
+            "before": _decode_cursor(params.cursor) if params.cursor else None,
+            "limit": params.limit + 1,
+        },
+    )
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    cursor = _encode_cursor(rows[-1]["seq"]) if more else None
+    return WritebackPage(items=_entries(rows), next_cursor=cursor)
+
+
+@mutation(guard=ADMIN)
+async def retry_writeback(ctx: Context, params: RetryWritebackParams) -> WritebackEntry:
+    """Send a failed entry again, with a fresh set of attempts."""
+    scope = {"organisation_id": ctx.organisation_id, "id": params.id}
+    row = await ctx.db.one(RETRY_ENTRY, scope)
+    if row is None:
+        if await ctx.db.one(SELECT_ENTRY, scope) is None:
+            raise NotFound("Not found: no writeback entry with this id")
+        raise Conflict("Conflict: only a failed entry of a connected CRM can be retried")
+    ctx.record("crm_writeback", params.id, ["status", "attempts"])
+    return WritebackEntry.model_validate(dict(row))
+
+
+router = Router(
+    {
+        "listConnections": list_connections,
+        "connect": connect,
+        "updateConnection": update_connection,
+        "disconnect": disconnect,
+        "enqueueWriteback": enqueue_writeback,
+        "listWriteback": list_writeback,
+        "retryWriteback": retry_writeback,
+    }
+)

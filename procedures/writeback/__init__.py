@@ -1,0 +1,1 @@
+"""CRM writeback: the engagement events, the provider adapters and the queue worker."""

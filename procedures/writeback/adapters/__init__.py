@@ -1,0 +1,65 @@
+"""The provider registry: each CRM's credential and settings models, and its adapter.
+
+Which providers can take writeback is decided here and nowhere else (`unsupported`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from procedures.writeback.adapters import agentos, alto, loop, reapit, street
+from procedures.writeback.adapters.base import (
+    Adapter,
+    AuthRejected,
+    Delivery,
+    NotDeliverable,
+    TransientFailure,
+)
+from procedures.writeback.config import WritebackConfig
+from server.models import WireModel
+
+__all__ = [
+    "PROVIDERS",
+    "Adapter",
+    "AuthRejected",
+    "Delivery",
+    "NotDeliverable",
+    "ProviderSpec",
+    "TransientFailure",
+    "build_adapters",
+]
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    credentials: type[WireModel]
+    settings: type[WireModel]
+    hint_field: str  # the credential whose last characters the hint shows
+    adapter: Callable[[WritebackConfig], Adapter]
+    unsupported: str | None = None  # why this CRM takes no writeback, if it does not
+
+
+PROVIDERS: dict[str, ProviderSpec] = {
+    "reapit": ProviderSpec(
+        reapit.Credentials, reapit.ConnectionSettings, reapit.HINT_FIELD, reapit.ReapitAdapter
+    ),
+    "alto": ProviderSpec(alto.Credentials, alto.ConnectionSettings, alto.HINT_FIELD, alto.AltoAdapter),
+    "street": ProviderSpec(
+        street.Credentials, street.ConnectionSettings, street.HINT_FIELD, street.StreetAdapter
+    ),
+    "agentos": ProviderSpec(
+        agentos.Credentials,
+        agentos.ConnectionSettings,
+        agentos.HINT_FIELD,
+        agentos.AgentOsAdapter,
+        agentos.UNSUPPORTED,
+    ),
+    "loop": ProviderSpec(
+        loop.Credentials, loop.ConnectionSettings, loop.HINT_FIELD, loop.LoopAdapter, loop.UNSUPPORTED
+    ),
+}
+
+
+def build_adapters(config: WritebackConfig) -> dict[str, Adapter]:
+    return {provider_id: spec.adapter(config) for provider_id, spec in PROVIDERS.items()}

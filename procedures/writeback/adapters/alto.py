@@ -1,0 +1,77 @@
+"""Alto (Zoopla): each event becomes a file note on the contact (POST /file-notes).
+
+Auth is the platform's OAuth2 client credentials; the agency is chosen by the `AgencyRef` header
+(a GUID Alto issues per agency), which is what a connection holds. Alto answers 201 with the new
+note's id. Sources: see README, CRM providers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import Field
+
+from procedures.writeback.adapters.base import Delivery, TokenCache
+from procedures.writeback.config import WritebackConfig
+from procedures.writeback.events import describe
+from server.models import WireModel
+
+__all__ = ["AltoAdapter", "ConnectionSettings", "Credentials"]
+
+HINT_FIELD = "agency_ref"
+_EMAIL_EVENTS = ("email_sent", "email_opened", "email_clicked")
+
+
+class Credentials(WireModel):
+    agency_ref: str = Field(
+        pattern=r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+    )
+
+
+class ConnectionSettings(WireModel):
+    negotiator_id: str | None = Field(default=None, max_length=40)
+
+
+class AltoAdapter:
+    provider_id = "alto"
+    name = "Alto"
+
+    def __init__(self, config: WritebackConfig) -> None:
+        self._config = config
+        self._tokens = TokenCache(self.name)
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        c = self._config
+        settings = ConnectionSettings.model_validate(delivery.settings)
+        credentials = Credentials.model_validate(delivery.credentials)
+        title, text = describe(delivery.payload)
+        contact = delivery.external_contact_id
+        body: dict[str, Any] = {
+            "notes": text,
+            "title": title,
+            # Alto's ids are integers; keep anything else as the CRM gave it.
+            "contactIds": [int(contact) if contact.isdigit() else contact],
+            "fileNoteType": "EMail" if delivery.event_type in _EMAIL_EVENTS else "FileNote",
+            # Engagement is not the agent contacting the person.
+            "updateLastContactedDate": False,
+        }
+        if settings.negotiator_id:
+            body["negotiatorId"] = settings.negotiator_id
+        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
+        headers = {"Authorization": f"Bearer {token}", "AgencyRef": credentials.agency_ref}
+        response = await http.post(f"{c.alto_api_url}/file-notes", json=body, headers=headers)
+        if response.status_code == 401:
+            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        return response
+
+    def external_id(self, response: httpx.Response) -> str | None:
+        try:
+            body = response.json()
+        except ValueError:
+            return None
+        if isinstance(body, int | str):
+            return str(body)[:200]
+        if isinstance(body, dict) and "id" in body:
+            return str(body["id"])[:200]
+        return None

@@ -1,0 +1,132 @@
+"""What every CRM adapter offers, and the OAuth2 client-credentials token cache two of them share.
+
+An adapter turns one event into one HTTP write and hands back the response; the worker decides
+what the status means (success, retry, auth failure, give up), so that rule lives in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+from uuid import UUID
+
+import httpx
+
+from procedures.writeback.events import Payload
+
+__all__ = [
+    "Adapter",
+    "AuthRejected",
+    "Delivery",
+    "NotDeliverable",
+    "TokenCache",
+    "TransientFailure",
+]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    event_id: UUID
+    event_type: str
+    payload: Payload
+    external_contact_id: str  # the contact's id in this CRM
+    credentials: dict[str, Any]
+    settings: dict[str, Any]
+
+    def __repr__(self) -> str:  # credentials and payload never reach a log line
+        return f"Delivery(event_id={self.event_id}, event_type={self.event_type})"
+
+
+class AuthRejected(Exception):
+    """The CRM (or its token endpoint) refused our credentials; the message is safe to store."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class TransientFailure(Exception):
+    """A failure worth retrying that is not the write's own response (e.g. the token endpoint)."""
+
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class NotDeliverable(Exception):
+    """This event can never be delivered to this CRM (no public write API, say)."""
+
+
+class Adapter(Protocol):
+    provider_id: str
+    name: str
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        """Send the event; returns the CRM's response to the write."""
+        ...
+
+    def external_id(self, response: httpx.Response) -> str | None:
+        """The CRM's id for what was written, when its response names one."""
+        ...
+
+
+@dataclass
+class _Token:
+    value: str
+    expires_at: float
+
+
+class TokenCache:
+    """OAuth2 client-credentials tokens, one per (token URL, client id), reused until near expiry.
+
+    One token serves every agency (the agency is chosen by a header), so a worker fetches one per
+    hour rather than one per event; a lock stops a burst of events fetching it many times.
+    """
+
+    REFRESH_MARGIN = 60.0
+
+    def __init__(self, provider_name: str) -> None:
+        self._name = provider_name
+        self._tokens: dict[tuple[str, str], _Token] = {}
+        self._lock = asyncio.Lock()
+
+    def forget(self, token_url: str, client_id: str) -> None:
+        self._tokens.pop((token_url, client_id), None)
+
+    async def get(self, http: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str) -> str:
+        if not client_id or not client_secret:
+            raise AuthRejected(f"the platform's {self._name} client credentials are not configured")
+        key = (token_url, client_id)
+        async with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and cached.expires_at - self.REFRESH_MARGIN > time.monotonic():
+                return cached.value
+            response = await http.post(
+                token_url,
+                data={"grant_type": "client_credentials", "client_id": client_id},
+                auth=(client_id, client_secret),
+                headers={"Accept": "application/json"},
+            )
+            if response.status_code in (400, 401, 403):
+                raise AuthRejected(
+                    f"{self._name} refused the platform's client credentials "
+                    f"(HTTP {response.status_code} from its token endpoint)",
+                    response.status_code,
+                )
+            if response.status_code != 200:
+                raise TransientFailure(
+                    f"{self._name} token endpoint answered HTTP {response.status_code}",
+                    response.status_code,
+                )
+            try:
+                body = response.json()
+                value = str(body["access_token"])
+                lifetime = float(body.get("expires_in", 3600))
+            except (ValueError, KeyError, TypeError):
+                raise TransientFailure(
+                    f"{self._name} token endpoint sent an unreadable answer", 200
+                ) from None
+            self._tokens[key] = _Token(value, time.monotonic() + lifetime)
+            return value

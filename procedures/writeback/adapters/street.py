@@ -1,0 +1,79 @@
+"""Street (Open API, JSON:API): email_sent becomes an activity, every other event a note.
+
+Auth is a bearer token a company admin creates in Street (scope "open API"), held per agency.
+`POST /activity` only knows `campaign_sent` from `email_marketing`, which fits a sent email and
+nothing else, so the other events are notes on the person (hot alerts pinned). Street answers
+201 with `{data: {id, ...}}`. Writes are limited to 100 a minute per token. Sources: see README.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from pydantic import Field
+
+from procedures.writeback.adapters.base import Delivery
+from procedures.writeback.config import WritebackConfig
+from procedures.writeback.events import EmailSentPayload, describe
+from server.models import WireModel
+
+__all__ = ["ConnectionSettings", "Credentials", "StreetAdapter"]
+
+HINT_FIELD = "api_token"
+JSON_API = "application/vnd.api+json"
+
+
+class Credentials(WireModel):
+    api_token: str = Field(min_length=8, max_length=4000)
+
+
+class ConnectionSettings(WireModel):
+    author_id: str | None = Field(default=None, max_length=40)  # a Street user uuid
+
+
+class StreetAdapter:
+    provider_id = "street"
+    name = "Street"
+
+    def __init__(self, config: WritebackConfig) -> None:
+        self._config = config
+
+    def _request(self, delivery: Delivery) -> tuple[str, dict[str, Any]]:
+        settings = ConnectionSettings.model_validate(delivery.settings)
+        title, text = describe(delivery.payload)
+        person = {"person": {"data": {"type": "person", "id": delivery.external_contact_id}}}
+        if isinstance(delivery.payload, EmailSentPayload):
+            attributes: dict[str, Any] = {
+                "activity_type": "campaign_sent",
+                "source": "email_marketing",
+                "title": delivery.payload.subject,
+                "description": text,
+            }
+            return "/activity", {
+                "data": {"type": "activity", "attributes": attributes, "relationships": person}
+            }
+        attributes = {
+            "body": text,
+            "pinned": delivery.event_type == "hot_alert_fired",
+            "author": settings.author_id,
+        }
+        return "/notes", {"data": {"type": "note", "attributes": attributes, "relationships": person}}
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        credentials = Credentials.model_validate(delivery.credentials)
+        path, body = self._request(delivery)
+        headers = {
+            "Authorization": f"Bearer {credentials.api_token}",
+            "Content-Type": JSON_API,
+            "Accept": JSON_API,
+        }
+        return await http.post(f"{self._config.street_api_url}{path}", json=body, headers=headers)
+
+    def external_id(self, response: httpx.Response) -> str | None:
+        try:
+            data = response.json().get("data") or {}
+        except (ValueError, AttributeError):
+            return None
+        identifier = data.get("id") if isinstance(data, dict) else None
+        return str(identifier)[:200] if identifier else None

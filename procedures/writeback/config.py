@@ -1,0 +1,67 @@
+"""Writeback settings, from the environment: CRM base URLs, platform OAuth2 clients, timings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+__all__ = ["WritebackConfig"]
+
+
+@dataclass(frozen=True)
+class WritebackConfig:
+    # Base URLs: configurable so tests (and sandboxes) can point adapters elsewhere.
+    reapit_api_url: str = "https://platform.reapit.cloud"
+    reapit_token_url: str = "https://connect.reapit.cloud/token"
+    reapit_api_version: str = "2020-01-31"
+    alto_api_url: str = "https://api.alto.zoopla.co.uk"
+    alto_token_url: str = "https://api.alto.zoopla.co.uk/token"
+    street_api_url: str = "https://street.co.uk/open-api/v1"
+    agentos_api_url: str = "https://live-api.letmc.com"
+    loop_api_url: str = ""
+    # Reapit's and Alto's OAuth2 client credentials belong to the platform, not to an agency.
+    reapit_client_id: str = ""
+    reapit_client_secret: str = ""
+    alto_client_id: str = ""
+    alto_client_secret: str = ""
+    # One HTTP call (connect, write and read) may take at most this long.
+    http_timeout: float = 10.0
+    # How long a claimed event is held; a worker killed mid-delivery loses it after this.
+    lease_seconds: float = 60.0
+    # Retry n waits about backoff_base * 4**(n-1) seconds (with jitter), at most backoff_cap:
+    # with the defaults, 8 attempts span about ten hours.
+    backoff_base: float = 10.0
+    backoff_cap: float = 6 * 3600.0
+    max_retry_after: float = 3600.0
+    poll_interval: float = 1.0
+    # On SIGTERM, in-flight deliveries get this long to finish before they are released.
+    grace_seconds: float = 15.0
+
+    def __post_init__(self) -> None:
+        # A lease shorter than a delivery (token fetch and write, each up to http_timeout) would
+        # let a second worker take an event that is still in flight.
+        minimum = 2 * self.http_timeout + 1
+        if self.lease_seconds < minimum:
+            object.__setattr__(self, "lease_seconds", minimum)
+
+    def __repr__(self) -> str:  # the client secrets stay out of logs
+        return "WritebackConfig(...)"
+
+    @classmethod
+    def from_env(cls, **overrides: Any) -> WritebackConfig:
+        """Each field from NURTUREHUB_<FIELD> (e.g. NURTUREHUB_REAPIT_API_URL), else its default."""
+        values: dict[str, Any] = {}
+        for spec in fields(cls):
+            raw = os.environ.get(f"NURTUREHUB_{spec.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            if spec.type == "float":
+                try:
+                    values[spec.name] = float(raw)
+                except ValueError:
+                    raise SystemExit(f"NURTUREHUB_{spec.name.upper()} must be a number") from None
+            else:
+                values[spec.name] = raw.rstrip("/") if spec.name.endswith("_url") else raw
+        values.update(overrides)
+        return cls(**values)

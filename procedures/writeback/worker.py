@@ -1,0 +1,436 @@
+"""`nurturehub worker`: deliver the writeback queue to the CRMs.
+
+Each loop claims due events with FOR UPDATE SKIP LOCKED, so any number of workers share the
+queue without taking the same event, and holds them under a lease: an event whose worker died
+is claimed again once its lease runs out. Only the oldest open event of a (connection, contact)
+pair is ever claimable, so one contact's events reach the CRM in the order they were queued.
+A delivery ends in one of four outcomes, decided here from the CRM's answer:
+
+    success     2xx                          done; a pending connection becomes active
+    retry       408, 425, 429, 5xx, timeout  again later (backoff with jitter, or Retry-After),
+                or unreachable               failed once max_attempts are spent
+    auth_error  401, 403, refused creds      the connection goes to error; the event waits,
+                                             its attempt not spent, until an admin fixes it
+    failed      other 4xx, no write API      failed at once: sending it again cannot help
+
+Every delivery leaves an attempt row (status code, duration, an error we wrote ourselves: never
+the CRM's response body, a credential or the payload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from procedures.crm_credentials import open_credentials
+from procedures.writeback.adapters import (
+    Adapter,
+    AuthRejected,
+    Delivery,
+    NotDeliverable,
+    TransientFailure,
+    build_adapters,
+)
+from procedures.writeback.config import WritebackConfig
+from procedures.writeback.events import PAYLOADS
+from server.crypto import CryptoError, Keyring
+from server.db import Database, sql
+
+__all__ = ["Outcome", "Worker", "backoff_delay", "main", "retry_after_seconds"]
+
+log = logging.getLogger("nurturehub.worker")
+
+CLAIM = sql("""
+    WITH due AS (
+        SELECT q.organisation_id, q.id
+          FROM crm_writeback_queue q
+          JOIN crm_connections c ON c.organisation_id = q.organisation_id AND c.id = q.connection_id
+         WHERE ((q.status = 'pending' AND q.next_attempt_at <= now())
+                OR (q.status = 'processing' AND q.lease_expires_at <= now()))
+           AND c.status IN ('active', 'pending')
+           AND NOT EXISTS (
+               SELECT 1 FROM crm_writeback_queue older
+                WHERE older.organisation_id = q.organisation_id
+                  AND older.connection_id = q.connection_id
+                  AND older.contact_id = q.contact_id
+                  AND older.status IN ('pending', 'processing')
+                  AND older.seq < q.seq)
+         ORDER BY q.seq
+         LIMIT :limit
+           FOR UPDATE OF q SKIP LOCKED
+    )
+    UPDATE crm_writeback_queue q
+       SET status = 'processing', locked_by = :worker, updated_at = now(),
+           lease_expires_at = now() + make_interval(secs => :lease)
+      FROM due, crm_connections c, contacts ct
+     WHERE q.organisation_id = due.organisation_id AND q.id = due.id
+       AND c.organisation_id = q.organisation_id AND c.id = q.connection_id
+       AND ct.organisation_id = q.organisation_id AND ct.id = q.contact_id
+    RETURNING q.organisation_id, q.id, q.connection_id, q.provider_id, q.event_type, q.payload,
+              q.attempts, q.max_attempts, c.encrypted_credentials, c.settings,
+              CASE WHEN ct.crm_connection_id = q.connection_id THEN ct.external_id END
+                  AS external_contact_id
+""")
+
+_MINE = "organisation_id = :organisation_id AND id = :id AND status = 'processing' AND locked_by = :worker"
+
+FINISH_SUCCESS = sql(f"""
+    UPDATE crm_writeback_queue
+       SET status = 'success', attempts = attempts + 1, lease_expires_at = NULL, locked_by = NULL,
+           last_error = NULL, external_id = :external_id, completed_at = now(), updated_at = now()
+     WHERE {_MINE}
+    RETURNING attempts
+""")
+FINISH_RETRY = sql(f"""
+    UPDATE crm_writeback_queue
+       SET attempts = attempts + 1, lease_expires_at = NULL, locked_by = NULL,
+           last_error = :error, updated_at = now(),
+           status = CASE WHEN attempts + 1 >= max_attempts THEN 'failed' ELSE 'pending' END,
+           completed_at = CASE WHEN attempts + 1 >= max_attempts THEN now() END,
+           next_attempt_at = now() + make_interval(secs => :delay)
+     WHERE {_MINE}
+    RETURNING attempts, status
+""")
+FINISH_FAILED = sql(f"""
+    UPDATE crm_writeback_queue
+       SET status = 'failed', attempts = attempts + 1, lease_expires_at = NULL, locked_by = NULL,
+           last_error = :error, completed_at = now(), updated_at = now()
+     WHERE {_MINE}
+    RETURNING attempts
+""")
+# Back to pending with its attempts unspent: it waits for the connection to be fixed.
+RELEASE = sql(f"""
+    UPDATE crm_writeback_queue
+       SET status = 'pending', lease_expires_at = NULL, locked_by = NULL, updated_at = now(),
+           last_error = coalesce(:error, last_error)
+     WHERE {_MINE}
+    RETURNING attempts + 1 AS attempts
+""")
+INSERT_ATTEMPT = sql("""
+    INSERT INTO crm_writeback_attempts
+           (organisation_id, queue_id, attempt, started_at, duration_ms, status_code, outcome, error)
+    VALUES (:organisation_id, :queue_id, :attempt, :started_at, :duration_ms, :status_code,
+            :outcome, :error)
+""")
+CONNECTION_OK = sql("""
+    UPDATE crm_connections
+       SET status = CASE WHEN status = 'pending' THEN 'active' ELSE status END,
+           last_synced_at = now(), updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :connection_id
+""")
+CONNECTION_ERROR = sql("""
+    UPDATE crm_connections
+       SET status = 'error', last_error_message = :error, last_error_at = now(), updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :connection_id
+       AND status IN ('active', 'pending')
+""")
+# A 429 holds back every waiting event of the connection, not just the one that was refused.
+HOLD_CONNECTION = sql("""
+    UPDATE crm_writeback_queue
+       SET next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => :delay))
+     WHERE organisation_id = :organisation_id AND connection_id = :connection_id
+       AND status = 'pending'
+""")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    kind: str  # 'success' | 'retry' | 'auth_error' | 'failed'
+    status_code: int | None = None
+    error: str | None = None
+    retry_after: float | None = None
+    external_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    organisation_id: UUID
+    id: UUID
+    connection_id: UUID
+    provider_id: str
+    event_type: str
+    payload: dict[str, Any]
+    attempts: int
+    sealed: bytes
+    settings: dict[str, Any]
+    external_contact_id: str | None
+
+    def __repr__(self) -> str:
+        return f"_Claimed(id={self.id})"
+
+
+def backoff_delay(attempt: int, base: float, cap: float) -> float:
+    """Seconds before try `attempt + 1`: base * 4**(attempt-1), capped, with +-25% jitter."""
+    delay = min(cap, base * 4 ** max(0, attempt - 1))
+    return delay * random.uniform(0.75, 1.25)
+
+
+def retry_after_seconds(header: str | None, limit: float) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), at most `limit`; None when absent."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return min(float(header), limit)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), limit)
+
+
+def classify(response: httpx.Response, adapter: Adapter, max_retry_after: float) -> Outcome:
+    code = response.status_code
+    name = adapter.name
+    if 200 <= code < 300:
+        return Outcome("success", code, external_id=adapter.external_id(response))
+    if code in (401, 403):
+        return Outcome("auth_error", code, f"{name} refused the credentials (HTTP {code})")
+    if code == 429:
+        wait = retry_after_seconds(response.headers.get("retry-after"), max_retry_after)
+        return Outcome("retry", code, f"{name} is rate limiting (HTTP 429)", retry_after=wait)
+    if code in (408, 425) or code >= 500:
+        return Outcome("retry", code, f"{name} answered HTTP {code}")
+    return Outcome("failed", code, f"{name} rejected the entry (HTTP {code})")
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        config: WritebackConfig,
+        *,
+        concurrency: int = 4,
+        worker_id: str | None = None,
+    ) -> None:
+        self.db = db
+        self.keyring = keyring
+        self.config = config
+        self.concurrency = concurrency
+        self.worker_id = worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.adapters = build_adapters(config)
+        self.delivered = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Deliver until `stop` is set, then finish or release what is in flight."""
+        timeout = httpx.Timeout(self.config.http_timeout)
+        limits = httpx.Limits(max_connections=max(10, self.concurrency * 2))
+        inflight: set[asyncio.Task[None]] = set()
+        stopping = asyncio.ensure_future(stop.wait())
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
+            while not stop.is_set():
+                free = self.concurrency - len(inflight)
+                claimed: list[_Claimed] = []
+                if free > 0:
+                    try:
+                        claimed = await self._claim(free)
+                    except Exception:
+                        log.exception("claiming writeback events failed")
+                for event in claimed:
+                    task = asyncio.create_task(self._deliver(http, event))
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+                if len(claimed) < free or free == 0:
+                    # Nothing more is due: wait for a delivery to end (its successor may now be
+                    # due), for the next poll, or for the stop signal.
+                    await asyncio.wait(
+                        {*inflight, stopping},
+                        timeout=self.config.poll_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+            if inflight:
+                _, pending = await asyncio.wait(inflight, timeout=self.config.grace_seconds)
+                for task in pending:
+                    task.cancel()  # each releases its event as it unwinds
+                if pending:
+                    await asyncio.wait(pending, timeout=10)
+        stopping.cancel()
+
+    async def _claim(self, limit: int) -> list[_Claimed]:
+        async with self.db.transaction() as tx:
+            rows = await tx.all(
+                CLAIM, {"limit": limit, "worker": self.worker_id, "lease": self.config.lease_seconds}
+            )
+        return [
+            _Claimed(
+                organisation_id=row["organisation_id"],
+                id=row["id"],
+                connection_id=row["connection_id"],
+                provider_id=row["provider_id"],
+                event_type=row["event_type"],
+                payload=row["payload"],
+                attempts=row["attempts"],
+                sealed=bytes(row["encrypted_credentials"]),
+                settings=row["settings"],
+                external_contact_id=row["external_contact_id"],
+            )
+            for row in rows
+        ]
+
+    async def _deliver(self, http: httpx.AsyncClient, event: _Claimed) -> None:
+        started_at = datetime.now(UTC)
+        started = time.perf_counter()
+        try:
+            outcome = await self._attempt(http, event)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(event))
+            raise
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        try:
+            await self._finish(event, outcome, started_at, duration_ms)
+        except Exception:
+            # The lease runs out and another worker (or this one) delivers it again.
+            log.exception("recording a writeback outcome failed")
+            return
+        log.info(
+            "writeback",
+            extra={
+                "rpc": {
+                    "event": str(event.id),
+                    "provider": event.provider_id,
+                    "eventType": event.event_type,
+                    "outcome": outcome.kind,
+                    "statusCode": outcome.status_code,
+                    "durationMs": duration_ms,
+                    "worker": self.worker_id,
+                }
+            },
+        )
+
+    async def _attempt(self, http: httpx.AsyncClient, event: _Claimed) -> Outcome:
+        adapter = self.adapters[event.provider_id]
+        if event.external_contact_id is None:
+            return Outcome("failed", error="the contact no longer has a record in this CRM")
+        try:
+            credentials = open_credentials(
+                self.keyring, event.organisation_id, event.connection_id, event.sealed
+            )
+        except CryptoError as exc:
+            # The message names a key id at most; it is written for admins.
+            return Outcome("auth_error", error=f"credentials cannot be read: {exc}")
+        delivery = Delivery(
+            event_id=event.id,
+            event_type=event.event_type,
+            payload=PAYLOADS[event.event_type].model_validate(event.payload),
+            external_contact_id=event.external_contact_id,
+            credentials=credentials,
+            settings=event.settings,
+        )
+        try:
+            response = await adapter.deliver(http, delivery)
+        except AuthRejected as exc:
+            return Outcome("auth_error", exc.status_code, str(exc))
+        except TransientFailure as exc:
+            return Outcome("retry", exc.status_code, str(exc))
+        except NotDeliverable as exc:
+            return Outcome("failed", error=f"not delivered: {exc}")
+        except httpx.TimeoutException:
+            return Outcome("retry", error=f"{adapter.name} did not answer in time")
+        except httpx.TransportError as exc:
+            return Outcome("retry", error=f"{adapter.name} could not be reached ({type(exc).__name__})")
+        except Exception:
+            log.exception("writeback delivery failed unexpectedly")
+            return Outcome("retry", error="unexpected error in the adapter (see the worker log)")
+        return classify(response, adapter, self.config.max_retry_after)
+
+    async def _finish(
+        self, event: _Claimed, outcome: Outcome, started_at: datetime, duration_ms: int
+    ) -> None:
+        mine = {"organisation_id": event.organisation_id, "id": event.id, "worker": self.worker_id}
+        scope = {"organisation_id": event.organisation_id, "connection_id": event.connection_id}
+        async with self.db.transaction() as tx:
+            if outcome.kind == "success":
+                row = await tx.one(FINISH_SUCCESS, {**mine, "external_id": outcome.external_id})
+                if row is not None:
+                    await tx.execute(CONNECTION_OK, scope)
+                    self.delivered += 1
+            elif outcome.kind == "retry":
+                delay = outcome.retry_after
+                if delay is None:
+                    c = self.config
+                    delay = backoff_delay(event.attempts + 1, c.backoff_base, c.backoff_cap)
+                row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
+                if row is not None and outcome.status_code == 429:
+                    await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
+            elif outcome.kind == "auth_error":
+                row = await tx.one(RELEASE, {**mine, "error": outcome.error})
+                await tx.execute(CONNECTION_ERROR, {**scope, "error": outcome.error})
+            else:
+                row = await tx.one(FINISH_FAILED, {**mine, "error": outcome.error})
+            if row is None:
+                return  # the event was cancelled or re-claimed meanwhile: nothing of ours to log
+            await tx.execute(
+                INSERT_ATTEMPT,
+                {
+                    "organisation_id": event.organisation_id,
+                    "queue_id": event.id,
+                    "attempt": row["attempts"],
+                    "started_at": started_at,
+                    "duration_ms": duration_ms,
+                    "status_code": outcome.status_code,
+                    "outcome": outcome.kind,
+                    "error": outcome.error[:500] if outcome.error else None,
+                },
+            )
+
+    async def _release(self, event: _Claimed) -> None:
+        try:
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    RELEASE,
+                    {
+                        "organisation_id": event.organisation_id,
+                        "id": event.id,
+                        "worker": self.worker_id,
+                        "error": None,
+                    },
+                )
+        except Exception:
+            log.exception("releasing a writeback event failed; its lease will run out")
+
+
+async def _serve(database_url: str, keyring: Keyring, concurrency: int) -> None:
+    config = WritebackConfig.from_env()
+    db = Database(database_url, pool_size=concurrency + 2)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = Worker(db, keyring, config, concurrency=concurrency)
+    print(
+        f"NurtureHub worker {worker.worker_id}: delivering CRM writeback "
+        f"(concurrency {concurrency}; SIGTERM or Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        await worker.run(stop)
+    finally:
+        await db.close()
+    print(f"NurtureHub worker stopped after {worker.delivered} deliveries", flush=True)
+
+
+def main(database_url: str, keyring: Keyring, concurrency: int) -> None:
+    """The `nurturehub worker` command (loaded by import path from server/cli.py)."""
+    if not keyring:
+        sys.stderr.write(
+            "nurturehub worker: warning: no encryption key is configured, so no connection's "
+            "credentials can be read (set NURTUREHUB_ENCRYPTION_KEYS)\n"
+        )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(_serve(database_url, keyring, concurrency))
