@@ -31,6 +31,11 @@ class Renamed(WireModel):
     name: str
 
 
+class Transaction(WireModel):
+    transaction_id: int
+    backend_pid: int
+
+
 RENAME = sql("UPDATE organisations SET name = :name WHERE id = :id RETURNING name")
 
 
@@ -56,6 +61,14 @@ async def sleep(ctx: Context, params: SleepParams) -> Ok:
 
 
 @query(guard=PUBLIC)
+async def transaction(ctx: Context, params: Empty) -> Transaction:
+    """Which transaction and connection this call ran on."""
+    row = await ctx.db.one(sql("SELECT txid_current() AS transaction_id, pg_backend_pid() AS backend_pid"))
+    assert row is not None
+    return Transaction(transaction_id=row["transaction_id"], backend_pid=row["backend_pid"])
+
+
+@query(guard=PUBLIC)
 async def broken(ctx: Context, params: Empty) -> Ok:
     """Fails with an unexpected exception carrying a secret."""
     raise RuntimeError("secret-detail-7f3a: password=hunter2")
@@ -74,6 +87,7 @@ probe_router = Router({
         "adminOnly": admin_only,
         "sleep": sleep,
         "broken": broken,
+        "transaction": transaction,
         "badOutput": bad_output,
     })}),
 })

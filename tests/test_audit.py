@@ -63,3 +63,24 @@ def test_the_audit_log_is_append_only(database_url: str) -> None:
         query(database_url, "UPDATE audit_log SET action = 'x'")
     with pytest.raises(psycopg.errors.RaiseException):
         query(database_url, "DELETE FROM audit_log")
+
+
+def test_calls_in_one_batch_never_share_a_transaction(probe: Rpc) -> None:
+    batch = [{"jsonrpc": "2.0", "id": i, "method": "probe.transaction"} for i in range(3)]
+    results = [item["result"] for item in probe.post(batch).json()]
+    assert len({r["transactionId"] for r in results}) == 3
+
+
+def test_a_failing_call_in_a_batch_does_not_undo_the_others(probe: Rpc, world, database_url: str) -> None:
+    org = world.org()
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "probe.renameOrganisation", "params": {"name": "Kept"}},
+        {"jsonrpc": "2.0", "id": 2, "method": "probe.renameOrganisation", "params": {"name": ""}},
+        {"jsonrpc": "2.0", "id": 3, "method": "probe.broken"},
+    ]
+    replies = {item["id"]: item for item in probe.post(batch, token=org.owner_token).json()}
+    assert replies[1]["result"] == {"name": "Kept"}
+    assert replies[2]["error"]["data"]["issues"][0]["path"] == "name"
+    assert replies[3]["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,)) == [("Kept",)]
+    assert len(audit_rows(database_url, org.id, "probe.renameOrganisation")) == 1
