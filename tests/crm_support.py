@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -25,7 +26,9 @@ KEYRING = Keyring.parse(KEY_SPEC)
 @pytest.fixture(scope="session")
 def crm_server(database_url: str) -> Iterator[ServerThread]:
     """The app with an encryption key configured."""
-    thread = ServerThread(database_url, app_router, encryption_keys=KEYRING)
+    thread = ServerThread(
+        database_url, app_router, encryption_keys=KEYRING, suppression_key=secrets.token_bytes(32)
+    )
     yield thread
     thread.stop()
 
@@ -58,15 +61,13 @@ def agency(world: World, database_url: str) -> Iterator[Org]:
     )
 
 
-def make_contact(database_url: str, org: Org, connection_id: str | None, external_id: str | None) -> str:
-    """A contact synced from the CRM `connection_id` (the CRM sync itself is another issue)."""
-    rows = query(
-        database_url,
-        "INSERT INTO contacts (organisation_id, first_name, import_source, crm_connection_id,"
-        " external_id) VALUES (%s, 'Test', 'crm_sync', %s, %s) RETURNING id",
-        (org.id, connection_id, external_id),
-    )
-    return str(rows[0][0])
+def make_contact(
+    rpc: Rpc, org: Org, connection_id: str | None, external_id: str | None, **fields: Any
+) -> str:
+    """A contact known to the CRM `connection_id` under `external_id`."""
+    params = {"firstName": "Test", "crmConnectionId": connection_id, "externalId": external_id}
+    created = rpc.call("contacts.create", {**params, **fields}, org.member_token)
+    return str(created["id"])
 
 
 def connect(

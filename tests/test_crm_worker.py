@@ -20,7 +20,7 @@ from tests.support import LoopThread, Org, Rpc
 
 def _one_event(crm: Rpc, agency: Org, database_url: str, provider: str = "reapit") -> tuple[str, str]:
     connection = connect(crm, agency, provider)
-    contact = make_contact(database_url, agency, connection["id"], "RPT24000001")
+    contact = make_contact(crm, agency, connection["id"], "RPT24000001")
     result = enqueue(crm, agency, contact)
     assert result["skipped"] == [] and len(result["entries"]) == 1
     return connection["id"], result["entries"][0]["id"]
@@ -55,7 +55,7 @@ def test_token_is_fetched_once_and_reused(
     crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread
 ) -> None:
     connection = connect(crm, agency)
-    contacts = [make_contact(database_url, agency, connection["id"], f"RPT{i:08d}") for i in range(5)]
+    contacts = [make_contact(crm, agency, connection["id"], f"RPT{i:08d}") for i in range(5)]
     ids = [enqueue(crm, agency, c)["entries"][0]["id"] for c in contacts]
     with worker(loop, database_url, fake.config()):
         until(lambda: all(entry(database_url, i)["status"] == "success" for i in ids))
@@ -186,7 +186,7 @@ def test_paused_connection_holds_its_events_and_takes_no_new_ones(
 ) -> None:
     connection_id, entry_id = _one_event(crm, agency, database_url)
     crm.call("crm.updateConnection", {"connectionId": connection_id, "paused": True}, agency.admin_token)
-    contact = make_contact(database_url, agency, connection_id, "RPT24000002")
+    contact = make_contact(crm, agency, connection_id, "RPT24000002")
     assert enqueue(crm, agency, contact)["entries"] == []
     with worker(loop, database_url, fake.config()):
         time.sleep(0.3)
@@ -203,8 +203,8 @@ def test_alto_and_street_adapters_write_as_documented(
 ) -> None:
     alto = connect(crm, agency, "alto", {"agencyRef": "0b5a4c1e-1111-4c2b-9d3e-2a6f7c8d9e0f"})
     street = connect(crm, agency, "street", {"apiToken": "street-token-abcdef123456"})
-    alto_contact = make_contact(database_url, agency, alto["id"], "1234567")
-    street_contact = make_contact(database_url, agency, street["id"], "5f1c2d3e-aaaa-bbbb-cccc-000000000001")
+    alto_contact = make_contact(crm, agency, alto["id"], "1234567")
+    street_contact = make_contact(crm, agency, street["id"], "5f1c2d3e-aaaa-bbbb-cccc-000000000001")
     sent = {"subject": "New instruction", "sentAt": "2026-03-20T09:00:00Z"}
     alert = {"reason": "Viewed the same flat 5 times", "score": 91, "firedAt": "2026-03-20T10:00:00+01:00"}
     ids = [
