@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
@@ -34,6 +35,7 @@ ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
 WORKER = "procedures.writeback.worker:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
+CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
@@ -223,6 +225,16 @@ def cmd_keys_rotate(args: argparse.Namespace) -> None:
     _print_json(_with_database(work))
 
 
+def cmd_client_generate(args: argparse.Namespace) -> None:
+    out = Path(args.out) if args.out else None
+    changed = load(CLIENT_GENERATOR)(load(ROUTER), source=ROUTER, out=out, check=args.check)
+    if args.check and changed:
+        raise CommandError(
+            "the generated client is stale (" + "; ".join(changed) + "): run `nurturehub client generate`"
+        )
+    _print_json({"stale" if args.check else "changed": changed})
+
+
 def _first_start_demo(db: Database) -> Callable[[], Awaitable[dict[str, str] | None]]:
     async def create() -> dict[str, str] | None:
         async with db.transaction() as tx:
@@ -355,6 +367,14 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke = token.add_parser("revoke", help="revoke a token with immediate effect")
     token_revoke.add_argument("token_id", type=_uuid)
     token_revoke.set_defaults(run=cmd_token_revoke)
+
+    client = commands.add_parser("client", help="the generated Python client").add_subparsers(
+        dest="client_command", required=True, parser_class=_Parser
+    )
+    generate = client.add_parser("generate", help="write clients/python from the procedures")
+    generate.add_argument("--check", action="store_true", help="fail if the written client is stale")
+    generate.add_argument("--out", help="output folder (default: clients/python)")
+    generate.set_defaults(run=cmd_client_generate)
     return parser
 
 
