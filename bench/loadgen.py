@@ -27,6 +27,8 @@ end
 
 function init(args)
   math.randomseed(tid * 7919 + os.time())
+  -- Unique per thread and run, so generated emails never repeat across runs.
+  nonce = string.format("%%x-%%d-%%d", os.time(), tid, math.random(0, 999999999))
 end
 
 wrk.method = "POST"

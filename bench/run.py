@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
+import secrets
 import signal
 import socket
 import statistics
@@ -34,6 +36,7 @@ from bench import dataset as dataset_module
 from bench.loadgen import ensure_wrk, run_pgbench, run_wrk, wrk_lua
 from bench.scenarios import SCENARIOS, Data, scenario_names
 from server.db import Database, sql
+from server.keys import KEY_ENV
 
 __all__ = ["main"]
 
@@ -47,17 +50,14 @@ _OWNER_TOKEN = sql("""
     SELECT id FROM api_tokens WHERE organisation_id = :organisation_id AND user_id = :user_id
      ORDER BY created_at LIMIT 1
 """)
-# The row just before pages 20-30 of each category's list (newest first): the keyset values
-# the ceiling's deep-page statement starts after.
-_DEEP_KEYS = sql("""
-    SELECT active_category, page, created_at, id FROM (
-        SELECT active_category, created_at, id,
-               row_number() OVER (PARTITION BY active_category
-                                  ORDER BY created_at DESC, id DESC) AS n
-          FROM contacts WHERE organisation_id = :organisation_id
-    ) AS ranked, generate_series(20, 30) AS page
-     WHERE n = (page - 1) * :page_size
-""")
+
+
+def _server_key() -> str:
+    """The server's HMAC key: every worker and restart must share it, or cursors fail."""
+    return os.environ.get(KEY_ENV) or _RUN_KEY
+
+
+_RUN_KEY = base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def _load1() -> float:
@@ -105,8 +105,12 @@ class Server:
     def __init__(self, database_url: str, workers: int, log: Path) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # `nurturehub serve` is server.cli:main; run through -m from this tree, so a benchmark
+        # of an exported commit (git archive) serves that commit's code, not an installed one.
         command = [
-            str(Path(sys.executable).parent / "nurturehub"),
+            sys.executable,
+            "-m",
+            "server.cli",
             "serve",
             "--port",
             str(self.port),
@@ -116,9 +120,10 @@ class Server:
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": database_url},
+            env={**os.environ, "DATABASE_URL": database_url, KEY_ENV: _server_key()},
             stdout=self._log,
             stderr=subprocess.STDOUT,
+            cwd=ROOT,
             start_new_session=True,
         )
         self._wait_ready()

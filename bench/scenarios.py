@@ -15,6 +15,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import TextClause
@@ -53,7 +54,7 @@ def lua_list(name: str, values: Sequence[str]) -> str:
 def pg_array(values: Sequence[str], pg_type: str) -> str:
     """A SQL array constant; indexed by a pgbench random variable, it is a per-call pick."""
     body = ",".join(v.replace('"', '\\"') for v in values)
-    return f"CAST('{{{body}}}' AS {pg_type}[])"
+    return f"(CAST('{{{body}}}' AS {pg_type}[]))"
 
 
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -145,11 +146,340 @@ def _providers_sql(data: Data) -> list[str]:
     return [*auth_statements(data), "BEGIN;", statement(SELECT_CRM_PROVIDERS, {}), "COMMIT;"]
 
 
+def _ids(data: Data) -> str:
+    return lua_list("ids", data.contact_ids)
+
+
+def _pick_id(data: Data) -> str:
+    """pgbench: a random contact from the same sample wrk picks from (needs `\\set k`)."""
+    return f"{pg_array(data.contact_ids, 'uuid')}[:k]"
+
+
+def _set_k(n: int) -> str:
+    return f"\\set k random(1, {n})"
+
+
+def _org(data: Data) -> str:
+    return f"'{data.organisation_id}'::uuid"
+
+
+def _get_call(index: str) -> str:
+    return (
+        '\'{"jsonrpc":"2.0","id":\' .. ' + index + " .. "
+        '\',"method":"contacts.get","params":{"id":"\' .. ids[math.random(#ids)] .. \'"}}\''
+    )
+
+
+def _get_lua(data: Data) -> str:
+    return _ids(data) + f"function body() return {_get_call('1')} end\n"
+
+
+def _select_contact(data: Data) -> str:
+    from procedures.contacts import SELECT_CONTACT
+
+    return statement(SELECT_CONTACT, {"organisation_id": _org(data), "id": _pick_id(data)})
+
+
+def _get_sql(data: Data) -> list[str]:
+    return [
+        _set_k(len(data.contact_ids)),
+        *auth_statements(data),
+        "BEGIN;",
+        _select_contact(data),
+        "COMMIT;",
+    ]
+
+
+BATCH = 20
+
+
+def _batch_lua(data: Data) -> str:
+    return (
+        _ids(data)
+        + "function body()\n  local parts = {}\n"
+        + f"  for i = 1, {BATCH} do parts[i] = {_get_call('i')} end\n"
+        + "  return '[' .. table.concat(parts, ',') .. ']'\nend\n"
+    )
+
+
+def _batch_sql(data: Data) -> list[str]:
+    # One token check per HTTP request, then each call in its own transaction.
+    lines = [*auth_statements(data)]
+    for _ in range(BATCH):
+        lines += [_set_k(len(data.contact_ids)), "BEGIN;", _select_contact(data), "COMMIT;"]
+    return lines
+
+
+_NO_FILTERS = {
+    "categories": "CAST(NULL AS text[])",
+    "group": "CAST(NULL AS text)",
+    "consent_status": "CAST(NULL AS text)",
+    "import_source": "CAST(NULL AS text)",
+    "tsquery": "CAST(NULL AS tsquery)",
+    "created_after": "CAST(NULL AS timestamptz)",
+    "created_before": "CAST(NULL AS timestamptz)",
+    "fetch": "51",
+}
+
+
+def _list_lua(data: Data) -> str:
+    params = """'{"limit":50}'"""
+    return f"function body() return {_call('contacts.list', params)} end\n"
+
+
+def _list_sql(data: Data) -> list[str]:
+    from procedures.contacts import LIST_CONTACTS
+
+    values = {
+        **_NO_FILTERS,
+        "organisation_id": _org(data),
+        "after_created_at": "CAST(NULL AS timestamptz)",
+        "after_id": "CAST(NULL AS uuid)",
+    }
+    return [*auth_statements(data), "BEGIN;", statement(LIST_CONTACTS, values), "COMMIT;"]
+
+
+DEEP_FIRST, DEEP_LAST = 20, 30  # pages fetched by cursor in the list deep scenario
+
+
+def _walk_deep_pages(call: Call, data: Data) -> None:
+    """Walk each category's pages once; keep the cursors (and keys) of pages 20-30."""
+    if data.deep_pages:
+        return
+    for category in data.categories:
+        cursor = None
+        for page in range(1, DEEP_LAST):
+            params: dict[str, Any] = {"category": category, "limit": 50}
+            if cursor is not None:
+                params["cursor"] = cursor
+            result = call("contacts.list", params)
+            cursor = result["nextCursor"]
+            if cursor is None:
+                break
+            if page + 1 >= DEEP_FIRST:
+                last = result["items"][-1]
+                data.deep_pages.append((category, cursor, last["createdAt"], last["id"]))
+    if not data.deep_pages:
+        raise RuntimeError("no category has 20 pages: load more contacts")
+
+
+def _deep_lua(data: Data) -> str:
+    pages = ", ".join(
+        "{" + json.dumps(category) + ", " + json.dumps(cursor) + "}"
+        for category, cursor, _, _ in data.deep_pages
+    )
+    return (
+        f"local pages = {{{pages}}}\n"
+        "function body()\n  local p = pages[math.random(#pages)]\n"
+        '  return \'{"jsonrpc":"2.0","id":1,"method":"contacts.list","params":'
+        '{"category":"\' .. p[1] .. \'","limit":50,"cursor":"\' .. p[2] .. \'"}}\'\nend\n'
+    )
+
+
+def _epoch_micros(iso: str) -> int:
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+def _deep_sql(data: Data) -> list[str]:
+    from procedures.contacts import LIST_CONTACTS_BY_CATEGORIES
+
+    pages = data.deep_pages
+    category = f"{pg_array([p[0] for p in pages], 'text')}[:k]"
+    # Epoch microseconds: a timestamp's colons would read as pgbench variables.
+    micros = pg_array([str(_epoch_micros(p[2])) for p in pages], "bigint")
+    values = {
+        **_NO_FILTERS,
+        "organisation_id": _org(data),
+        "categories": f"ARRAY[{category}]",
+        "walk_categories": f"ARRAY[{category}]",
+        "after_created_at": f"timestamptz 'epoch' + {micros}[:k] * interval '1 microsecond'",
+        "after_id": f"{pg_array([p[3] for p in pages], 'uuid')}[:k]",
+    }
+    return [
+        _set_k(len(pages)),
+        *auth_statements(data),
+        "BEGIN;",
+        statement(LIST_CONTACTS_BY_CATEGORIES, values),
+        "COMMIT;",
+    ]
+
+
+def _categories_lua(data: Data) -> str:
+    return lua_list("categories", data.categories)
+
+
+def _create_lua(data: Data) -> str:
+    # `nonce` differs per wrk thread and run, `counter` per request: every email is new.
+    return _categories_lua(data) + (
+        "function body()\n"
+        '  return string.format(\'{"jsonrpc":"2.0","id":1,"method":"contacts.create",'
+        '"params":{"firstName":"Bench","lastName":"Load","email":"bench-%s-%d@example.com",'
+        '"phone":"+4474%08d","postcode":"SW1A 1AA","category":"%s"}}\', nonce, counter,'
+        " math.random(0, 99999999), categories[math.random(#categories)])\nend\n"
+    )
+
+
+def _gset(line: str) -> str:
+    """pgbench: keep the row's columns as variables for the next statements."""
+    return line.rstrip(";") + " \\gset"
+
+
+def _audit(data: Data, fields: str) -> str:
+    return audit_statement(data, "contacts.create", "contact", fields)
+
+
+def _create_sql(data: Data) -> list[str]:
+    from procedures.contacts import INSERT_ASSIGNMENT, INSERT_CONTACT
+
+    org = _org(data)
+    insert_contact = statement(
+        INSERT_CONTACT,
+        {
+            "organisation_id": org,
+            "first_name": "'Bench'",
+            "last_name": "'Load'",
+            "email": f"'ceiling-{data.stamp}-' || CAST(:client_id AS text) || '-' || CAST(:r AS text)"
+            " || '@example.com'",
+            "phone": "'+4474' || lpad(CAST(:r AS text), 8, '0')",
+            "postcode": "'SW1A 1AA'",
+            "consent_status": "NULL",
+            "consent_timestamp": "NULL",
+            "import_source": "'manual'",
+            "crm_payload": "NULL",
+            "crm_connection_id": "CAST(NULL AS uuid)",
+            "external_id": "CAST(NULL AS text)",
+            "category": f"{pg_array(data.categories, 'text')}[:k]",
+        },
+    )
+    insert_assignment = statement(
+        INSERT_ASSIGNMENT,
+        {
+            "organisation_id": org,
+            "contact_id": "CAST(:id AS uuid)",
+            "category": f"{pg_array(data.categories, 'text')}[:k]",
+            "at": "CAST(:created_at AS timestamptz)",
+            "assigned_by": f"'{data.user_id}'::uuid",
+            "reason": "NULL",
+        },
+    )
+    from procedures.contacts import SELECT_CONTACT
+
+    detail = statement(SELECT_CONTACT, {"organisation_id": org, "id": "CAST(:id AS uuid)"})
+    return [
+        f"\\set k random(1, {len(data.categories)})",
+        "\\set r random(1, 99999999)",
+        *auth_statements(data),
+        "BEGIN;",
+        _gset(insert_contact),
+        insert_assignment,
+        detail,
+        _audit(data, "{firstName,lastName,email,phone,postcode,category}"),
+        "COMMIT;",
+    ]
+
+
+def _assign_lua(data: Data) -> str:
+    return (
+        _ids(data) + _categories_lua(data) + 'function body()\n  return \'{"jsonrpc":"2.0","id":1,"method":'
+        '"contacts.assignCategory","params":{"id":"\' .. ids[math.random(#ids)] .. '
+        '\'","category":"\' .. categories[math.random(#categories)] .. '
+        '\'","reason":"bench"}}\'\nend\n'
+    )
+
+
+def _assign_sql(data: Data) -> list[str]:
+    from procedures.contacts import (
+        ASSIGNMENT_TIME,
+        INSERT_ASSIGNMENT,
+        LOCK_CONTACT,
+        SET_ACTIVE_CATEGORY,
+        SUPERSEDE_ACTIVE,
+    )
+
+    org = _org(data)
+    category = f"{pg_array(data.categories, 'text')}[:c]"
+    keys = {"organisation_id": org, "contact_id": _pick_id(data), "at": "CAST(:at AS timestamptz)"}
+    return [
+        _set_k(len(data.contact_ids)),
+        f"\\set c random(1, {len(data.categories)})",
+        *auth_statements(data),
+        "BEGIN;",
+        statement(LOCK_CONTACT, {"organisation_id": org, "id": _pick_id(data)}),
+        _gset(
+            statement(
+                ASSIGNMENT_TIME.text.replace("SELECT clock_timestamp()", "SELECT clock_timestamp() AS at"), {}
+            )
+        ),
+        statement(SUPERSEDE_ACTIVE, keys),
+        statement(SET_ACTIVE_CATEGORY, {**keys, "category": category}),
+        statement(
+            INSERT_ASSIGNMENT,
+            {**keys, "category": category, "assigned_by": f"'{data.user_id}'::uuid", "reason": "'bench'"},
+        ),
+        audit_statement(data, "contacts.assignCategory", "contact", "{category}"),
+        "COMMIT;",
+    ]
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("whoami", "auth.whoami (harness floor)", _whoami_lua, _whoami_sql),
-        Scenario("providers", "contacts.listCrmProviders (harness floor)", _providers_lua, _providers_sql),
+        Scenario("whoami", "auth.whoami (harness floor)", _whoami_lua, _whoami_sql, needs=("auth.whoami",)),
+        Scenario(
+            "providers",
+            "contacts.listCrmProviders (harness floor)",
+            _providers_lua,
+            _providers_sql,
+            needs=("contacts.listCrmProviders",),
+        ),
+        Scenario(
+            "get", "contacts.get of a random contact", _get_lua, _get_sql, 1350, 0.11, needs=("contacts.get",)
+        ),
+        Scenario(
+            "list",
+            "contacts.list first page, 50 items",
+            _list_lua,
+            _list_sql,
+            900,
+            0.21,
+            needs=("contacts.list",),
+        ),
+        Scenario(
+            "list_deep",
+            "contacts.list by category, 20-30 pages deep by cursor",
+            _deep_lua,
+            _deep_sql,
+            570,
+            0.47,
+            needs=("contacts.list",),
+            prepare=_walk_deep_pages,
+        ),
+        Scenario(
+            "batch20",
+            "20 contacts.get in one JSON-RPC batch",
+            _batch_lua,
+            _batch_sql,
+            needs=("contacts.get",),
+        ),
+        Scenario(
+            "create",
+            "contacts.create with a category",
+            _create_lua,
+            _create_sql,
+            770,
+            0.23,
+            needs=("contacts.create",),
+        ),
+        Scenario(
+            "assign",
+            "contacts.assignCategory of a random contact",
+            _assign_lua,
+            _assign_sql,
+            730,
+            0.28,
+            needs=("contacts.assignCategory",),
+        ),
     )
 }
 
