@@ -9,6 +9,7 @@ import email_validator
 
 from server import tokens
 from server.audit import write_audit
+from server.auth import notify_auth_changed
 from server.db import Tx, sql
 
 __all__ = [
@@ -77,6 +78,7 @@ async def issue_token(
     await tx.execute(
         UPSERT_MEMBERSHIP, {"organisation_id": organisation_id, "user_id": user_id, "role": role}
     )
+    await notify_auth_changed(tx)  # the role may have changed for this user's existing tokens
     token = tokens.generate()
     token_id = await tx.scalar(
         INSERT_TOKEN,
@@ -119,6 +121,7 @@ async def revoke_token(tx: Tx, token_id: UUID) -> bool:
     organisation_id = await tx.scalar(REVOKE_TOKEN, {"id": token_id})
     if organisation_id is None:
         return False
+    await notify_auth_changed(tx)
     await write_audit(
         tx,
         action="cli.token.revoke",

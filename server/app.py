@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.auth import Authenticator
 from server.db import Database
 from server.errors import PayloadTooLarge
 from server.openrpc import openrpc_document
@@ -47,9 +48,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(
-    settings: Settings, router: Router, *, database: Database | None = None
-) -> Starlette:
+def create_app(settings: Settings, router: Router, *, database: Database | None = None) -> Starlette:
     """Build the app; `database` lets a caller share one engine (tests), else the app owns one."""
     db = database or Database(
         settings.database_url,
@@ -62,10 +61,12 @@ def create_app(
     def discover() -> dict[str, Any]:
         return openrpc_document(router, title=TITLE, version=VERSION)
 
+    authenticator = Authenticator(db, settings.database_url, cache_seconds=settings.auth_cache_seconds)
     dispatcher = Dispatcher(
         router,
         db,
         settings,
+        authenticator,
         discover=discover,
         max_batch_length=settings.max_batch_length,
         always_http_200=settings.always_http_200,
@@ -99,9 +100,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        authenticator.start()
         try:
             yield
         finally:
+            await authenticator.stop()
             if database is None:
                 await db.close()
 

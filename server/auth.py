@@ -1,18 +1,36 @@
-"""Bearer tokens to principals: who is calling, for which organisation, with which role."""
+"""Bearer tokens to principals: who is calling, for which organisation, with which role.
+
+Resolved principals are cached per process for a few seconds, so a call costs no token query.
+Every change that can take a right away (revoking a token, changing a role) sends a NOTIFY on
+AUTH_CHANNEL in its own transaction; each server process LISTENs and empties its cache when one
+arrives, so a revocation takes effect within milliseconds of its commit. If the listening
+connection is lost, the cache is bypassed until it is back, so nothing is ever stale for longer
+than the cache's lifetime.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import time
 from datetime import timedelta
+
+import psycopg
 
 from server import tokens
 from server.context import Principal
-from server.db import Database, sql
+from server.db import Database, Tx, sql
 from server.errors import Unauthorized
 
-__all__ = ["authenticate", "bearer_token"]
+__all__ = ["AUTH_CHANNEL", "Authenticator", "bearer_token", "notify_auth_changed"]
 
+log = logging.getLogger("nurturehub.auth")
+
+AUTH_CHANNEL = "nurturehub_auth"
 # last_used_at is written at most once a minute per token, so reads stay cheap.
 LAST_USED_GRANULARITY = timedelta(minutes=1)
+_MAX_CACHED = 10_000
 
 SELECT_PRINCIPAL = sql("""
     SELECT t.id AS token_id, t.organisation_id, t.user_id, m.role,
@@ -28,6 +46,13 @@ TOUCH_TOKEN = sql("""
        AND (last_used_at IS NULL OR last_used_at < now() - :granularity)
 """)
 
+NOTIFY_AUTH_CHANGED = sql(f"SELECT pg_notify('{AUTH_CHANNEL}', '')")
+
+
+async def notify_auth_changed(tx: Tx) -> None:
+    """Tell every server process to forget cached principals once this transaction commits."""
+    await tx.execute(NOTIFY_AUTH_CHANGED)
+
 
 def bearer_token(authorization: str | None) -> str:
     """The token from an `Authorization: Bearer ...` header, or Unauthorized."""
@@ -39,32 +64,88 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(db: Database, authorization: str | None) -> Principal:
-    token = bearer_token(authorization)
-    if not tokens.is_well_formed(token):
-        raise Unauthorized("Unauthorized: the token is malformed")
-    async with db.transaction() as tx:
-        row = await tx.one(
-            SELECT_PRINCIPAL,
-            {
-                "token_hash": tokens.hash_token(token),
-                "granularity": LAST_USED_GRANULARITY,
-            },
+class Authenticator:
+    def __init__(self, db: Database, database_url: str, *, cache_seconds: float = 5.0) -> None:
+        self._db = db
+        self._database_url = database_url
+        self._cache_seconds = cache_seconds
+        self._cache: dict[bytes, tuple[Principal, float]] = {}
+        self._listening = False
+        self._listener: asyncio.Task[None] | None = None
+
+    @property
+    def listening(self) -> bool:
+        """True while revocations are being heard, and so the cache may be trusted."""
+        return self._listening
+
+    async def authenticate(self, authorization: str | None) -> Principal:
+        token = bearer_token(authorization)
+        if not tokens.is_well_formed(token):
+            raise Unauthorized("Unauthorized: the token is malformed")
+        token_hash = tokens.hash_token(token)
+        cached = self._cache.get(token_hash) if self._listening else None
+        if cached is not None and cached[1] > time.monotonic():
+            return cached[0]
+        principal = await self._load(token_hash)
+        if self._listening and self._cache_seconds > 0:
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[token_hash] = (principal, time.monotonic() + self._cache_seconds)
+        return principal
+
+    async def _load(self, token_hash: bytes) -> Principal:
+        async with self._db.transaction() as tx:
+            params = {"token_hash": token_hash, "granularity": LAST_USED_GRANULARITY}
+            row = await tx.one(SELECT_PRINCIPAL, params)
+            if row is None:
+                raise Unauthorized("Unauthorized: the token is unknown or revoked")
+            if row["stale"]:
+                await tx.execute(
+                    TOUCH_TOKEN,
+                    {
+                        "organisation_id": row["organisation_id"],
+                        "token_id": row["token_id"],
+                        "granularity": LAST_USED_GRANULARITY,
+                    },
+                )
+        return Principal(
+            user_id=row["user_id"],
+            organisation_id=row["organisation_id"],
+            role=row["role"],
+            token_id=row["token_id"],
         )
-        if row is None:
-            raise Unauthorized("Unauthorized: the token is unknown or revoked")
-        if row["stale"]:
-            await tx.execute(
-                TOUCH_TOKEN,
-                {
-                    "organisation_id": row["organisation_id"],
-                    "token_id": row["token_id"],
-                    "granularity": LAST_USED_GRANULARITY,
-                },
-            )
-    return Principal(
-        user_id=row["user_id"],
-        organisation_id=row["organisation_id"],
-        role=row["role"],
-        token_id=row["token_id"],
-    )
+
+    # Invalidation ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._cache_seconds > 0 and self._listener is None:
+            self._listener = asyncio.create_task(self._listen_forever())
+
+    async def stop(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        self._listening = False
+
+    async def _listen_forever(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._database_url, autocommit=True, connect_timeout=5
+                ) as connection:
+                    await connection.execute(f"LISTEN {AUTH_CHANNEL}")
+                    self._cache.clear()
+                    self._listening = True
+                    delay = 0.5
+                    async for _ in connection.notifies():
+                        self._cache.clear()
+            except psycopg.Error:
+                log.warning("auth cache: listening for revocations failed; retrying in %.1fs", delay)
+            finally:
+                self._listening = False
+                self._cache.clear()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)

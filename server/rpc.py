@@ -19,7 +19,7 @@ import orjson
 import pydantic
 
 from server.audit import write_audit
-from server.auth import authenticate
+from server.auth import Authenticator
 from server.context import Context, Principal
 from server.db import Database
 from server.errors import (
@@ -79,8 +79,8 @@ def _valid_id(value: Any) -> bool:
 class _Principals:
     """Resolves the caller at most once per HTTP request, and only if a procedure needs it."""
 
-    def __init__(self, db: Database, authorization: str | None) -> None:
-        self._db = db
+    def __init__(self, authenticator: Authenticator, authorization: str | None) -> None:
+        self._authenticator = authenticator
         self._authorization = authorization
         self._principal: Principal | None = None
         self._error: RPCError | None = None
@@ -88,7 +88,7 @@ class _Principals:
     async def get(self) -> Principal:
         if self._principal is None and self._error is None:
             try:
-                self._principal = await authenticate(self._db, self._authorization)
+                self._principal = await self._authenticator.authenticate(self._authorization)
             except RPCError as exc:
                 self._error = exc
         if self._error is not None:
@@ -108,6 +108,7 @@ class Dispatcher:
         router: Router,
         db: Database,
         settings: Settings,
+        authenticator: Authenticator,
         *,
         discover: Callable[[], Mapping[str, Any]],
         max_batch_length: int = 50,
@@ -116,6 +117,7 @@ class Dispatcher:
         self.router = router
         self.db = db
         self.settings = settings
+        self.authenticator = authenticator
         self.discover = discover
         self.max_batch_length = max_batch_length
         self.always_http_200 = always_http_200
@@ -126,7 +128,7 @@ class Dispatcher:
         except orjson.JSONDecodeError:
             return self._single(self._error(None, ParseError(), None, request_id))
 
-        principals = _Principals(self.db, authorization)
+        principals = _Principals(self.authenticator, authorization)
         if not isinstance(message, list):
             outcome = await self._one(message, principals, request_id)
             return Reply(204, None) if outcome is None else self._single(outcome)

@@ -54,6 +54,9 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     # Strict JSON-RPC clients may want every response as HTTP 200.
     always_http_200: bool = False
+    # Seconds a resolved token is trusted without a query; revocations still apply at once
+    # (see server/auth.py). 0 turns the cache off.
+    auth_cache_seconds: float = 5.0
     # AES-256-GCM keys for secrets at rest (CRM credentials); empty: storing a secret fails closed.
     encryption_keys: Keyring = Keyring()
     # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
@@ -71,6 +74,7 @@ class Settings:
             pool_timeout=_float_env("NURTUREHUB_DB_POOL_TIMEOUT", 2.0),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
             always_http_200=os.environ.get("NURTUREHUB_RPC_ALWAYS_200", "") in ("1", "true", "yes"),
+            auth_cache_seconds=_float_env("NURTUREHUB_AUTH_CACHE_SECONDS", 5.0),
             encryption_keys=keyring_from_env(),
             suppression_key=_suppression_key_from_env(),
         )

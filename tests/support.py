@@ -93,6 +93,7 @@ class ServerThread:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(Settings(database_url=database_url, **settings), router)
+        self.app = app
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
                                 access_log=False, lifespan="on")
         self._server = uvicorn.Server(config)
