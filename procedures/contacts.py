@@ -683,9 +683,8 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     }
     if "email" in changed:
         await _check_email_free(ctx, params.email, params.id)
+    # A new consent status without a time of its own was given now.
     consent_now = "consent_status" in changed and "consent_timestamp" not in given
-    if consent_now:
-        changed.add("consent_timestamp")
     if changed:
         values: dict[str, Any] = {f"set_{column}": column in changed for column in _UPDATABLE}
         values.update({column: getattr(params, column) for column in _UPDATABLE})
@@ -698,6 +697,8 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
             {**values, "consent_now": consent_now, "organisation_id": ctx.organisation_id, "id": params.id},
         )
     fields = [_UPDATABLE[column] for column in changed]
+    if consent_now:
+        fields.append("consentTimestamp")
     if "category" in given and params.category != current["active_category"]:
         await _set_category(ctx, params.id, params.category, params.reason)
         fields.append("category")

@@ -31,9 +31,10 @@ def count_rows(url: str, org: Org, table: str) -> int:
 
 
 def audit_rows(url: str, org: Org) -> list[tuple[Any, ...]]:
+    """The organisation's audit rows written by contacts.* procedures, oldest first."""
     return query(
         url,
         "SELECT action, target_type, target_id, changed_fields, actor_user_id FROM audit_log"
-        " WHERE organisation_id = %s ORDER BY id",
+        " WHERE organisation_id = %s AND action LIKE 'contacts.%%' ORDER BY id",
         (org.id,),
     )
