@@ -40,13 +40,13 @@ GENERATOR = "clients/generator.py"
 REGENERATE = "# Regenerate with `nurturehub client generate`; CI fails while this file is stale.\n"
 
 _GUARDS = {
-    Guard.PUBLIC: "public: no token needed",
-    Guard.AUTHED: "authed: any member of the organisation",
-    Guard.ADMIN: "admin: owners and admins only; anyone else gets Forbidden",
+    Guard.PUBLIC: "public, no token needed",
+    Guard.AUTHED: "authed, any member of the organisation",
+    Guard.ADMIN: "admin, owners and admins only (anyone else gets Forbidden)",
 }
 _KINDS = {
-    Kind.QUERY: "query: reads only; retried when the connection fails",
-    Kind.MUTATION: "mutation: writes, with an audit entry; never retried",
+    Kind.QUERY: "reads only; retried when the connection fails",
+    Kind.MUTATION: "writes, with an audit entry; never retried",
 }
 
 
@@ -390,14 +390,17 @@ def _method_doc(method: Method) -> str:
     params_doc = method.params.doc
     if params_doc:
         parts.append(inspect.cleandoc(params_doc))
-    parts.append(f"Procedure `{method.wire}`.\n{_KINDS[procedure.kind]}.\nGuard {_GUARDS[procedure.guard]}.")
+    parts.append(
+        f"Procedure `{method.wire}`, a {procedure.kind.value} ({_KINDS[procedure.kind]}).\n"
+        f"Guard: {_GUARDS[procedure.guard]}."
+    )
     args = []
     for spec in method.params.fields:
         notes = [spec.description.rstrip(".") + "." if spec.description else ""]
-        if not spec.required:
+        if not spec.required and spec.default != "None":
             default = spec.default or ""
             default = "[]" if "default_factory=list" in default else "{}" if "dict" in default else default
-            notes.append(f"Optional; when left out, the server uses {default}.")
+            notes.append(f"Left out, the server uses {default}.")
         note = " ".join(n for n in notes if n)
         if note:
             args.append(f"    {spec.name}: {note}")
@@ -567,12 +570,13 @@ def client_module(root: Namespace, source: str) -> str:
 
     for flavour in ("sync", "async", "batch"):
         used |= {("", _class_name(node, flavour)) for _, node in tops}
-    first = tops[0][0] if tops else "auth"
+    first = tops[0][1] if tops else None
+    example = f"{tops[0][0]}.{first.methods[0].attr}(...)" if first and first.methods else "..."
     body += ["", "", "class Client(ClientBase):"]
     body += docstring(
         "A NurtureHub client for scripts.\n\n"
         "    with Client() as client:  # NURTUREHUB_URL and NURTUREHUB_TOKEN\n"
-        f"        client.{first}....\n\n"
+        f"        client.{example}\n\n"
         "Errors raise the RPCError subclass of their code (NotFound, Forbidden, ...).",
         4,
     )

@@ -31,7 +31,7 @@ class Client(ClientBase):
     """A NurtureHub client for scripts.
 
         with Client() as client:  # NURTUREHUB_URL and NURTUREHUB_TOKEN
-            client.auth....
+            client.auth.whoami(...)
 
     Errors raise the RPCError subclass of their code (NotFound, Forbidden, ...).
     """

@@ -108,9 +108,8 @@ class AuthNamespace:
     def whoami(self) -> Whoami:
         """The calling user, their organisation and their role in it.
 
-        Procedure `auth.whoami`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `auth.whoami`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = WhoamiParams()
         return self._transport.call(_AUTH_WHOAMI(params))
@@ -125,9 +124,8 @@ class AsyncAuthNamespace:
     async def whoami(self) -> Whoami:
         """The calling user, their organisation and their role in it.
 
-        Procedure `auth.whoami`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `auth.whoami`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = WhoamiParams()
         return await self._transport.call(_AUTH_WHOAMI(params))
@@ -142,9 +140,8 @@ class AuthBatchNamespace:
     def whoami(self) -> Pending[Whoami]:
         """The calling user, their organisation and their role in it.
 
-        Procedure `auth.whoami`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `auth.whoami`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = WhoamiParams()
         return self._batch.add(_AUTH_WHOAMI(params))
@@ -165,12 +162,8 @@ class ContactsNamespace:
     ) -> Assignment:
         """(Re)assign the contact's category; the current category again changes nothing.
 
-        Procedure `contacts.assignCategory`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.assignCategory`, a mutation (writes, with an audit entry; never
+        retried). Guard: authed, any member of the organisation.
         """
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return self._transport.call(_CONTACTS_ASSIGN_CATEGORY(params))
@@ -194,24 +187,11 @@ class ContactsNamespace:
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
-        Procedure `contacts.create`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.create`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
 
         Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses "manual".
-            crm_payload: Optional; when left out, the server uses None.
-            crm_connection_id: Optional; when left out, the server uses None.
-            external_id: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+            import_source: Left out, the server uses "manual".
         """
         params = CreateContactParams(
             **given(
@@ -239,9 +219,8 @@ class ContactsNamespace:
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
-        Procedure `contacts.delete`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `contacts.delete`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DeleteContactParams(id=id)
         return self._transport.call(_CONTACTS_DELETE(params))
@@ -253,9 +232,8 @@ class ContactsNamespace:
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
-        Procedure `contacts.get`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.get`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = GetContactParams(id=id)
         return self._transport.call(_CONTACTS_GET(params))
@@ -267,9 +245,8 @@ class ContactsNamespace:
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
-        Procedure `contacts.getCategoryHistory`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.getCategoryHistory`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = GetCategoryHistoryParams(id=id)
         return self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
@@ -289,20 +266,11 @@ class ContactsNamespace:
     ) -> ContactPage:
         """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more.
 
-        Procedure `contacts.list`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.list`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
 
         Args:
-            category: Optional; when left out, the server uses None.
-            group: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses None.
-            search: Optional; when left out, the server uses None.
-            created_after: Optional; when left out, the server uses None.
-            created_before: Optional; when left out, the server uses None.
-            cursor: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
+            limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
             **given(
@@ -352,9 +320,8 @@ class ContactsNamespace:
     def list_crm_providers(self) -> builtins.list[CrmProvider]:
         """The CRMs an organisation can connect, for the connection UI.
 
-        Procedure `contacts.listCrmProviders`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.listCrmProviders`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = ListCrmProvidersParams()
         return self._transport.call(_CONTACTS_LIST_CRM_PROVIDERS(params))
@@ -378,21 +345,8 @@ class ContactsNamespace:
 
         Absent fields stay as they are; an explicit null clears an optional field.
 
-        Procedure `contacts.update`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            crm_payload: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = UpdateContactParams(
             id=id,
@@ -427,12 +381,8 @@ class AsyncContactsNamespace:
     ) -> Assignment:
         """(Re)assign the contact's category; the current category again changes nothing.
 
-        Procedure `contacts.assignCategory`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.assignCategory`, a mutation (writes, with an audit entry; never
+        retried). Guard: authed, any member of the organisation.
         """
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return await self._transport.call(_CONTACTS_ASSIGN_CATEGORY(params))
@@ -456,24 +406,11 @@ class AsyncContactsNamespace:
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
-        Procedure `contacts.create`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.create`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
 
         Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses "manual".
-            crm_payload: Optional; when left out, the server uses None.
-            crm_connection_id: Optional; when left out, the server uses None.
-            external_id: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+            import_source: Left out, the server uses "manual".
         """
         params = CreateContactParams(
             **given(
@@ -501,9 +438,8 @@ class AsyncContactsNamespace:
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
-        Procedure `contacts.delete`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `contacts.delete`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DeleteContactParams(id=id)
         return await self._transport.call(_CONTACTS_DELETE(params))
@@ -515,9 +451,8 @@ class AsyncContactsNamespace:
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
-        Procedure `contacts.get`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.get`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = GetContactParams(id=id)
         return await self._transport.call(_CONTACTS_GET(params))
@@ -529,9 +464,8 @@ class AsyncContactsNamespace:
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
-        Procedure `contacts.getCategoryHistory`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.getCategoryHistory`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = GetCategoryHistoryParams(id=id)
         return await self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
@@ -551,20 +485,11 @@ class AsyncContactsNamespace:
     ) -> ContactPage:
         """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more.
 
-        Procedure `contacts.list`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.list`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
 
         Args:
-            category: Optional; when left out, the server uses None.
-            group: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses None.
-            search: Optional; when left out, the server uses None.
-            created_after: Optional; when left out, the server uses None.
-            created_before: Optional; when left out, the server uses None.
-            cursor: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
+            limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
             **given(
@@ -614,9 +539,8 @@ class AsyncContactsNamespace:
     async def list_crm_providers(self) -> builtins.list[CrmProvider]:
         """The CRMs an organisation can connect, for the connection UI.
 
-        Procedure `contacts.listCrmProviders`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.listCrmProviders`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = ListCrmProvidersParams()
         return await self._transport.call(_CONTACTS_LIST_CRM_PROVIDERS(params))
@@ -640,21 +564,8 @@ class AsyncContactsNamespace:
 
         Absent fields stay as they are; an explicit null clears an optional field.
 
-        Procedure `contacts.update`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            crm_payload: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = UpdateContactParams(
             id=id,
@@ -689,12 +600,8 @@ class ContactsBatchNamespace:
     ) -> Pending[Assignment]:
         """(Re)assign the contact's category; the current category again changes nothing.
 
-        Procedure `contacts.assignCategory`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.assignCategory`, a mutation (writes, with an audit entry; never
+        retried). Guard: authed, any member of the organisation.
         """
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return self._batch.add(_CONTACTS_ASSIGN_CATEGORY(params))
@@ -718,24 +625,11 @@ class ContactsBatchNamespace:
     ) -> Pending[ContactDetail]:
         """Create a contact, with its first category assignment when a category is given.
 
-        Procedure `contacts.create`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.create`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
 
         Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses "manual".
-            crm_payload: Optional; when left out, the server uses None.
-            crm_connection_id: Optional; when left out, the server uses None.
-            external_id: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+            import_source: Left out, the server uses "manual".
         """
         params = CreateContactParams(
             **given(
@@ -763,9 +657,8 @@ class ContactsBatchNamespace:
     ) -> Pending[ContactErasure]:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
-        Procedure `contacts.delete`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `contacts.delete`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DeleteContactParams(id=id)
         return self._batch.add(_CONTACTS_DELETE(params))
@@ -777,9 +670,8 @@ class ContactsBatchNamespace:
     ) -> Pending[ContactDetail]:
         """One contact and its active category assignment (null when it has none).
 
-        Procedure `contacts.get`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.get`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = GetContactParams(id=id)
         return self._batch.add(_CONTACTS_GET(params))
@@ -791,9 +683,8 @@ class ContactsBatchNamespace:
     ) -> Pending[builtins.list[Assignment]]:
         """Every category assignment of the contact, newest first.
 
-        Procedure `contacts.getCategoryHistory`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.getCategoryHistory`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = GetCategoryHistoryParams(id=id)
         return self._batch.add(_CONTACTS_GET_CATEGORY_HISTORY(params))
@@ -813,20 +704,11 @@ class ContactsBatchNamespace:
     ) -> Pending[ContactPage]:
         """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more.
 
-        Procedure `contacts.list`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.list`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
 
         Args:
-            category: Optional; when left out, the server uses None.
-            group: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            import_source: Optional; when left out, the server uses None.
-            search: Optional; when left out, the server uses None.
-            created_after: Optional; when left out, the server uses None.
-            created_before: Optional; when left out, the server uses None.
-            cursor: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
+            limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
             **given(
@@ -846,9 +728,8 @@ class ContactsBatchNamespace:
     def list_crm_providers(self) -> Pending[builtins.list[CrmProvider]]:
         """The CRMs an organisation can connect, for the connection UI.
 
-        Procedure `contacts.listCrmProviders`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `contacts.listCrmProviders`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
         """
         params = ListCrmProvidersParams()
         return self._batch.add(_CONTACTS_LIST_CRM_PROVIDERS(params))
@@ -872,21 +753,8 @@ class ContactsBatchNamespace:
 
         Absent fields stay as they are; an explicit null clears an optional field.
 
-        Procedure `contacts.update`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            first_name: Optional; when left out, the server uses None.
-            last_name: Optional; when left out, the server uses None.
-            email: Optional; when left out, the server uses None.
-            phone: Optional; when left out, the server uses None.
-            postcode: Optional; when left out, the server uses None.
-            consent_status: Optional; when left out, the server uses None.
-            consent_timestamp: Optional; when left out, the server uses None.
-            crm_payload: Optional; when left out, the server uses None.
-            category: Optional; when left out, the server uses None.
-            reason: Optional; when left out, the server uses None.
+        Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = UpdateContactParams(
             id=id,
@@ -924,12 +792,11 @@ class CrmNamespace:
         The connection is pending until the first successful call to the CRM, then active. One
         connection per provider per organisation (CONFLICT otherwise).
 
-        Procedure `crm.connect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.connect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            settings: Optional; when left out, the server uses {}.
+            settings: Left out, the server uses {}.
         """
         params = ConnectParams(
             provider_id=provider_id,
@@ -945,9 +812,8 @@ class CrmNamespace:
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
-        Procedure `crm.disconnect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.disconnect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DisconnectParams(connection_id=connection_id)
         return self._transport.call(_CRM_DISCONNECT(params))
@@ -965,12 +831,8 @@ class CrmNamespace:
         The same idempotencyKey again enqueues nothing and returns the entries it made the first
         time. Connections that cannot take the event are listed under `skipped` with the reason.
 
-        Procedure `crm.enqueueWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            idempotency_key: Optional; when left out, the server uses None.
+        Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -983,9 +845,8 @@ class CrmNamespace:
     def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
-        Procedure `crm.listConnections`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `crm.listConnections`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = ListConnectionsParams()
         return self._transport.call(_CRM_LIST_CONNECTIONS(params))
@@ -1002,17 +863,11 @@ class CrmNamespace:
     ) -> WritebackPage:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
 
-        Procedure `crm.listWriteback`.
-        query: reads only; retried when the connection fails.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            status: Optional; when left out, the server uses None.
-            event_type: Optional; when left out, the server uses None.
-            contact_id: Optional; when left out, the server uses None.
-            connection_id: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
-            cursor: Optional; when left out, the server uses None.
+            limit: Left out, the server uses 50.
         """
         params = ListWritebackParams(
             **given(
@@ -1057,9 +912,8 @@ class CrmNamespace:
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
-        Procedure `crm.retryWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.retryWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = RetryWritebackParams(id=id)
         return self._transport.call(_CRM_RETRY_WRITEBACK(params))
@@ -1077,14 +931,8 @@ class CrmNamespace:
         Resuming, or replacing the credentials of a connection in error, makes it pending: its
         waiting events are delivered again, and the first success makes it active.
 
-        Procedure `crm.updateConnection`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
-
-        Args:
-            paused: Optional; when left out, the server uses None.
-            credentials: Optional; when left out, the server uses None.
-            settings: Optional; when left out, the server uses None.
+        Procedure `crm.updateConnection`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
@@ -1111,12 +959,11 @@ class AsyncCrmNamespace:
         The connection is pending until the first successful call to the CRM, then active. One
         connection per provider per organisation (CONFLICT otherwise).
 
-        Procedure `crm.connect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.connect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            settings: Optional; when left out, the server uses {}.
+            settings: Left out, the server uses {}.
         """
         params = ConnectParams(
             provider_id=provider_id,
@@ -1132,9 +979,8 @@ class AsyncCrmNamespace:
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
-        Procedure `crm.disconnect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.disconnect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DisconnectParams(connection_id=connection_id)
         return await self._transport.call(_CRM_DISCONNECT(params))
@@ -1152,12 +998,8 @@ class AsyncCrmNamespace:
         The same idempotencyKey again enqueues nothing and returns the entries it made the first
         time. Connections that cannot take the event are listed under `skipped` with the reason.
 
-        Procedure `crm.enqueueWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            idempotency_key: Optional; when left out, the server uses None.
+        Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -1170,9 +1012,8 @@ class AsyncCrmNamespace:
     async def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
-        Procedure `crm.listConnections`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `crm.listConnections`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = ListConnectionsParams()
         return await self._transport.call(_CRM_LIST_CONNECTIONS(params))
@@ -1189,17 +1030,11 @@ class AsyncCrmNamespace:
     ) -> WritebackPage:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
 
-        Procedure `crm.listWriteback`.
-        query: reads only; retried when the connection fails.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            status: Optional; when left out, the server uses None.
-            event_type: Optional; when left out, the server uses None.
-            contact_id: Optional; when left out, the server uses None.
-            connection_id: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
-            cursor: Optional; when left out, the server uses None.
+            limit: Left out, the server uses 50.
         """
         params = ListWritebackParams(
             **given(
@@ -1244,9 +1079,8 @@ class AsyncCrmNamespace:
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
-        Procedure `crm.retryWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.retryWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = RetryWritebackParams(id=id)
         return await self._transport.call(_CRM_RETRY_WRITEBACK(params))
@@ -1264,14 +1098,8 @@ class AsyncCrmNamespace:
         Resuming, or replacing the credentials of a connection in error, makes it pending: its
         waiting events are delivered again, and the first success makes it active.
 
-        Procedure `crm.updateConnection`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
-
-        Args:
-            paused: Optional; when left out, the server uses None.
-            credentials: Optional; when left out, the server uses None.
-            settings: Optional; when left out, the server uses None.
+        Procedure `crm.updateConnection`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
@@ -1298,12 +1126,11 @@ class CrmBatchNamespace:
         The connection is pending until the first successful call to the CRM, then active. One
         connection per provider per organisation (CONFLICT otherwise).
 
-        Procedure `crm.connect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.connect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            settings: Optional; when left out, the server uses {}.
+            settings: Left out, the server uses {}.
         """
         params = ConnectParams(
             provider_id=provider_id,
@@ -1319,9 +1146,8 @@ class CrmBatchNamespace:
     ) -> Pending[Disconnected]:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
-        Procedure `crm.disconnect`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.disconnect`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = DisconnectParams(connection_id=connection_id)
         return self._batch.add(_CRM_DISCONNECT(params))
@@ -1339,12 +1165,8 @@ class CrmBatchNamespace:
         The same idempotencyKey again enqueues nothing and returns the entries it made the first
         time. Connections that cannot take the event are listed under `skipped` with the reason.
 
-        Procedure `crm.enqueueWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard authed: any member of the organisation.
-
-        Args:
-            idempotency_key: Optional; when left out, the server uses None.
+        Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -1357,9 +1179,8 @@ class CrmBatchNamespace:
     def list_connections(self) -> Pending[list[CrmConnection]]:
         """The organisation's CRM connections and their health; never their credentials.
 
-        Procedure `crm.listConnections`.
-        query: reads only; retried when the connection fails.
-        Guard authed: any member of the organisation.
+        Procedure `crm.listConnections`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
         """
         params = ListConnectionsParams()
         return self._batch.add(_CRM_LIST_CONNECTIONS(params))
@@ -1376,17 +1197,11 @@ class CrmBatchNamespace:
     ) -> Pending[WritebackPage]:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
 
-        Procedure `crm.listWriteback`.
-        query: reads only; retried when the connection fails.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
 
         Args:
-            status: Optional; when left out, the server uses None.
-            event_type: Optional; when left out, the server uses None.
-            contact_id: Optional; when left out, the server uses None.
-            connection_id: Optional; when left out, the server uses None.
-            limit: Optional; when left out, the server uses 50.
-            cursor: Optional; when left out, the server uses None.
+            limit: Left out, the server uses 50.
         """
         params = ListWritebackParams(
             **given(
@@ -1407,9 +1222,8 @@ class CrmBatchNamespace:
     ) -> Pending[WritebackEntry]:
         """Send a failed entry again, with a fresh set of attempts.
 
-        Procedure `crm.retryWriteback`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
+        Procedure `crm.retryWriteback`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = RetryWritebackParams(id=id)
         return self._batch.add(_CRM_RETRY_WRITEBACK(params))
@@ -1427,14 +1241,8 @@ class CrmBatchNamespace:
         Resuming, or replacing the credentials of a connection in error, makes it pending: its
         waiting events are delivered again, and the first success makes it active.
 
-        Procedure `crm.updateConnection`.
-        mutation: writes, with an audit entry; never retried.
-        Guard admin: owners and admins only; anyone else gets Forbidden.
-
-        Args:
-            paused: Optional; when left out, the server uses None.
-            credentials: Optional; when left out, the server uses None.
-            settings: Optional; when left out, the server uses None.
+        Procedure `crm.updateConnection`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
