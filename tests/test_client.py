@@ -452,3 +452,38 @@ def test_guard_and_kind_are_in_the_docstring() -> None:
     doc = inspect.getdoc(Client("http://127.0.0.1:1").auth.whoami) or ""
     assert "auth.whoami" in doc and "authed" in doc and "query" in doc
     assert Guard.AUTHED.value in doc and Kind.QUERY.value in doc
+
+
+NEEDS_CRM = pytest.mark.skipif("crm.connect" not in app_router, reason="crm.* is not in the registry yet")
+
+
+@NEEDS_CRM
+def test_no_encryption_key_is_service_unavailable(server: ServerThread, world: World) -> None:
+    with (
+        Client(server.url, token=world.org().admin_token) as admin,
+        pytest.raises(nh.ServiceUnavailable) as info,
+    ):
+        admin.crm.connect(provider_id="reapit", credentials={"customerId": "SBOX"})
+    assert info.value.http_status == 503 and "encryption key" in info.value.message
+
+
+@NEEDS_CRM
+def test_crm_connection_lifecycle_through_the_client(database_url: str, world: World) -> None:
+    from server.crypto import Keyring, new_key_entry
+
+    keyed = ServerThread(database_url, app_router, encryption_keys=Keyring.parse(new_key_entry()))
+    org = world.org()
+    try:
+        with Client(keyed.url, token=org.admin_token) as admin:
+            connection = admin.crm.connect(provider_id="reapit", credentials={"customerId": "SBOX"})
+            assert isinstance(connection, nh.CrmConnection) and connection.provider_name == "Reapit"
+            paused = admin.crm.update_connection(connection_id=connection.id, paused=True)
+            assert paused.status == "paused"
+            with Client(keyed.url, token=org.member_token) as member:
+                assert [c.id for c in member.crm.list_connections()] == [connection.id]
+                with pytest.raises(nh.Forbidden):
+                    member.crm.disconnect(connection_id=connection.id)
+            assert admin.crm.disconnect(connection_id=connection.id).connection_id == connection.id
+            assert admin.crm.list_connections() == []
+    finally:
+        keyed.stop()
