@@ -9,6 +9,7 @@ from uuid import UUID
 
 import orjson
 from pydantic import AwareDatetime, BeforeValidator, Field
+from sqlalchemy import TextClause
 from sqlalchemy.engine import RowMapping
 
 from procedures.contact_fields import (
@@ -505,6 +506,64 @@ def _email_taken(existing: UUID) -> Conflict:
     )
 
 
+def list_filters(params: ListContactsParams) -> dict[str, Any]:
+    """The list's filters as bound parameters, in one canonical form (cursors are bound to it).
+
+    Public, with list_cursor_scope and list_query, for bench/list_scale.py.
+    """
+    tsquery = None
+    if params.search is not None:
+        tsquery = search_tsquery(params.search)
+        if tsquery is None:
+            raise InvalidParams.for_field("search", "must contain letters or digits")
+    return {
+        "categories": sorted(set(params.category)) if params.category else None,
+        "group": params.group,
+        "consent_status": params.consent_status,
+        "import_source": params.import_source,
+        "tsquery": tsquery,
+        "created_after": params.created_after,
+        "created_before": params.created_before,
+    }
+
+
+def list_cursor_scope(organisation_id: UUID, filters: dict[str, Any]) -> list[Any]:
+    """What a contacts.list cursor is bound to."""
+    return [str(organisation_id), "contacts.list", filters]
+
+
+def list_query(
+    organisation_id: UUID,
+    filters: dict[str, Any],
+    after_created_at: datetime | None,
+    after_id: UUID | None,
+    fetch: int,
+) -> tuple[TextClause, dict[str, Any]]:
+    """The statement for one page and its parameters.
+
+    Search drives by the GIN index; a category or group filter by contacts_category_idx; else
+    the consent, source or plain keyset index. Other filters are checked on the rows walked.
+    """
+    if filters["tsquery"] is not None:
+        statement = LIST_CONTACTS_BY_SEARCH
+    elif filters["categories"] is not None or filters["group"] is not None:
+        statement = LIST_CONTACTS_BY_CATEGORIES
+    elif filters["consent_status"] is not None:
+        statement = LIST_CONTACTS_BY_CONSENT
+    elif filters["import_source"] is not None:
+        statement = LIST_CONTACTS_BY_SOURCE
+    else:
+        statement = LIST_CONTACTS
+    return statement, {
+        **filters,
+        "organisation_id": organisation_id,
+        "walk_categories": filters["categories"] or list(ALL_CATEGORIES),
+        "after_created_at": after_created_at,
+        "after_id": after_id,
+        "fetch": fetch,
+    }
+
+
 async def _set_category(
     ctx: Context, contact_id: UUID, category: str | None, reason: str | None
 ) -> Assignment | None:
@@ -536,49 +595,16 @@ async def list_crm_providers(ctx: Context, params: ListCrmProvidersParams) -> li
 @query(guard=AUTHED)
 async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage:
     """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more."""
-    categories = sorted(set(params.category)) if params.category else None
-    tsquery = None
-    if params.search is not None:
-        tsquery = search_tsquery(params.search)
-        if tsquery is None:
-            raise InvalidParams.for_field("search", "must contain letters or digits")
-    filters = {
-        "categories": categories,
-        "group": params.group,
-        "consent_status": params.consent_status,
-        "import_source": params.import_source,
-        "tsquery": tsquery,
-        "created_after": params.created_after,
-        "created_before": params.created_before,
-    }
+    filters = list_filters(params)
     key = cursor_key(ctx.settings.suppression_key)
-    scope = [str(ctx.organisation_id), ctx.procedure, filters]
+    scope = list_cursor_scope(ctx.organisation_id, filters)
     after_created_at, after_id = None, None
     if params.cursor is not None:
         position = decode_cursor(key, scope, params.cursor)
         after_created_at, after_id = datetime.fromisoformat(position[0]), UUID(position[1])
 
-    if tsquery is not None:
-        statement = LIST_CONTACTS_BY_SEARCH
-    elif categories is not None or params.group is not None:
-        statement = LIST_CONTACTS_BY_CATEGORIES
-    elif params.consent_status is not None:
-        statement = LIST_CONTACTS_BY_CONSENT
-    elif params.import_source is not None:
-        statement = LIST_CONTACTS_BY_SOURCE
-    else:
-        statement = LIST_CONTACTS
-    rows = await ctx.db.all(
-        statement,
-        {
-            **filters,
-            "organisation_id": ctx.organisation_id,
-            "walk_categories": categories or list(ALL_CATEGORIES),
-            "after_created_at": after_created_at,
-            "after_id": after_id,
-            "fetch": params.limit + 1,
-        },
-    )
+    statement, bound = list_query(ctx.organisation_id, filters, after_created_at, after_id, params.limit + 1)
+    rows = await ctx.db.all(statement, bound)
     items = [Contact(**_contact_fields(row)) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:
