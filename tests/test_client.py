@@ -232,6 +232,12 @@ def test_unknown_procedure_is_method_not_found(client: Client) -> None:
     assert info.value.rpc_code == -32601 and "contacts.noSuchProcedure" in info.value.message
 
 
+def test_a_request_the_server_cannot_read_is_invalid_request(client: Client) -> None:
+    with pytest.raises(nh.InvalidRequest) as info:
+        client.call("")  # an empty method name is not a JSON-RPC request
+    assert info.value.rpc_code == -32600 and info.value.request_id
+
+
 def test_invalid_params_carry_field_issues(probe_server: ServerThread, org: Org) -> None:
     with Client(probe_server.url, token=org.admin_token) as client, pytest.raises(nh.InvalidParams) as info:
         client.call("probe.adminOnly", {"name": "", "extra": 1}, kind="query")
