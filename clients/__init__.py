@@ -1,1 +1,1 @@
-"""The client generator (`nurturehub client generate`) and the runtime it copies into clients/python."""
+"""The client generator (`nurturehub client generate`); the client itself is clients/python."""

@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_base.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """What every client has besides its procedures: configuration, raw calls, closing."""
 
 from __future__ import annotations

@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_batch.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """Batches: calls collected in a `with` block go to the server as one JSON-RPC batch when the
 block ends, and each call's result or error resolves on its own Pending.
 

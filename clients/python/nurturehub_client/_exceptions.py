@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_exceptions.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """What can go wrong: the server refused a call (RPCError, one subclass per code), or no usable
 answer came back (TransportError).
 

@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_paging.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """Iterate every item of a cursor-paginated query, page after page, without handling cursors."""
 
 from __future__ import annotations

@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_transport.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """JSON-RPC over HTTP: configuration, one call or one batch per POST, retries for queries.
 
 Only queries are retried, and only when the connection failed (refused, reset, closed before

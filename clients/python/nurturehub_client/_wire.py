@@ -1,5 +1,3 @@
-# DO NOT EDIT: copied from clients/runtime/_wire.py by clients/generator.py.
-# Regenerate with `nurturehub client generate`; CI fails while this file is stale.
 """The base of every client model, and NOT_GIVEN: an argument left out, so the server's own
 default applies."""
 
