@@ -218,6 +218,8 @@ async def _load_organisation(db: Database, name: str, owner_email: str, n: int) 
     async with db.transaction() as tx:
         # Bulk load: nothing here needs to survive a crash before the commit returns.
         await tx.execute(sql("SET LOCAL synchronous_commit = off"))
+        # A million rows take longer than the server's per-statement limit.
+        await tx.execute(sql("SET LOCAL statement_timeout = 0"))
         await tx.execute(
             _MAKE_PEOPLE,
             {
