@@ -115,10 +115,16 @@ def _namespaces(router: Mapping[str, Procedure], catalog: Catalog) -> Namespace:
         method.page_item = _page_item(catalog, method)
         node.methods.append(method)
     for node in root.walk():
-        clash = {m.attr for m in node.methods} & set(node.children)
-        if clash or len({m.attr for m in node.methods}) != len(node.methods):
-            raise GeneratorError(f"{'.'.join(node.path)}: two members map to {sorted(clash)}")
+        # Methods, iterators and sub-namespaces share one class: each name may be taken once.
+        names = [m.attr for m in node.methods] + list(node.children)
+        names += [f"iter_{m.attr}" for m in node.methods if m.page_item is not None]
+        clash = sorted({name for name in names if names.count(name) > 1} | (set(names) & _RESERVED))
+        if clash:
+            raise GeneratorError(f"{'.'.join(node.path)}: more than one member would be called {clash}")
     return root
+
+
+_RESERVED = frozenset({"_transport", "_batch"})
 
 
 def _page_item(catalog: Catalog, method: Method) -> Ref | None:
