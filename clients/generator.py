@@ -266,7 +266,8 @@ def errors_module(source: str) -> str:
     names = []
     for cls in _error_classes():
         names.append(cls.__name__)
-        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "") or cls.default_message
+        doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "") or cls.default_message.rstrip(".") + "."
+        doc += f"\n\n{cls.code}, JSON-RPC {cls.rpc_code}, HTTP {cls.http_status}."
         body += ["", "", f"class {cls.__name__}(RPCError):", *docstring(doc, 4), ""]
         body += [
             f'    code = "{cls.code}"',

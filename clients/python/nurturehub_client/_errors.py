@@ -27,7 +27,10 @@ __all__ = [
 
 
 class ParseError(RPCError):
-    """Parse error: the body is not valid JSON"""
+    """Parse error: the body is not valid JSON.
+
+    PARSE_ERROR, JSON-RPC -32700, HTTP 400.
+    """
 
     code = "PARSE_ERROR"
     rpc_code = -32700
@@ -35,7 +38,10 @@ class ParseError(RPCError):
 
 
 class InvalidRequest(RPCError):
-    """Invalid Request"""
+    """Invalid Request.
+
+    BAD_REQUEST, JSON-RPC -32600, HTTP 400.
+    """
 
     code = "BAD_REQUEST"
     rpc_code = -32600
@@ -43,7 +49,10 @@ class InvalidRequest(RPCError):
 
 
 class MethodNotFound(RPCError):
-    """Method not found"""
+    """Method not found.
+
+    METHOD_NOT_FOUND, JSON-RPC -32601, HTTP 404.
+    """
 
     code = "METHOD_NOT_FOUND"
     rpc_code = -32601
@@ -51,7 +60,10 @@ class MethodNotFound(RPCError):
 
 
 class InvalidParams(RPCError):
-    """Input failed validation; `issues` lists each bad field by its wire path."""
+    """Input failed validation; `issues` lists each bad field by its wire path.
+
+    BAD_REQUEST, JSON-RPC -32602, HTTP 400.
+    """
 
     code = "BAD_REQUEST"
     rpc_code = -32602
@@ -64,7 +76,10 @@ class InvalidParams(RPCError):
 
 
 class InternalError(RPCError):
-    """Internal error"""
+    """Internal error.
+
+    INTERNAL_SERVER_ERROR, JSON-RPC -32603, HTTP 500.
+    """
 
     code = "INTERNAL_SERVER_ERROR"
     rpc_code = -32603
@@ -72,7 +87,10 @@ class InternalError(RPCError):
 
 
 class ServiceUnavailable(RPCError):
-    """Service unavailable: the server is busy, try again shortly"""
+    """Service unavailable: the server is busy, try again shortly.
+
+    SERVICE_UNAVAILABLE, JSON-RPC -32603, HTTP 503.
+    """
 
     code = "SERVICE_UNAVAILABLE"
     rpc_code = -32603
@@ -80,7 +98,10 @@ class ServiceUnavailable(RPCError):
 
 
 class Unauthorized(RPCError):
-    """Unauthorized: a valid bearer token is required"""
+    """Unauthorized: a valid bearer token is required.
+
+    UNAUTHORIZED, JSON-RPC -32001, HTTP 401.
+    """
 
     code = "UNAUTHORIZED"
     rpc_code = -32001
@@ -88,7 +109,10 @@ class Unauthorized(RPCError):
 
 
 class Forbidden(RPCError):
-    """Forbidden: your role does not allow this procedure"""
+    """Forbidden: your role does not allow this procedure.
+
+    FORBIDDEN, JSON-RPC -32003, HTTP 403.
+    """
 
     code = "FORBIDDEN"
     rpc_code = -32003
@@ -96,7 +120,10 @@ class Forbidden(RPCError):
 
 
 class NotFound(RPCError):
-    """Not found"""
+    """Not found.
+
+    NOT_FOUND, JSON-RPC -32004, HTTP 404.
+    """
 
     code = "NOT_FOUND"
     rpc_code = -32004
@@ -104,7 +131,10 @@ class NotFound(RPCError):
 
 
 class Conflict(RPCError):
-    """Conflict"""
+    """Conflict.
+
+    CONFLICT, JSON-RPC -32009, HTTP 409.
+    """
 
     code = "CONFLICT"
     rpc_code = -32009
@@ -112,7 +142,10 @@ class Conflict(RPCError):
 
 
 class PayloadTooLarge(RPCError):
-    """Payload too large"""
+    """Payload too large.
+
+    PAYLOAD_TOO_LARGE, JSON-RPC -32013, HTTP 413.
+    """
 
     code = "PAYLOAD_TOO_LARGE"
     rpc_code = -32013
@@ -120,7 +153,10 @@ class PayloadTooLarge(RPCError):
 
 
 class TooManyRequests(RPCError):
-    """Too many requests"""
+    """Too many requests.
+
+    TOO_MANY_REQUESTS, JSON-RPC -32029, HTTP 429.
+    """
 
     code = "TOO_MANY_REQUESTS"
     rpc_code = -32029
