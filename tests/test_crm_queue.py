@@ -1,0 +1,230 @@
+"""The writeback queue under real concurrency (issue 6): parallel workers, kill -9, SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from typing import Any
+
+from tests.crm_support import KEY_SPEC, attempts, connect, entry, make_contact, until, worker
+from tests.fake_crm import FakeCrm
+from tests.support import LoopThread, Org, Rpc, query
+
+
+class WorkerProcess:
+    """`nurturehub worker` in its own process, configured for the fake CRM; output to files, as
+    a pipe nobody reads would fill up and stall the worker."""
+
+    def __init__(self, database_url: str, fake: FakeCrm, concurrency: int = 4, **env: str) -> None:
+        full = {
+            **os.environ,
+            **fake.env(**env),
+            "DATABASE_URL": database_url,
+            "NURTUREHUB_ENCRYPTION_KEYS": KEY_SPEC,
+            "NURTUREHUB_LOG_LEVEL": "INFO",
+        }
+        full.pop("NURTUREHUB_ENCRYPTION_KEYS_FILE", None)
+        self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "worker", "--concurrency", str(concurrency)],
+            env=full,
+            stdout=self.out,
+            stderr=self.err,
+            text=True,
+        )
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> tuple[int, str, str]:
+        """SIGTERM, then the exit code, stdout and stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(30)
+        self.out.seek(0)
+        self.err.seek(0)
+        return code, self.out.read(), self.err.read()
+
+
+def batch(rpc: Rpc, token: str, calls: list[tuple[str, dict[str, Any]]]) -> list[Any]:
+    payload = [{"jsonrpc": "2.0", "id": i, "method": m, "params": p} for i, (m, p) in enumerate(calls)]
+    replies = sorted(rpc.post(payload, token).json(), key=lambda r: r["id"])
+    assert all("result" in r for r in replies), replies[:3]
+    return [r["result"] for r in replies]
+
+
+def fill_queue(crm: Rpc, org: Org, connection_id: str, contacts: int, per_contact: int) -> list[str]:
+    """`contacts` contacts with `per_contact` events each, interleaved; returns the entry ids."""
+    contact_ids: list[str] = []
+    for start in range(0, contacts, 50):
+        made = batch(
+            crm,
+            org.member_token,
+            [
+                (
+                    "contacts.create",
+                    {"firstName": "Load", "crmConnectionId": connection_id, "externalId": f"RPT{n:08d}"},
+                )
+                for n in range(start, min(contacts, start + 50))
+            ],
+        )
+        contact_ids += [c["id"] for c in made]
+    calls = [
+        (
+            "crm.enqueueWriteback",
+            {
+                "contactId": contact_ids[n % contacts],
+                "eventType": "email_opened",
+                "payload": {"subject": f"event-{n}", "openedAt": "2026-03-20T09:00:00Z"},
+            },
+        )
+        for n in range(contacts * per_contact)
+    ]
+    ids: list[str] = []
+    for start in range(0, len(calls), 50):
+        ids += [r["entries"][0]["id"] for r in batch(crm, org.member_token, calls[start : start + 50])]
+    return ids
+
+
+def test_two_workers_deliver_1000_events_once_each_and_in_order_per_contact(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str
+) -> None:
+    connection = connect(crm, agency, "reapit")
+    ids = fill_queue(crm, agency, connection["id"], contacts=100, per_contact=10)
+    fake.delay = 0.003  # deliveries overlap, so a double claim would show
+    workers = [WorkerProcess(database_url, fake, concurrency=8) for _ in range(2)]
+    try:
+        until(
+            lambda: (
+                query(
+                    database_url,
+                    "SELECT count(*) FROM crm_writeback_queue WHERE"
+                    " organisation_id = %s AND status = 'success'",
+                    (agency.id,),
+                )[0][0]
+                == 1000
+            ),
+            timeout=120,
+        )
+    finally:
+        results = [w.stop() for w in workers]
+    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    delivered = [int(out.strip().rsplit("after ", 1)[1].split()[0]) for _, out, _ in results]
+    assert sum(delivered) == 1000 and min(delivered) > 0  # both workers took part
+
+    writes = fake.writes("reapit")
+    subjects = [w.text.split(": ", 1)[1].split(" (")[0] for w in writes if w.text]
+    assert len(writes) == 1000 and len(set(subjects)) == 1000  # each event sent exactly once
+    assert fake.overlaps == 0  # never two writes in flight for one contact
+    by_contact: dict[str, list[int]] = defaultdict(list)
+    for write, subject in zip(writes, subjects, strict=True):
+        by_contact[str(write.contact)].append(int(subject.split("-")[1]))
+    assert all(order == sorted(order) for order in by_contact.values())  # queued order kept
+    rows = query(
+        database_url,
+        "SELECT count(*), count(DISTINCT queue_id), min(attempt), max(attempt)"
+        " FROM crm_writeback_attempts WHERE organisation_id = %s",
+        (agency.id,),
+    )
+    assert rows == [(1000, 1000, 1, 1)]
+    assert set(ids) == {
+        str(r[0])
+        for r in query(
+            database_url,
+            "SELECT id FROM crm_writeback_queue WHERE organisation_id = %s AND attempts = 1",
+            (agency.id,),
+        )
+    }
+
+
+def test_killed_worker_mid_delivery_is_redelivered_after_its_lease(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread
+) -> None:
+    connection = connect(crm, agency, "reapit")
+    contact = make_contact(crm, agency, connection["id"], "RPT77000001")
+    first, second = (
+        crm.call(
+            "crm.enqueueWriteback",
+            {
+                "contactId": contact,
+                "eventType": "email_opened",
+                "payload": {"subject": s, "openedAt": "2026-03-20T09:00:00Z"},
+            },
+            agency.member_token,
+        )["entries"][0]["id"]
+        for s in ("first", "second")
+    )
+    fake.script(("hang", 4))
+    doomed = WorkerProcess(database_url, fake, NURTUREHUB_HTTP_TIMEOUT="1", NURTUREHUB_LEASE_SECONDS="3")
+    try:
+        until(lambda: len(fake.writes()) == 1, timeout=20)
+    finally:
+        doomed.kill()  # SIGKILL: no chance to release anything
+    held = entry(database_url, first)
+    assert held["status"] == "processing" and held["attempts"] == 0
+    assert entry(database_url, second)["status"] == "pending"
+
+    with worker(loop, database_url, fake.config(), concurrency=4):
+        until(lambda: entry(database_url, second)["status"] == "success", timeout=20)
+    (started_at,) = query(
+        database_url, "SELECT started_at FROM crm_writeback_attempts WHERE queue_id = %s", (first,)
+    )[0]
+    assert started_at >= held["lease_expires_at"]  # not taken again before the lease ran out
+    assert entry(database_url, first)["status"] == "success"
+    assert [a[1:3] for a in attempts(database_url, first)] == [(201, "success")]
+    texts = [w.text.split(": ", 1)[1].split(" (")[0] for w in fake.writes() if w.text]
+    assert texts == ["first", "first", "second"]  # the second waited for the first
+
+
+def test_sigterm_finishes_in_flight_deliveries_then_exits(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str
+) -> None:
+    connection = connect(crm, agency, "reapit")
+    contact = make_contact(crm, agency, connection["id"], "RPT77000002")
+    entry_id = crm.call(
+        "crm.enqueueWriteback",
+        {
+            "contactId": contact,
+            "eventType": "email_opened",
+            "payload": {"subject": "s", "openedAt": "2026-03-20T09:00:00Z"},
+        },
+        agency.member_token,
+    )["entries"][0]["id"]
+    fake.delay = 1.0
+    process = WorkerProcess(database_url, fake)
+    until(lambda: len(fake.writes()) == 1, timeout=20)
+    code, out, _ = process.stop()
+    assert code == 0 and "stopped after 1 deliveries" in out
+    assert entry(database_url, entry_id)["status"] == "success"
+
+
+def test_sigterm_releases_what_it_cannot_finish_in_the_grace_period(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str
+) -> None:
+    connection = connect(crm, agency, "reapit")
+    contact = make_contact(crm, agency, connection["id"], "RPT77000003")
+    entry_id = crm.call(
+        "crm.enqueueWriteback",
+        {
+            "contactId": contact,
+            "eventType": "email_opened",
+            "payload": {"subject": "s", "openedAt": "2026-03-20T09:00:00Z"},
+        },
+        agency.member_token,
+    )["entries"][0]["id"]
+    fake.script(("hang", 3))
+    process = WorkerProcess(database_url, fake, NURTUREHUB_GRACE_SECONDS="0.2")
+    until(lambda: len(fake.writes()) == 1, timeout=20)
+    started = time.monotonic()
+    code, out, _ = process.stop()
+    assert code == 0 and "stopped after 0 deliveries" in out
+    assert time.monotonic() - started < 2.5
+    released = entry(database_url, entry_id)
+    assert released["status"] == "pending" and released["attempts"] == 0
+    assert released["lease_expires_at"] is None
