@@ -205,3 +205,10 @@ def test_a_cursor_survives_new_contacts(rpc: Rpc, world: Any) -> None:
     rest = rpc.call("contacts.list", {"cursor": first["nextCursor"]}, org.member_token)
     assert len(rest["items"]) == 1
     assert rest["items"][0]["id"] not in {item["id"] for item in first["items"]}
+
+
+def test_created_before_and_a_cursor_together(rpc: Rpc, org: Org) -> None:
+    params = {"createdBefore": "2025-01-01T05:00:00Z", "limit": 2}
+    first = rpc.call("contacts.list", params, org.member_token)
+    rest = rpc.call("contacts.list", {**params, "limit": 10, "cursor": first["nextCursor"]}, org.member_token)
+    assert names(first) + names(rest) == ["Noah", "Isla", "Harry", "Amelia", "Oliver"]
