@@ -493,3 +493,34 @@ def test_crm_connection_lifecycle_through_the_client(database_url: str, world: W
             assert admin.crm.list_connections() == []
     finally:
         keyed.stop()
+
+
+class AsyncCounting(httpx.AsyncBaseTransport):
+    """The async twin of Counting."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.attempts = 0
+        self._real = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self._real.handle_async_request(request)
+
+
+def test_async_client_retries_queries_but_not_mutations(probe_server: ServerThread, org: Org) -> None:
+    async def attempts(method: str, kind: Literal["query", "mutation"]) -> tuple[int, str]:
+        transport = AsyncCounting(failures=1)
+        async with httpx.AsyncClient(transport=transport) as http, AsyncClient(
+            probe_server.url, token=org.admin_token, retries=2, backoff=0.01, http_client=http
+        ) as client:  # fmt: skip
+            try:
+                outcome = type(await client.call(method, {"name": "Async Agency"}, kind=kind)).__name__
+            except nh.NurtureHubError as exc:
+                outcome = type(exc).__name__
+        return transport.attempts, outcome
+
+    assert asyncio.run(attempts("probe.adminOnly", "query")) == (2, "dict")
+    assert asyncio.run(attempts("probe.renameOrganisation", "mutation")) == (1, "ConnectionFailed")
