@@ -722,7 +722,7 @@ from nurturehub_client import Client, NotFound
 
 with Client("https://nurturehub.example", token="nh_...") as client:  # or NURTUREHUB_URL / _TOKEN
     me = client.auth.whoami()
-    for contact in client.contacts.iter_list(category="seller", consent_status="granted"):
+    for contact in client.contacts.iter_list(category=["seller"], consent_status="granted"):
         print(contact.email)
 ```
 
