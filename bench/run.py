@@ -218,7 +218,14 @@ def _measure_round(
                 script.write_text(wrk_lua(data.token, scenario.lua(data)))
                 target = server.url + "/rpc"
                 if args.warmup:
-                    run_wrk(wrk, target, script, seconds=args.warmup, connections=32, threads=2)
+                    run_wrk(
+                        wrk,
+                        target,
+                        script,
+                        seconds=args.warmup,
+                        connections=args.connections,
+                        threads=args.threads,
+                    )
                 load_before = _load1()
                 profiler = _start_profiler(args, server, name, workers)
                 measured = run_wrk(
@@ -410,6 +417,9 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             probe.stop()
+        unknown = [name for name in names if name not in SCENARIOS]
+        if unknown:
+            parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
         print(
             f"scenarios: {', '.join(names)}; workers {args.workers}; {args.duration} s each; "
             f"load average {os.getloadavg()}; results in {out}",
