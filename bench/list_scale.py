@@ -130,6 +130,22 @@ def _deep_position(engine: Any, organisation_id: str, params: dict[str, Any]) ->
     return row
 
 
+def _person_cases(engine: Any, organisation_id: str) -> list[tuple[str, dict[str, Any]]]:
+    """Searches for one person, as an agent types them: a whole email, a surname and postcode."""
+    with engine.connect() as conn:
+        email, last_name, postcode = conn.execute(
+            text(
+                "SELECT email, last_name, postcode FROM contacts WHERE organisation_id = :o "
+                "AND postcode IS NOT NULL ORDER BY created_at DESC OFFSET 5000 LIMIT 1"
+            ),
+            {"o": organisation_id},
+        ).one()
+    return [
+        ("search a whole email (1 match)", {"search": email}),
+        ("search surname + postcode", {"search": f"{last_name} {postcode}"}),
+    ]
+
+
 def _cursor(key: bytes, organisation_id: str, params: dict[str, Any], position: Any) -> str:
     filters = list_filters(ListContactsParams.model_validate(params))
     scope = list_cursor_scope(UUID(organisation_id), filters)
@@ -151,7 +167,7 @@ def measure(url: str, key: bytes, organisation: dataset.Organisation, engine: An
     try:
         with httpx.Client(base_url=server.url, timeout=60) as http:
             token = organisation.owner_token
-            for label, params in CASES:
+            for label, params in CASES + _person_cases(engine, organisation.id):
                 results["cases"][label] = _time(http, token, {**params, "limit": 50})
             for label, params in DEEP_CASES:
                 position = _deep_position(engine, organisation.id, params)

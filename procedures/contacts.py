@@ -530,8 +530,9 @@ def list_filters(params: ListContactsParams) -> dict[str, Any]:
         "consent_status": params.consent_status,
         "import_source": params.import_source,
         "tsquery": tsquery,
-        "created_after": params.created_after,
-        "created_before": params.created_before,
+        # In UTC, so the same instant written with another offset keeps a cursor valid.
+        "created_after": params.created_after.astimezone(UTC) if params.created_after else None,
+        "created_before": params.created_before.astimezone(UTC) if params.created_before else None,
     }
 
 

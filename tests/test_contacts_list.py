@@ -212,3 +212,9 @@ def test_created_before_and_a_cursor_together(rpc: Rpc, org: Org) -> None:
     first = rpc.call("contacts.list", params, org.member_token)
     rest = rpc.call("contacts.list", {**params, "limit": 10, "cursor": first["nextCursor"]}, org.member_token)
     assert names(first) + names(rest) == ["Noah", "Isla", "Harry", "Amelia", "Oliver"]
+
+
+def test_a_cursor_holds_for_the_same_instant_in_another_offset(rpc: Rpc, org: Org) -> None:
+    first = rpc.call("contacts.list", {"createdAfter": "2025-01-01T00:30:00Z", "limit": 2}, org.member_token)
+    params = {"createdAfter": "2025-01-01T01:30:00+01:00", "cursor": first["nextCursor"]}
+    assert names(rpc.call("contacts.list", params, org.member_token)) == ["Noah", "Isla", "Harry", "Amelia"]
