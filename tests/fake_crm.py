@@ -123,8 +123,9 @@ class FakeCrm:
         self._thread.join(5)
 
     async def _token(self, request: Request) -> Response:
+        seen = await self._seen(request)  # never await while holding the (thread) lock
         with self._lock:
-            self.token_requests.append(await self._seen(request))
+            self.token_requests.append(seen)
         auth = request.headers.get("authorization", "")
         expected = "Basic " + base64.b64encode(b"platform-client:platform-secret").decode()
         if auth != expected:

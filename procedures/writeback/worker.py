@@ -53,13 +53,15 @@ __all__ = ["Outcome", "Worker", "backoff_delay", "main", "retry_after_seconds"]
 
 log = logging.getLogger("nurturehub.worker")
 
-CLAIM = sql("""
+# Two claims, each walking its own partial index in order and stopping at :limit rows: due
+# pending events (by next_attempt_at) and events whose lease ran out (by lease_expires_at).
+# Either way only the oldest open event of its (connection, contact) qualifies.
+_CLAIM = """
     WITH due AS (
         SELECT q.organisation_id, q.id
           FROM crm_writeback_queue q
           JOIN crm_connections c ON c.organisation_id = q.organisation_id AND c.id = q.connection_id
-         WHERE ((q.status = 'pending' AND q.next_attempt_at <= now())
-                OR (q.status = 'processing' AND q.lease_expires_at <= now()))
+         WHERE {condition}
            AND c.status IN ('active', 'pending')
            AND NOT EXISTS (
                SELECT 1 FROM crm_writeback_queue older
@@ -68,7 +70,7 @@ CLAIM = sql("""
                   AND older.contact_id = q.contact_id
                   AND older.status IN ('pending', 'processing')
                   AND older.seq < q.seq)
-         ORDER BY q.seq
+         ORDER BY {order}
          LIMIT :limit
            FOR UPDATE OF q SKIP LOCKED
     )
@@ -83,7 +85,19 @@ CLAIM = sql("""
               q.attempts, q.max_attempts, c.encrypted_credentials, c.settings,
               CASE WHEN ct.crm_connection_id = q.connection_id THEN ct.external_id END
                   AS external_contact_id
-""")
+"""
+CLAIM_EXPIRED = sql(
+    _CLAIM.format(
+        condition="q.status = 'processing' AND q.lease_expires_at <= now()",
+        order="q.lease_expires_at",
+    )
+)
+CLAIM_DUE = sql(
+    _CLAIM.format(
+        condition="q.status = 'pending' AND q.next_attempt_at <= now()",
+        order="q.next_attempt_at",
+    )
+)
 
 _MINE = "organisation_id = :organisation_id AND id = :id AND status = 'processing' AND locked_by = :worker"
 
@@ -125,11 +139,15 @@ INSERT_ATTEMPT = sql("""
     VALUES (:organisation_id, :queue_id, :attempt, :started_at, :duration_ms, :status_code,
             :outcome, :error)
 """)
+# Every delivery succeeding on one connection would queue on this row's lock, so it is written
+# only to activate a pending connection or when last_synced_at is a minute old.
 CONNECTION_OK = sql("""
     UPDATE crm_connections
        SET status = CASE WHEN status = 'pending' THEN 'active' ELSE status END,
            last_synced_at = now(), updated_at = now()
      WHERE organisation_id = :organisation_id AND id = :connection_id
+       AND (status = 'pending' OR last_synced_at IS NULL
+            OR last_synced_at < now() - interval '1 minute')
 """)
 CONNECTION_ERROR = sql("""
     UPDATE crm_connections
@@ -233,11 +251,14 @@ class Worker:
         limits = httpx.Limits(max_connections=max(10, self.concurrency * 2))
         inflight: set[asyncio.Task[None]] = set()
         stopping = asyncio.ensure_future(stop.wait())
+        # Claim in batches of at least a quarter of the slots: one claim per delivery would
+        # spend more time claiming than delivering.
+        batch = max(1, self.concurrency // 4)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as http:
             while not stop.is_set():
                 free = self.concurrency - len(inflight)
                 claimed: list[_Claimed] = []
-                if free > 0:
+                if free >= batch or (free > 0 and not inflight):
                     try:
                         claimed = await self._claim(free)
                     except Exception:
@@ -246,7 +267,7 @@ class Worker:
                     task = asyncio.create_task(self._deliver(http, event))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
-                if len(claimed) < free or free == 0:
+                if len(claimed) < free or free < batch:
                     # Nothing more is due: wait for a delivery to end (its successor may now be
                     # due), for the next poll, or for the stop signal.
                     await asyncio.wait(
@@ -263,10 +284,11 @@ class Worker:
         stopping.cancel()
 
     async def _claim(self, limit: int) -> list[_Claimed]:
+        params = {"limit": limit, "worker": self.worker_id, "lease": self.config.lease_seconds}
         async with self.db.transaction() as tx:
-            rows = await tx.all(
-                CLAIM, {"limit": limit, "worker": self.worker_id, "lease": self.config.lease_seconds}
-            )
+            rows = list(await tx.all(CLAIM_EXPIRED, params))
+            if len(rows) < limit:
+                rows += await tx.all(CLAIM_DUE, {**params, "limit": limit - len(rows)})
         return [
             _Claimed(
                 organisation_id=row["organisation_id"],
