@@ -257,11 +257,16 @@ def _validated(model: type[pydantic.BaseModel], value: dict[str, Any], path: str
     except pydantic.ValidationError as exc:
         issues = field_issues(exc)
         for issue in issues:
-            issue["path"] = f"{path}.{issue['path']}" if issue["path"] != "params" else path
+            if issue["type"] == "extra_forbidden":
+                # An unknown key may itself be a secret pasted in the wrong place: not repeated.
+                issue["path"] = path
+                issue["message"] = "has a field this provider does not take (name not repeated)"
+            elif issue["path"] != "params":
+                issue["path"] = f"{path}.{issue['path']}"
+            else:
+                issue["path"] = path
         first = issues[0]
-        raise InvalidParams(
-            f"Invalid params: {first['path']}: {first['message']}", issues=issues
-        ) from None
+        raise InvalidParams(f"Invalid params: {first['path']}: {first['message']}", issues=issues) from None
 
 
 def _wire(model: pydantic.BaseModel) -> dict[str, Any]:
