@@ -10,7 +10,16 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Ceiling", "Measured", "ensure_wrk", "pgbench_path", "run_pgbench", "run_wrk", "wrk_lua"]
+__all__ = [
+    "Ceiling",
+    "Measured",
+    "ensure_wrk",
+    "pgbench_path",
+    "run_pgbench",
+    "run_wrk",
+    "tree_cpu_seconds",
+    "wrk_lua",
+]
 
 # wrk keeps one Lua state per thread: `tid` comes from setup(), `errors` and `sample` are read
 # back from each thread in done(), which prints one machine-readable line.
@@ -84,6 +93,34 @@ class Ceiling:
     tps: float
     latency_ms: float
     failed: int
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of a process and all its descendants (Linux /proc), in seconds.
+
+    CPU per request is far steadier than req/s on a shared machine: other tenants' load
+    slows a request down, but hardly changes the work it takes.
+    """
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(ticks.get(pid, 0) for pid in tree) / os.sysconf("SC_CLK_TCK")
 
 
 def ensure_wrk() -> str:

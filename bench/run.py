@@ -33,7 +33,7 @@ from typing import Any
 from uuid import UUID
 
 from bench import dataset as dataset_module
-from bench.loadgen import ensure_wrk, run_pgbench, run_wrk, wrk_lua
+from bench.loadgen import Measured, ensure_wrk, run_pgbench, run_wrk, tree_cpu_seconds, wrk_lua
 from bench.scenarios import SCENARIOS, Data, scenario_names
 from server.db import Database, sql
 from server.keys import KEY_ENV
@@ -207,6 +207,7 @@ def _measure_round(
     round_no: int,
 ) -> None:
     wrk = ensure_wrk()
+    postmaster = asyncio.run(_postmaster_pid(url))
     for workers in args.workers:
         server = Server(url, workers, work / "server.log")
         try:
@@ -227,6 +228,7 @@ def _measure_round(
                         threads=args.threads,
                     )
                 load_before = _load1()
+                cpu_before = _cpu(server.process.pid), _cpu(postmaster)
                 profiler = _start_profiler(args, server, name, workers)
                 measured = run_wrk(
                     wrk,
@@ -238,6 +240,7 @@ def _measure_round(
                 )
                 if profiler is not None:
                     profiler.wait(timeout=60)
+                cpu_after = _cpu(server.process.pid), _cpu(postmaster)
                 emit(
                     {
                         "kind": "wrk",
@@ -245,6 +248,9 @@ def _measure_round(
                         "scenario": name,
                         "workers": workers,
                         **asdict(measured),
+                        # CPU ms per request: the server's processes, and PostgreSQL's.
+                        "serverCpuMs": _per_request(cpu_before[0], cpu_after[0], measured),
+                        "databaseCpuMs": _per_request(cpu_before[1], cpu_after[1], measured),
                         "load1Before": load_before,
                         "load1After": _load1(),
                     }
@@ -260,6 +266,34 @@ def _measure_round(
             url, script, seconds=args.duration, clients=args.connections, threads=args.threads
         )
         emit({"kind": "ceiling", "round": round_no, "scenario": name, **asdict(ceiling)})
+
+
+_BACKEND_PID = sql("SELECT pg_backend_pid()")
+
+
+async def _postmaster_pid(url: str) -> int | None:
+    """PostgreSQL's postmaster on this machine (the parent of our backend), else None."""
+    db = Database(url, pool_size=1)
+    try:
+        async with db.transaction() as tx:
+            backend = int(await tx.scalar(_BACKEND_PID))
+    finally:
+        await db.close()
+    try:
+        stat = Path(f"/proc/{backend}/stat").read_text()
+    except OSError:
+        return None  # a database on another machine
+    return int(stat[stat.rindex(")") + 2 :].split()[1])
+
+
+def _cpu(pid: int | None) -> float | None:
+    return tree_cpu_seconds(pid) if pid is not None else None
+
+
+def _per_request(before: float | None, after: float | None, measured: Measured) -> float | None:
+    if before is None or after is None or not measured.requests:
+        return None
+    return round((after - before) * 1000 / measured.requests, 3)
 
 
 def _start_profiler(
@@ -289,6 +323,11 @@ def _start_profiler(
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _median_of(runs: list[dict[str, Any]], key: str) -> float | None:
+    values = [r[key] for r in runs if r.get(key) is not None]
+    return round(statistics.median(values), 3) if values else None
+
+
 def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     ceilings: dict[str, list[float]] = {}
@@ -313,6 +352,8 @@ def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "p50Ms": round(statistics.median(r["p50_ms"] for r in runs), 2),
                 "p99Ms": round(statistics.median(r["p99_ms"] for r in runs), 2),
                 "errors": sum(r["errors"] for r in runs),
+                "serverCpuMs": _median_of(runs, "serverCpuMs"),
+                "databaseCpuMs": _median_of(runs, "databaseCpuMs"),
                 "ceilingTps": round(ceiling, 1) if ceiling else None,
                 "shareOfCeiling": round(rps / ceiling, 3) if ceiling else None,
                 "original": original,
@@ -326,7 +367,8 @@ def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _print_table(summary: list[dict[str, Any]]) -> None:
     head = (
         f"{'scenario':<10} {'w':>2} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-        f"{'ceiling':>8} {'share':>6} {'orig':>6} {'orig sh':>7} {'x orig':>6}"
+        f"{'ceiling':>8} {'share':>6} {'orig':>6} {'orig sh':>7} {'x orig':>6} "
+        f"{'cpu ms':>6} {'db ms':>6}"
     )
     print(head)
     print("-" * len(head))
@@ -339,9 +381,14 @@ def _print_table(summary: list[dict[str, Any]]) -> None:
             f"{s['scenario']:<10} {s['workers']:>2} {s['rps']:>8.0f} {s['p50Ms']:>7.1f} "
             f"{s['p99Ms']:>7.1f} {s['errors']:>6} {cell(s['ceilingTps'], 8, '.0f')} "
             f"{cell(s['shareOfCeiling'], 6, '.2f')} {cell(s['original'], 6, '.0f')} "
-            f"{cell(s['originalShare'], 7, '.2f')} {cell(s['xOriginal'], 6, '.2f')}"
+            f"{cell(s['originalShare'], 7, '.2f')} {cell(s['xOriginal'], 6, '.2f')} "
+            f"{cell(s['serverCpuMs'], 6, '.2f')} {cell(s['databaseCpuMs'], 6, '.2f')}"
         )
-    print("x orig: req/s over the TypeScript stack's (issue 7); the goal is 2.00 on every row.")
+    print(
+        "x orig: req/s over the TypeScript stack's (issue 7); the goal is 2.00 on every row.\n"
+        "cpu ms / db ms: CPU per request of the server's processes and of PostgreSQL (steadier\n"
+        "than req/s when the machine is shared)."
+    )
 
 
 def _parse_workers(raw: str) -> list[int]:
@@ -382,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"  round {record['round']} {record['scenario']:<10} workers={record['workers']} "
                 f"{record['rps']:8.0f} req/s  p50 {record['p50_ms']:.1f} ms  "
-                f"p99 {record['p99_ms']:.1f} ms  errors {record['errors']}"
+                f"p99 {record['p99_ms']:.1f} ms  errors {record['errors']}  "
+                f"cpu/req server {record['serverCpuMs']} ms db {record['databaseCpuMs']} ms"
                 + (f"  first error: {record['sample_error'][:160]}" if record["errors"] else ""),
                 flush=True,
             )
