@@ -229,3 +229,25 @@ def test_alto_and_street_adapters_write_as_documented(
         "[NurtureHub] Hot lead alert: Viewed the same flat 5 times (score 91) (2026-03-20 09:00 UTC)"
     )
     assert entry(database_url, ids[0])["external_id"].isdigit()
+
+
+def test_backoff_grows_fourfold_with_jitter_up_to_the_cap() -> None:
+    from procedures.writeback.worker import backoff_delay
+
+    for attempt, nominal in [(1, 10.0), (2, 40.0), (3, 160.0), (7, 6 * 3600.0), (8, 6 * 3600.0)]:
+        delays = {backoff_delay(attempt, 10.0, 6 * 3600.0) for _ in range(50)}
+        assert all(0.75 * nominal <= d <= 1.25 * nominal for d in delays)
+        assert len(delays) > 1  # jittered, so retries of many events do not arrive together
+
+
+def test_retry_after_is_read_as_seconds_or_a_date_and_capped() -> None:
+    from datetime import UTC, datetime, timedelta
+    from email.utils import format_datetime
+
+    from procedures.writeback.worker import retry_after_seconds
+
+    assert retry_after_seconds("120", 3600) == 120
+    assert retry_after_seconds("99999", 3600) == 3600
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25 <= (retry_after_seconds(when, 3600) or 0) <= 30
+    assert retry_after_seconds(None, 3600) is None and retry_after_seconds("soon", 3600) is None

@@ -192,7 +192,7 @@ class _Claimed:
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds before try `attempt + 1`: base * 4**(attempt-1), capped, with +-25% jitter."""
-    delay = min(cap, base * 4 ** max(0, attempt - 1))
+    delay: float = min(cap, base * 4.0 ** max(0, attempt - 1))
     return delay * random.uniform(0.75, 1.25)
 
 
