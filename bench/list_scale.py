@@ -31,7 +31,14 @@ from sqlalchemy import create_engine, text
 
 import bench.dataset as dataset
 from procedures import app_router
-from procedures.contacts import ListContactsParams, list_cursor_scope, list_filters, list_query
+from procedures.contacts import (
+    LIST_CONTACTS_BY_SEARCH_MATCHES,
+    LIST_CONTACTS_BY_SEARCH_RECENT,
+    ListContactsParams,
+    list_cursor_scope,
+    list_filters,
+    list_query,
+)
 from server.app import create_app
 from server.cursor import cursor_key, encode_cursor
 from server.db import Database, async_url
@@ -156,9 +163,15 @@ def _explain(engine: Any, organisation_id: str, params: dict[str, Any], position
     filters = list_filters(ListContactsParams.model_validate(params))
     after = (position[0], position[1]) if position is not None else (None, None)
     statement, bound = list_query(UUID(organisation_id), filters, after[0], after[1], 51)
+    statements = [statement]
+    if statement is LIST_CONTACTS_BY_SEARCH_RECENT:  # and its second step, when it runs
+        statements.append(LIST_CONTACTS_BY_SEARCH_MATCHES)
+    plan = []
     with engine.connect() as conn:
-        rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + statement.text), bound).all()
-    return [row[0] for row in rows]
+        for step in statements:
+            rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + step.text), bound).all()
+            plan += [row[0] for row in rows]
+    return plan
 
 
 def measure(url: str, key: bytes, organisation: dataset.Organisation, engine: Any) -> dict[str, Any]:
@@ -189,6 +202,8 @@ def measure(url: str, key: bytes, organisation: dataset.Organisation, engine: An
             results["plans"]["first page"] = _explain(engine, organisation.id, {}, None)
             results["plans"]["search 'smith'"] = _explain(engine, organisation.id, {"search": "smith"}, None)
             results["plans"]["search 'a'"] = _explain(engine, organisation.id, {"search": "a"}, None)
+            for label, params in _person_cases(engine, organisation.id):
+                results["plans"][label] = _explain(engine, organisation.id, params, None)
             results["plans"]["group existing_client"] = _explain(
                 engine, organisation.id, {"group": "existing_client"}, None
             )

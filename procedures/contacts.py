@@ -230,19 +230,41 @@ _FILTERS = {
 _ORDER = "ORDER BY c.created_at DESC, c.id DESC LIMIT :fetch"
 
 
+def _residual(*driving_filters: str) -> str:
+    return " AND ".join(sql for name, sql in _FILTERS.items() if name not in driving_filters)
+
+
 def _list_walking(driving_condition: str, *driving_filters: str) -> str:
-    residual = " AND ".join(sql for name, sql in _FILTERS.items() if name not in driving_filters)
     return f"""SELECT {_CONTACT_COLUMNS} FROM contacts AS c
-                WHERE {_PAGE} AND {driving_condition} AND {residual} {_ORDER}"""
+                WHERE {_PAGE} AND {driving_condition} AND {_residual(*driving_filters)} {_ORDER}"""
 
 
 # One statement per index a page can walk, so even a generic plan walks the right one.
 LIST_CONTACTS = sql(_list_walking("true"))
 LIST_CONTACTS_BY_CONSENT = sql(_list_walking("c.consent_status = :consent_status", "consent_status"))
 LIST_CONTACTS_BY_SOURCE = sql(_list_walking("c.import_source = :import_source", "import_source"))
-# Search: the planner picks, per query, between the GIN index (rare terms) and walking
-# contacts_created_idx while checking the term (common ones), so it must see the term.
-LIST_CONTACTS_BY_SEARCH = sql(_list_walking("c.search_vector @@ CAST(:tsquery AS tsquery)", "tsquery"))
+# Search, in two steps, so that neither a common term nor a rare one costs more than it must
+# (the planner's estimates for prefix terms are too rough to choose between them reliably).
+# Step 1: the newest SEARCH_WINDOW rows after the cursor, checked for the term and the filters:
+# a common term ('smith', 'sw1a') fills its page here, at a bounded cost.
+LIST_CONTACTS_BY_SEARCH_RECENT = sql(f"""
+    WITH recent AS MATERIALIZED (
+        SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.postcode, c.consent_status,
+               c.consent_timestamp, c.import_source, c.crm_connection_id, c.external_id,
+               c.active_category, c.search_vector, c.created_at, c.updated_at
+          FROM contacts AS c WHERE {_PAGE}
+         ORDER BY c.created_at DESC, c.id DESC LIMIT :window)
+    SELECT {_CONTACT_COLUMNS} FROM recent AS c WHERE {_residual()} {_ORDER}
+""")
+# Step 2, when step 1 did not fill the page: every match by the GIN index, then the page of
+# them. Its cost follows the number of matches, which step 1 has shown to be sparse.
+LIST_CONTACTS_BY_SEARCH_MATCHES = sql(f"""
+    WITH matches AS MATERIALIZED (
+        SELECT {_CONTACT_COLUMNS} FROM contacts AS c
+         WHERE {_PAGE} AND c.search_vector @@ CAST(:tsquery AS tsquery) AND {_residual("tsquery")})
+    SELECT * FROM matches AS c {_ORDER}
+""")
+SEARCH_WINDOW = 2000
 PLAN_FOR_THESE_VALUES = sql("SET LOCAL plan_cache_mode = force_custom_plan")
 # Several categories (or a group): walk contacts_category_idx once per category, each walk
 # stopping after one page, and merge; a page costs at most 12 short index walks.
@@ -550,11 +572,12 @@ def list_query(
 ) -> tuple[TextClause, dict[str, Any]]:
     """The statement for one page and its parameters.
 
-    Search drives by the GIN index; a category or group filter by contacts_category_idx; else
-    the consent, source or plain keyset index. Other filters are checked on the rows walked.
+    A search starts with its first step (see LIST_CONTACTS_BY_SEARCH_RECENT); a category or
+    group filter walks contacts_category_idx; else the consent, source or plain keyset index.
+    Other filters are checked on the rows walked.
     """
     if filters["tsquery"] is not None:
-        statement = LIST_CONTACTS_BY_SEARCH
+        statement = LIST_CONTACTS_BY_SEARCH_RECENT
     elif filters["categories"] is not None or filters["group"] is not None:
         statement = LIST_CONTACTS_BY_CATEGORIES
     elif filters["consent_status"] is not None:
@@ -575,6 +598,7 @@ def list_query(
         "before_created_at": before_created_at,
         "before_id": before_id,
         "fetch": fetch,
+        "window": SEARCH_WINDOW,
     }
 
 
@@ -618,9 +642,10 @@ async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage
         after_created_at, after_id = datetime.fromisoformat(position[0]), UUID(position[1])
 
     statement, bound = list_query(ctx.organisation_id, filters, after_created_at, after_id, params.limit + 1)
-    if statement is LIST_CONTACTS_BY_SEARCH:
-        await ctx.db.execute(PLAN_FOR_THESE_VALUES)
     rows = await ctx.db.all(statement, bound)
+    if statement is LIST_CONTACTS_BY_SEARCH_RECENT and len(rows) < bound["fetch"]:
+        await ctx.db.execute(PLAN_FOR_THESE_VALUES)  # the GIN index's worth depends on the term
+        rows = await ctx.db.all(LIST_CONTACTS_BY_SEARCH_MATCHES, bound)
     items = [Contact(**_contact_fields(row)) for row in rows[: params.limit]]
     next_cursor = None
     if len(rows) > params.limit:

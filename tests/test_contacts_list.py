@@ -218,3 +218,15 @@ def test_a_cursor_holds_for_the_same_instant_in_another_offset(rpc: Rpc, org: Or
     first = rpc.call("contacts.list", {"createdAfter": "2025-01-01T00:30:00Z", "limit": 2}, org.member_token)
     params = {"createdAfter": "2025-01-01T01:30:00+01:00", "cursor": first["nextCursor"]}
     assert names(rpc.call("contacts.list", params, org.member_token)) == ["Noah", "Isla", "Harry", "Amelia"]
+
+
+def test_search_finds_matches_beyond_its_first_window(
+    rpc: Rpc, org: Org, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With a window of two rows, step 1 sees only Leo and Mia; the rest must come from step 2.
+    monkeypatch.setattr("procedures.contacts.SEARCH_WINDOW", 2)
+    assert listed(rpc, org, search="smith") == ["Leo", "Amelia", "Oliver"]
+    first = rpc.call("contacts.list", {"search": "smith", "limit": 1}, org.member_token)
+    rest = rpc.call("contacts.list", {"search": "smith", "cursor": first["nextCursor"]}, org.member_token)
+    assert names(first) + names(rest) == ["Leo", "Amelia", "Oliver"]
+    assert listed(rpc, org, search="isla") == ["Isla"]
