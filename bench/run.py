@@ -277,12 +277,12 @@ async def _postmaster_pid(url: str) -> int | None:
     try:
         async with db.transaction() as tx:
             backend = int(await tx.scalar(_BACKEND_PID))
+            try:  # while the backend is alive: it exits when the connection closes
+                stat = Path(f"/proc/{backend}/stat").read_text()
+            except OSError:
+                return None  # a database on another machine
     finally:
         await db.close()
-    try:
-        stat = Path(f"/proc/{backend}/stat").read_text()
-    except OSError:
-        return None  # a database on another machine
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
