@@ -13,7 +13,7 @@ from typing import Any
 
 from tests.crm_support import KEY_SPEC, attempts, connect, entry, make_contact, until, worker
 from tests.fake_crm import FakeCrm
-from tests.support import LoopThread, Org, Rpc, query
+from tests.support import LoopThread, Org, Rpc, query, wait_until
 
 
 class WorkerProcess:
@@ -99,22 +99,23 @@ def test_two_workers_deliver_1000_events_once_each_and_in_order_per_contact(
     ids = fill_queue(crm, agency, connection["id"], contacts=100, per_contact=10)
     fake.delay = 0.003  # deliveries overlap, so a double claim would show
     workers = [WorkerProcess(database_url, fake, concurrency=8) for _ in range(2)]
+
+    def successes() -> int:
+        count: int = query(
+            database_url,
+            "SELECT count(*) FROM crm_writeback_queue WHERE organisation_id = %s"
+            " AND status = 'success'",
+            (agency.id,),
+        )[0][0]
+        return count
+
     try:
-        until(
-            lambda: (
-                query(
-                    database_url,
-                    "SELECT count(*) FROM crm_writeback_queue WHERE"
-                    " organisation_id = %s AND status = 'success'",
-                    (agency.id,),
-                )[0][0]
-                == 1000
-            ),
-            timeout=120,
-        )
+        finished = wait_until(lambda: successes() == 1000, timeout=120)
     finally:
         results = [w.stop() for w in workers]
-    assert [code for code, _, _ in results] == [0, 0], [err[-2000:] for _, _, err in results]
+    errors = [line for _, _, err in results for line in err.splitlines() if '"error"' in line]
+    assert finished, (successes(), len(fake.writes()), errors[:3])
+    assert [code for code, _, _ in results] == [0, 0], errors[:3]
     delivered = [int(out.strip().rsplit("after ", 1)[1].split()[0]) for _, out, _ in results]
     assert sum(delivered) == 1000 and min(delivered) > 0  # both workers took part
 
