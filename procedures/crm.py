@@ -6,8 +6,6 @@ take writeback, and how each is called, is in procedures/writeback/adapters/.
 
 from __future__ import annotations
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
@@ -21,6 +19,7 @@ from procedures.writeback.adapters import PROVIDERS, ProviderSpec
 from procedures.writeback.events import PAYLOADS, EventType
 from server.context import Context
 from server.crypto import NoEncryptionKey
+from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Tx, sql
 from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
 from server.models import WireModel
@@ -120,7 +119,7 @@ class ListWritebackParams(WireModel):
     contact_id: UUID | None = None
     connection_id: UUID | None = None
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=100)
+    cursor: str | None = Field(default=None, max_length=400)
 
 
 class WritebackPage(WireModel):
@@ -301,21 +300,6 @@ async def _get_connection(ctx: Context, connection_id: UUID) -> CrmConnection:
     if row is None:
         raise NotFound("Not found: no CRM connection with this id")
     return _connection(row)
-
-
-def _encode_cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"wb:{seq}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, seq = text.partition(":")
-        if prefix != "wb" or not seq.isdigit():
-            raise ValueError
-        return int(seq)
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise InvalidParams.for_field("cursor", "is not a cursor this list gave out") from None
 
 
 def _entries(rows: Any) -> list[WritebackEntry]:
@@ -508,22 +492,37 @@ async def enqueue_writeback(ctx: Context, params: EnqueueWritebackParams) -> Enq
 
 @query(guard=ADMIN)
 async def list_writeback(ctx: Context, params: ListWritebackParams) -> WritebackPage:
-    """Writeback entries, newest first, with their attempts, next attempt and last error."""
+    """Writeback entries, newest first, with their attempts, next attempt and last error.
+
+    Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
+    """
+    filters = {
+        "status": params.status,
+        "event_type": params.event_type,
+        "contact_id": params.contact_id,
+        "connection_id": params.connection_id,
+    }
+    # The cursor is signed and bound to the organisation and filters (server/cursor.py).
+    key = cursor_key(ctx.settings.suppression_key)
+    scope = ["crm.listWriteback", str(ctx.organisation_id), filters]
+    before = None
+    if params.cursor is not None:
+        position = decode_cursor(key, scope, params.cursor)
+        if len(position) != 1 or not isinstance(position[0], int):
+            raise InvalidParams.for_field("cursor", "is not a cursor this list gave out")
+        before = position[0]
     rows = await ctx.db.all(
         SELECT_ENTRIES,
         {
             "organisation_id": ctx.organisation_id,
-            "status": params.status,
-            "event_type": params.event_type,
-            "contact_id": params.contact_id,
-            "connection_id": params.connection_id,
-            "before": _decode_cursor(params.cursor) if params.cursor else None,
+            **filters,
+            "before": before,
             "limit": params.limit + 1,
         },
     )
     more = len(rows) > params.limit
     rows = rows[: params.limit]
-    cursor = _encode_cursor(rows[-1]["seq"]) if more else None
+    cursor = encode_cursor(key, scope, [rows[-1]["seq"]]) if more else None
     return WritebackPage(items=_entries(rows), next_cursor=cursor)
 
 

@@ -279,6 +279,9 @@ def test_list_writeback_filters_and_pages(crm: Rpc, agency: Org) -> None:
     assert len(crm.call("crm.listWriteback", {"connectionId": cid}, agency.admin_token)["items"]) == 5
     bad = crm.error("crm.listWriteback", {"cursor": "nonsense"}, agency.admin_token)
     assert bad["data"]["issues"][0]["path"] == "cursor"
+    filtered = crm.call("crm.listWriteback", {"contactId": one, "limit": 1}, agency.admin_token)
+    moved = crm.error("crm.listWriteback", {"cursor": filtered["nextCursor"]}, agency.admin_token)
+    assert moved["data"]["issues"][0]["path"] == "cursor"  # bound to the filters it was made for
 
 
 def test_erasing_a_contact_removes_its_queued_events(crm: Rpc, agency: Org, database_url: str) -> None:
