@@ -76,11 +76,22 @@ class Disconnected(WireModel):
     cancelled_events: int
 
 
+def _payload_shapes() -> str:
+    shapes = []
+    for event_type, model in PAYLOADS.items():
+        fields = ", ".join(
+            (info.alias or name) + ("" if info.is_required() else "?")
+            for name, info in model.model_fields.items()
+        )
+        shapes.append(f"{event_type}: {{{fields}}}")
+    return "Shape per eventType (times ISO 8601 with offset): " + "; ".join(shapes)
+
+
 class EnqueueWritebackParams(WireModel):
     contact_id: UUID
     event_type: EventType
-    # Shape per event type (procedures/writeback/events.py), validated against its model.
-    payload: dict[str, Any]
+    # Validated against the event type's model (procedures/writeback/events.py) by the handler.
+    payload: dict[str, Any] = Field(description=_payload_shapes())
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
 
