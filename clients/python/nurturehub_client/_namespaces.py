@@ -833,6 +833,9 @@ class CrmNamespace:
 
         Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            payload: Shape per eventType (times ISO 8601 with offset): email_sent: {subject, sentAt}; email_opened: {subject, openedAt}; email_clicked: {subject, url, clickedAt}; lead_score_update: {previousScore?, score, reason?, scoredAt}; journey_completed: {journeyName, completedAt}; hot_alert_fired: {reason, score?, firedAt}.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -862,6 +865,8 @@ class CrmNamespace:
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
 
         Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
@@ -1000,6 +1005,9 @@ class AsyncCrmNamespace:
 
         Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            payload: Shape per eventType (times ISO 8601 with offset): email_sent: {subject, sentAt}; email_opened: {subject, openedAt}; email_clicked: {subject, url, clickedAt}; lead_score_update: {previousScore?, score, reason?, scoredAt}; journey_completed: {journeyName, completedAt}; hot_alert_fired: {reason, score?, firedAt}.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -1029,6 +1037,8 @@ class AsyncCrmNamespace:
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
 
         Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
@@ -1167,6 +1177,9 @@ class CrmBatchNamespace:
 
         Procedure `crm.enqueueWriteback`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            payload: Shape per eventType (times ISO 8601 with offset): email_sent: {subject, sentAt}; email_opened: {subject, openedAt}; email_clicked: {subject, url, clickedAt}; lead_score_update: {previousScore?, score, reason?, scoredAt}; journey_completed: {journeyName, completedAt}; hot_alert_fired: {reason, score?, firedAt}.
         """
         params = EnqueueWritebackParams(
             contact_id=contact_id,
@@ -1196,6 +1209,8 @@ class CrmBatchNamespace:
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> Pending[WritebackPage]:
         """Writeback entries, newest first, with their attempts, next attempt and last error.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
 
         Procedure `crm.listWriteback`, a query (reads only; retried when the connection fails).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
