@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import TextClause
+from server.db import Statement
 
 __all__ = ["SCENARIOS", "Data", "Scenario", "lua_list", "pg_array", "statement"]
 
@@ -60,9 +60,9 @@ def pg_array(values: Sequence[str], pg_type: str) -> str:
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
-def statement(clause: TextClause | str, values: Mapping[str, str]) -> str:
+def statement(clause: Statement | str, values: Mapping[str, str]) -> str:
     """A module's SQL constant with each :param replaced by a SQL expression, on one line."""
-    text = clause.text if isinstance(clause, TextClause) else clause
+    text = clause.text if isinstance(clause, Statement) else clause
 
     def swap(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -1,8 +1,11 @@
-"""Database access: a pooled SQLAlchemy Core engine over psycopg, one transaction per call.
+"""Database access: a psycopg connection pool, one transaction per call.
 
-Queries are hand-written SQL constants (`sql("...")`) with bound parameters only. Handlers get a
-`Tx`, a thin wrapper with `one`, `all`, `scalar` and `execute`, so that no procedure depends on
-the driver's API and database failures are translated to procedure errors in one place.
+Queries are hand-written SQL constants, `X = sql("... WHERE id = :id")`, with named bound
+parameters only. SQLAlchemy Core compiles each constant once, at import, into psycopg's own
+parameter style; at run time statements go straight to psycopg (prepared after a few uses), so
+no SQL is parsed and no driver adapter runs per call. Handlers get a `Tx`, a thin wrapper with
+`one`, `all`, `scalar` and `execute`, so no procedure depends on the driver's API, and database
+failures are translated to procedure errors in one place.
 """
 
 from __future__ import annotations
@@ -11,33 +14,52 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import psycopg
 import psycopg.errors
-import sqlalchemy.exc
-from sqlalchemy import TextClause, text
-from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from server.errors import Conflict, ServiceUnavailable
 
-__all__ = ["Database", "Tx", "async_url", "sql"]
+__all__ = ["Database", "Row", "Statement", "Tx", "sql"]
 
 Params = Mapping[str, Any]
+Row = dict[str, Any]
+
+_DIALECT = PGDialect_psycopg()
 
 
-def sql(statement: str) -> TextClause:
-    """A hand-written statement, compiled once at import."""
-    return text(statement)
+class Statement:
+    """A hand-written statement: `text` as written, `query` compiled for psycopg."""
+
+    __slots__ = ("query", "text")
+
+    def __init__(self, statement: str) -> None:
+        self.text = statement
+        self.query = str(text(statement).compile(dialect=_DIALECT))
+
+    def __repr__(self) -> str:
+        return f"sql({self.text.strip()[:60]!r}...)"
 
 
-def async_url(database_url: str) -> str:
-    """Point a plain postgres:// URL at SQLAlchemy's psycopg 3 dialect."""
-    for prefix in ("postgresql+psycopg://", "postgresql://", "postgres://"):
+def sql(statement: str) -> Statement:
+    """A hand-written statement with :named parameters, compiled once."""
+    return Statement(statement)
+
+
+def _conninfo(database_url: str) -> str:
+    """psycopg takes postgresql:// URLs; SQLAlchemy-style driver suffixes are dropped."""
+    for prefix in ("postgresql+psycopg://", "postgres://"):
         if database_url.startswith(prefix):
-            return "postgresql+psycopg://" + database_url[len(prefix) :]
-    raise ValueError("DATABASE_URL must start with postgresql://")
+            return "postgresql://" + database_url[len(prefix):]
+    if not database_url.startswith("postgresql://"):
+        raise ValueError("DATABASE_URL must start with postgresql://")
+    return database_url
 
 
-def _operational_error(cause: BaseException | None) -> ServiceUnavailable | Conflict:
+def _operational_error(cause: BaseException) -> ServiceUnavailable | Conflict:
     if isinstance(cause, psycopg.errors.QueryCanceled):
         return ServiceUnavailable("Service unavailable: the query took too long")
     if isinstance(cause, (psycopg.errors.SerializationFailure, psycopg.errors.DeadlockDetected)):
@@ -50,32 +72,29 @@ class Tx:
 
     __slots__ = ("connection",)
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    def __init__(self, connection: psycopg.AsyncConnection[Row]) -> None:
         self.connection = connection
 
-    async def one(self, statement: TextClause, params: Params | None = None) -> RowMapping | None:
-        result = await self.connection.execute(statement, params or {})
-        return result.mappings().first()
+    async def one(self, statement: Statement, params: Params | None = None) -> Row | None:
+        cursor = await self.connection.execute(statement.query, params or {})
+        return await cursor.fetchone()
 
-    async def all(self, statement: TextClause, params: Params | None = None) -> Sequence[RowMapping]:
-        result = await self.connection.execute(statement, params or {})
-        return result.mappings().all()
+    async def all(self, statement: Statement, params: Params | None = None) -> Sequence[Row]:
+        cursor = await self.connection.execute(statement.query, params or {})
+        return await cursor.fetchall()
 
-    async def scalar(self, statement: TextClause, params: Params | None = None) -> Any:
-        result = await self.connection.execute(statement, params or {})
-        return result.scalar()
+    async def scalar(self, statement: Statement, params: Params | None = None) -> Any:
+        row = await self.one(statement, params)
+        return None if row is None else next(iter(row.values()))
+
+    async def execute(self, statement: Statement, params: Params | None = None) -> int:
+        """Run a statement; returns the number of rows it touched."""
+        cursor = await self.connection.execute(statement.query, params or {})
+        return cursor.rowcount
 
     async def run_script(self, script: str) -> None:
         """Run a multi-statement SQL script (no parameters), such as schema.sql."""
-        raw = await self.connection.get_raw_connection()
-        driver = raw.driver_connection
-        assert driver is not None
-        await driver.execute(script)
-
-    async def execute(self, statement: TextClause, params: Params | None = None) -> int:
-        """Run a statement; returns the number of rows it touched."""
-        result = await self.connection.execute(statement, params or {})
-        return result.rowcount
+        await self.connection.execute(script)
 
 
 class Database:
@@ -88,37 +107,43 @@ class Database:
         pool_timeout: float = 2.0,
         statement_timeout_ms: int = 15_000,
     ) -> None:
-        self.engine: AsyncEngine = create_async_engine(
-            async_url(database_url),
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            pool_pre_ping=False,
-            # Bound values never reach exception text, and so never reach a log.
-            hide_parameters=True,
-            connect_args={
+        self.url = _conninfo(database_url)
+        self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
+            self.url,
+            min_size=pool_size,
+            max_size=pool_size + max_overflow,
+            timeout=pool_timeout,
+            open=False,
+            kwargs={
+                "row_factory": dict_row,
                 "options": f"-c statement_timeout={statement_timeout_ms}",
                 "application_name": "nurturehub",
                 "connect_timeout": 5,
             },
         )
+        self._opened = False
+
+    async def _ensure_open(self) -> None:
+        if not self._opened:
+            self._opened = True
+            await self.pool.open(wait=False)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
         """Check out a connection and run one transaction: commit on success, else roll back."""
+        await self._ensure_open()
         try:
-            async with self.engine.begin() as connection:
+            async with self.pool.connection() as connection, connection.transaction():
                 yield Tx(connection)
-        except sqlalchemy.exc.TimeoutError:
+        except PoolTimeout:
             raise ServiceUnavailable(
-                "Service unavailable: all database connections are busy, try again shortly"
+                "Service unavailable: the database is busy (no connection was free in time), try again shortly"
             ) from None
-        except sqlalchemy.exc.IntegrityError as exc:
-            if isinstance(exc.orig, psycopg.errors.UniqueViolation):
-                raise Conflict("Conflict: a record with these values already exists") from exc
-            raise
-        except (sqlalchemy.exc.InterfaceError, sqlalchemy.exc.OperationalError) as exc:
-            raise _operational_error(exc.orig) from exc
+        except psycopg.errors.UniqueViolation as exc:
+            raise Conflict("Conflict: a record with these values already exists") from exc
+        except (psycopg.errors.QueryCanceled, psycopg.errors.SerializationFailure,
+                psycopg.errors.DeadlockDetected, psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise _operational_error(exc) from exc
 
     async def ping(self) -> bool:
         try:
@@ -128,4 +153,5 @@ class Database:
             return False
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if self._opened:
+            await self.pool.close()
