@@ -14,7 +14,8 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         frozen=True,
-        # Output is validated like input, even when a handler hands back a model it built.
-        revalidate_instances="always",
+        # A model instance was validated when it was built; the dispatcher validates results
+        # against the declared type, so a dict or a wrong model still fails, without paying twice.
+        revalidate_instances="never",
         ser_json_timedelta="iso8601",
     )
