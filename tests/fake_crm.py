@@ -82,10 +82,10 @@ class FakeCrm:
             "reapit_client_secret": "platform-secret",
             "alto_client_id": "platform-client",
             "alto_client_secret": "platform-secret",
-            "http_timeout": 2.0,
-            "backoff_base": 0.02,
-            "poll_interval": 0.05,
-            "grace_seconds": 2.0,
+            "crm_timeout": 2.0,
+            "writeback_backoff_base": 0.02,
+            "writeback_poll_interval": 0.05,
+            "writeback_grace_seconds": 2.0,
         }
         values.update(overrides)
         return WritebackConfig(**values)
@@ -103,8 +103,8 @@ class FakeCrm:
             "reapit_client_secret",
             "alto_client_id",
             "alto_client_secret",
-            "backoff_base",
-            "poll_interval",
+            "writeback_backoff_base",
+            "writeback_poll_interval",
         )
         env = {f"NURTUREHUB_{name.upper()}": str(getattr(config, name)) for name in names}
         env.update(overrides)

@@ -103,8 +103,7 @@ def test_two_workers_deliver_1000_events_once_each_and_in_order_per_contact(
     def successes() -> int:
         count: int = query(
             database_url,
-            "SELECT count(*) FROM crm_writeback_queue WHERE organisation_id = %s"
-            " AND status = 'success'",
+            "SELECT count(*) FROM crm_writeback_queue WHERE organisation_id = %s AND status = 'success'",
             (agency.id,),
         )[0][0]
         return count
@@ -162,7 +161,9 @@ def test_killed_worker_mid_delivery_is_redelivered_after_its_lease(
         for s in ("first", "second")
     )
     fake.script(("hang", 4))
-    doomed = WorkerProcess(database_url, fake, NURTUREHUB_HTTP_TIMEOUT="1", NURTUREHUB_LEASE_SECONDS="3")
+    doomed = WorkerProcess(
+        database_url, fake, NURTUREHUB_CRM_TIMEOUT="1", NURTUREHUB_WRITEBACK_LEASE_SECONDS="3"
+    )
     try:
         until(lambda: len(fake.writes()) == 1, timeout=20)
     finally:
@@ -220,7 +221,7 @@ def test_sigterm_releases_what_it_cannot_finish_in_the_grace_period(
         agency.member_token,
     )["entries"][0]["id"]
     fake.script(("hang", 3))
-    process = WorkerProcess(database_url, fake, NURTUREHUB_GRACE_SECONDS="0.2")
+    process = WorkerProcess(database_url, fake, NURTUREHUB_WRITEBACK_GRACE_SECONDS="0.2")
     until(lambda: len(fake.writes()) == 1, timeout=20)
     started = time.monotonic()
     code, out, _ = process.stop()

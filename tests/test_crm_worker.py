@@ -84,7 +84,7 @@ def test_exhausted_attempts_fail_and_an_admin_can_retry(
 ) -> None:
     fake.default = 500
     _, entry_id = _one_event(crm, agency, database_url)
-    with worker(loop, database_url, fake.config(backoff_base=0.005, backoff_cap=0.05)):
+    with worker(loop, database_url, fake.config(writeback_backoff_base=0.005, writeback_backoff_cap=0.05)):
         until(lambda: entry(database_url, entry_id)["status"] == "failed")
     row = entry(database_url, entry_id)
     assert row["attempts"] == 8 and row["last_error"] == "Reapit answered HTTP 500"
@@ -172,7 +172,7 @@ def test_a_hanging_crm_times_out_and_is_retried(
     fake.script(("hang", 5))
     _, entry_id = _one_event(crm, agency, database_url)
     started = time.monotonic()
-    with worker(loop, database_url, fake.config(http_timeout=0.5)):
+    with worker(loop, database_url, fake.config(crm_timeout=0.5)):
         until(lambda: entry(database_url, entry_id)["status"] == "success")
     assert time.monotonic() - started < 4  # did not wait for the hang to end
     assert [a[1:] for a in attempts(database_url, entry_id)] == [

@@ -26,24 +26,24 @@ class WritebackConfig:
     alto_client_id: str = ""
     alto_client_secret: str = ""
     # One HTTP call (connect, write and read) may take at most this long.
-    http_timeout: float = 10.0
+    crm_timeout: float = 10.0
     # How long a claimed event is held; a worker killed mid-delivery loses it after this.
-    lease_seconds: float = 60.0
+    writeback_lease_seconds: float = 60.0
     # Retry n waits about backoff_base * 4**(n-1) seconds (with jitter), at most backoff_cap:
     # with the defaults, 8 attempts span about ten hours.
-    backoff_base: float = 10.0
-    backoff_cap: float = 6 * 3600.0
-    max_retry_after: float = 3600.0
-    poll_interval: float = 1.0
+    writeback_backoff_base: float = 10.0
+    writeback_backoff_cap: float = 6 * 3600.0
+    writeback_max_retry_after: float = 3600.0
+    writeback_poll_interval: float = 1.0
     # On SIGTERM, in-flight deliveries get this long to finish before they are released.
-    grace_seconds: float = 15.0
+    writeback_grace_seconds: float = 15.0
 
     def __post_init__(self) -> None:
-        # A lease shorter than a delivery (token fetch and write, each up to http_timeout) would
+        # A lease shorter than a delivery (token fetch and write, each up to crm_timeout) would
         # let a second worker take an event that is still in flight.
-        minimum = 2 * self.http_timeout + 1
-        if self.lease_seconds < minimum:
-            object.__setattr__(self, "lease_seconds", minimum)
+        minimum = 2 * self.crm_timeout + 1
+        if self.writeback_lease_seconds < minimum:
+            object.__setattr__(self, "writeback_lease_seconds", minimum)
 
     def __repr__(self) -> str:  # the client secrets stay out of logs
         return "WritebackConfig(...)"

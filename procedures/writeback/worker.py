@@ -212,7 +212,7 @@ def retry_after_seconds(header: str | None, limit: float) -> float | None:
     return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), limit)
 
 
-def classify(response: httpx.Response, adapter: Adapter, max_retry_after: float) -> Outcome:
+def classify(response: httpx.Response, adapter: Adapter, writeback_max_retry_after: float) -> Outcome:
     code = response.status_code
     name = adapter.name
     if 200 <= code < 300:
@@ -220,7 +220,7 @@ def classify(response: httpx.Response, adapter: Adapter, max_retry_after: float)
     if code in (401, 403):
         return Outcome("auth_error", code, f"{name} refused the credentials (HTTP {code})")
     if code == 429:
-        wait = retry_after_seconds(response.headers.get("retry-after"), max_retry_after)
+        wait = retry_after_seconds(response.headers.get("retry-after"), writeback_max_retry_after)
         return Outcome("retry", code, f"{name} is rate limiting (HTTP 429)", retry_after=wait)
     if code in (408, 425) or code >= 500:
         return Outcome("retry", code, f"{name} answered HTTP {code}")
@@ -247,7 +247,7 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then finish or release what is in flight."""
-        timeout = httpx.Timeout(self.config.http_timeout)
+        timeout = httpx.Timeout(self.config.crm_timeout)
         limits = httpx.Limits(max_connections=max(10, self.concurrency * 2))
         inflight: set[asyncio.Task[None]] = set()
         stopping = asyncio.ensure_future(stop.wait())
@@ -272,11 +272,11 @@ class Worker:
                     # due), for the next poll, or for the stop signal.
                     await asyncio.wait(
                         {*inflight, stopping},
-                        timeout=self.config.poll_interval,
+                        timeout=self.config.writeback_poll_interval,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
             if inflight:
-                _, pending = await asyncio.wait(inflight, timeout=self.config.grace_seconds)
+                _, pending = await asyncio.wait(inflight, timeout=self.config.writeback_grace_seconds)
                 for task in pending:
                     task.cancel()  # each releases its event as it unwinds
                 if pending:
@@ -284,7 +284,7 @@ class Worker:
         stopping.cancel()
 
     async def _claim(self, limit: int) -> list[_Claimed]:
-        params = {"limit": limit, "worker": self.worker_id, "lease": self.config.lease_seconds}
+        params = {"limit": limit, "worker": self.worker_id, "lease": self.config.writeback_lease_seconds}
         async with self.db.transaction() as tx:
             rows = list(await tx.all(CLAIM_EXPIRED, params))
             if len(rows) < limit:
@@ -369,7 +369,7 @@ class Worker:
         except Exception:
             log.exception("writeback delivery failed unexpectedly")
             return Outcome("retry", error="unexpected error in the adapter (see the worker log)")
-        return classify(response, adapter, self.config.max_retry_after)
+        return classify(response, adapter, self.config.writeback_max_retry_after)
 
     async def _finish(
         self, event: _Claimed, outcome: Outcome, started_at: datetime, duration_ms: int
@@ -386,7 +386,9 @@ class Worker:
                 delay = outcome.retry_after
                 if delay is None:
                     c = self.config
-                    delay = backoff_delay(event.attempts + 1, c.backoff_base, c.backoff_cap)
+                    delay = backoff_delay(
+                        event.attempts + 1, c.writeback_backoff_base, c.writeback_backoff_cap
+                    )
                 row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
                 if row is not None and outcome.status_code == 429:
                     await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
