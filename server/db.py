@@ -97,6 +97,9 @@ class Tx:
         await self.connection.execute(script)
 
 
+_PING = sql("SELECT 1")
+
+
 class Database:
     def __init__(
         self,
@@ -129,12 +132,25 @@ class Database:
             await self.pool.open(wait=False)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """Check out a connection and run one transaction: commit on success, else roll back."""
+    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
+        """Check out a connection and run one transaction: commit on success, else roll back.
+
+        With `read_only`, statements run without BEGIN and COMMIT (autocommit). For reads this
+        changes nothing: at READ COMMITTED every statement takes a fresh snapshot either way, and
+        it saves two round trips per call.
+        """
         await self._ensure_open()
         try:
-            async with self.pool.connection() as connection, connection.transaction():
-                yield Tx(connection)
+            async with self.pool.connection() as connection:
+                if read_only:
+                    await connection.set_autocommit(True)
+                    try:
+                        yield Tx(connection)
+                    finally:
+                        await connection.set_autocommit(False)
+                else:
+                    async with connection.transaction():
+                        yield Tx(connection)
         except PoolTimeout:
             raise ServiceUnavailable(
                 "Service unavailable: the database is busy (no connection was free in time), try again shortly"
@@ -147,8 +163,8 @@ class Database:
 
     async def ping(self) -> bool:
         try:
-            async with self.transaction() as tx:
-                return bool(await tx.scalar(sql("SELECT 1")))
+            async with self.transaction(read_only=True) as tx:
+                return bool(await tx.scalar(_PING))
         except ServiceUnavailable:
             return False
 

@@ -229,7 +229,7 @@ class Dispatcher:
                 raise Forbidden(f"Forbidden: {method} needs the owner or admin role")
 
         validated = self._validate(procedure, params)
-        async with self.db.transaction() as tx:
+        async with self.db.transaction(read_only=procedure.kind is Kind.QUERY) as tx:
             ctx = Context(
                 request_id=request_id,
                 procedure=method,
