@@ -41,7 +41,7 @@ from procedures.contacts import (
 )
 from server.app import create_app
 from server.cursor import cursor_key, encode_cursor
-from server.db import Database, async_url
+from server.db import Database
 from server.embedded import EmbeddedPostgres
 from server.settings import Settings
 
@@ -164,10 +164,11 @@ def _explain(engine: Any, organisation_id: str, params: dict[str, Any], position
     after = (position[0], position[1]) if position is not None else (None, None)
     statement, bound = list_query(UUID(organisation_id), filters, after[0], after[1], 51)
     statements = [statement]
-    if statement is LIST_CONTACTS_BY_SEARCH_RECENT:  # and its second step, when it runs
-        statements.append(LIST_CONTACTS_BY_SEARCH_MATCHES)
     plan = []
     with engine.connect() as conn:
+        # A search's second step runs when its first did not fill the page, as in the procedure.
+        if statement is LIST_CONTACTS_BY_SEARCH_RECENT and len(conn.execute(statement, bound).all()) < 51:
+            statements.append(LIST_CONTACTS_BY_SEARCH_MATCHES)
         for step in statements:
             rows = conn.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + step.text), bound).all()
             plan += [row[0] for row in rows]
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     # A million rows load in one statement: longer than the server's per-statement limit.
     dataset.Database = functools.partial(Database, statement_timeout_ms=3_600_000)  # type: ignore[attr-defined,assignment]
     key = secrets.token_bytes(32)
-    engine = create_engine(async_url(url), pool_size=1)
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1), pool_size=1)
     try:
         organisations = []
         for size in args.sizes:
