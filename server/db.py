@@ -153,7 +153,7 @@ class Database:
                         yield Tx(connection)
         except PoolTimeout:
             raise ServiceUnavailable(
-                "Service unavailable: the database is busy (no connection was free in time), try again shortly"
+                "Service unavailable: the database is busy (no connection was free in time), try again"
             ) from None
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict("Conflict: a record with these values already exists") from exc
