@@ -28,7 +28,7 @@ __all__ = ["Database", "Row", "Statement", "Tx", "sql"]
 Params = Mapping[str, Any]
 Row = dict[str, Any]
 
-_DIALECT = PGDialect_psycopg()
+_DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
 class Statement:
