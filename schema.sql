@@ -191,8 +191,9 @@ CREATE TABLE erasure_suppressions (
 
 -- One row per (event, connection). Delivered by `nurturehub worker`: a worker claims due rows with
 -- FOR UPDATE SKIP LOCKED and holds them under a lease; a row whose lease ran out (a killed worker)
--- is claimed again. Disconnecting a CRM cancels its queued rows and keeps them (connection_id
--- becomes null) so admins can see what was not delivered; erasing a contact deletes its rows.
+-- is claimed again. Disconnecting a CRM cancels its queued rows: they become failed with the
+-- reason in last_error and connection_id null, kept so admins can see what was not delivered (the
+-- four statuses of the release notes stay four). Erasing a contact deletes its rows.
 CREATE TABLE crm_writeback_queue (
     organisation_id  uuid NOT NULL,
     id               uuid NOT NULL DEFAULT gen_random_uuid(),
@@ -206,7 +207,7 @@ CREATE TABLE crm_writeback_queue (
         'journey_completed', 'hot_alert_fired')),
     payload          jsonb NOT NULL DEFAULT '{}'::jsonb CHECK (jsonb_typeof(payload) = 'object'),
     status           text NOT NULL DEFAULT 'pending'
-                     CHECK (status IN ('pending', 'processing', 'success', 'failed', 'cancelled')),
+                     CHECK (status IN ('pending', 'processing', 'success', 'failed')),
     attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
     max_attempts     integer NOT NULL DEFAULT 8 CHECK (max_attempts BETWEEN 1 AND 100),
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
@@ -224,7 +225,7 @@ CREATE TABLE crm_writeback_queue (
     FOREIGN KEY (organisation_id, contact_id)
         REFERENCES contacts (organisation_id, id) ON DELETE CASCADE,
     CHECK ((status = 'processing') = (lease_expires_at IS NOT NULL)),
-    CHECK (connection_id IS NOT NULL OR status IN ('success', 'failed', 'cancelled'))
+    CHECK (connection_id IS NOT NULL OR status IN ('success', 'failed'))
 );
 CREATE UNIQUE INDEX crm_writeback_queue_idempotency_key
     ON crm_writeback_queue (organisation_id, connection_id, idempotency_key)

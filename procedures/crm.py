@@ -29,7 +29,7 @@ from server.rpc import field_issues
 __all__ = ["queue_event", "router"]
 
 ConnectionStatus = Literal["active", "paused", "error", "pending"]
-WritebackStatus = Literal["pending", "processing", "success", "failed", "cancelled"]
+WritebackStatus = Literal["pending", "processing", "success", "failed"]
 
 # Models ------------------------------------------------------------------------------------------
 
@@ -187,7 +187,7 @@ UPDATE_CONNECTION = sql("""
 """)
 CANCEL_QUEUED = sql("""
     UPDATE crm_writeback_queue
-       SET status = 'cancelled', lease_expires_at = NULL, locked_by = NULL,
+       SET status = 'failed', lease_expires_at = NULL, locked_by = NULL,
            last_error = 'cancelled: the CRM connection was removed',
            completed_at = now(), updated_at = now()
      WHERE organisation_id = :organisation_id AND connection_id = :id

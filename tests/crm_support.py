@@ -55,7 +55,7 @@ def agency(world: World, database_url: str) -> Iterator[Org]:
     yield org
     query(
         database_url,
-        "UPDATE crm_writeback_queue SET status = 'cancelled', lease_expires_at = NULL,"
+        "UPDATE crm_writeback_queue SET status = 'failed', lease_expires_at = NULL,"
         " locked_by = NULL WHERE organisation_id = %s AND status IN ('pending', 'processing')",
         (org.id,),
     )

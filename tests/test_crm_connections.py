@@ -143,11 +143,13 @@ def test_disconnect_deletes_credentials_and_cancels_queued_events(
     assert result == {"connectionId": cid, "cancelledEvents": 2}
     assert crm.call("crm.listConnections", {}, agency.member_token) == []
     assert query(database_url, "SELECT count(*) FROM crm_connections WHERE id = %s", (cid,)) == [(0,)]
-    items = crm.call("crm.listWriteback", {"status": "cancelled"}, agency.admin_token)["items"]
+    items = crm.call("crm.listWriteback", {"status": "failed"}, agency.admin_token)["items"]
     assert sorted(i["id"] for i in items) == sorted(ids)
     assert {(i["connectionId"], i["providerId"], i["lastError"]) for i in items} == {
         (None, "reapit", "cancelled: the CRM connection was removed")
     }
+    # A cancelled event has no CRM to go to, so it cannot be retried.
+    assert crm.error("crm.retryWriteback", {"id": ids[0]}, agency.admin_token)["data"]["code"] == "CONFLICT"
     again = crm.error("crm.disconnect", {"connectionId": cid}, agency.admin_token)
     assert again["data"]["code"] == "NOT_FOUND"
 

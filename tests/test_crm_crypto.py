@@ -193,7 +193,7 @@ def test_a_ciphertext_copied_to_another_connection_fails_to_decrypt(
         with pytest.raises(DecryptionFailed):
             open_credentials(KEYRING, uuid.UUID(agency.id), uuid.uuid4(), bytes(sealed))
     finally:
-        query(database_url, "UPDATE crm_writeback_queue SET status = 'cancelled' WHERE id = %s", (entry_id,))
+        query(database_url, "UPDATE crm_writeback_queue SET status = 'failed' WHERE id = %s", (entry_id,))
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ ENUMERATIONS = {
     ("crm_writeback_queue", "event_type"): {
         "email_sent", "email_opened", "email_clicked", "lead_score_update", "journey_completed",
         "hot_alert_fired"},
-    ("crm_writeback_queue", "status"): {"pending", "processing", "success", "failed", "cancelled"},
+    ("crm_writeback_queue", "status"): {"pending", "processing", "success", "failed"},
     ("contacts", "consent_status"): {"granted", "denied", "unknown", "pending"},
     ("contacts", "import_source"): {"crm_sync", "manual", "apify", "land_registry"},
     ("lead_category_assignments", "category_group"): {"prospect", "existing_client"},

@@ -84,7 +84,7 @@ EventType = Literal[
     "journey_completed",
     "hot_alert_fired",
 ]
-WritebackStatus = Literal["pending", "processing", "success", "failed", "cancelled"]
+WritebackStatus = Literal["pending", "processing", "success", "failed"]
 
 
 class WhoamiParams(ParamsModel):
