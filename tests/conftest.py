@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 
 from procedures import app_router
+from seeds.crm_providers import seed
 from server.db import Database
 from server.schema import init_schema
-from seeds.crm_providers import seed
 from tests.crm_support import agency, crm, crm_server, fake  # noqa: F401  (CRM test fixtures)
 from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
 

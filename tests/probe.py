@@ -80,14 +80,22 @@ async def bad_output(ctx: Context, params: Empty) -> Ok:
     return {"ok": "not-a-bool", "extra": 1}  # type: ignore[return-value]
 
 
-probe_router = Router({
-    **app_router,
-    **Router.merge({"probe": Router({
-        "renameOrganisation": rename_organisation,
-        "adminOnly": admin_only,
-        "sleep": sleep,
-        "broken": broken,
-        "transaction": transaction,
-        "badOutput": bad_output,
-    })}),
-})
+probe_router = Router(
+    {
+        **app_router,
+        **Router.merge(
+            {
+                "probe": Router(
+                    {
+                        "renameOrganisation": rename_organisation,
+                        "adminOnly": admin_only,
+                        "sleep": sleep,
+                        "broken": broken,
+                        "transaction": transaction,
+                        "badOutput": bad_output,
+                    }
+                )
+            }
+        ),
+    }
+)

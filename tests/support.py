@@ -94,8 +94,9 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         app = create_app(Settings(database_url=database_url, **settings), router)
         self.app = app
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None,
-                                access_log=False, lifespan="on")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on"
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()
@@ -148,7 +149,9 @@ class Rpc:
             raise RpcError(body["error"])
         return body["result"]
 
-    def error(self, method: str, params: dict[str, Any] | None = None, token: str | None = None) -> dict[str, Any]:
+    def error(
+        self, method: str, params: dict[str, Any] | None = None, token: str | None = None
+    ) -> dict[str, Any]:
         """The error object of a call that must fail."""
         try:
             result = self.call(method, params, token)
@@ -183,9 +186,17 @@ class World:
             async with self.db.transaction() as tx:
                 owner = await create_organisation(tx, f"{name} {suffix}", f"owner-{suffix}@agency.co.uk")
                 admin = await issue_token(tx, owner.organisation_id, f"admin-{suffix}@agency.co.uk", "admin")
-                member = await issue_token(tx, owner.organisation_id, f"member-{suffix}@agency.co.uk", "member")
-            return Org(str(owner.organisation_id), owner.token, admin.token, member.token,
-                       str(owner.user_id), str(member.user_id))
+                member = await issue_token(
+                    tx, owner.organisation_id, f"member-{suffix}@agency.co.uk", "member"
+                )
+            return Org(
+                str(owner.organisation_id),
+                owner.token,
+                admin.token,
+                member.token,
+                str(owner.user_id),
+                str(member.user_id),
+            )
 
         return self.loop.run(make())
 

@@ -6,14 +6,25 @@ from tests.support import Rpc, query
 
 
 def audit_rows(url: str, org_id: str, action: str) -> list[tuple]:
-    return query(url, "SELECT actor_user_id, target_type, target_id, changed_fields, request_id "
-                      "FROM audit_log WHERE organisation_id = %s AND action = %s", (org_id, action))
+    return query(
+        url,
+        "SELECT actor_user_id, target_type, target_id, changed_fields, request_id "
+        "FROM audit_log WHERE organisation_id = %s AND action = %s",
+        (org_id, action),
+    )
 
 
 def test_a_mutation_writes_exactly_one_audit_row(probe: Rpc, world, database_url: str) -> None:
     org = world.org()
-    response = probe.post({"jsonrpc": "2.0", "id": 1, "method": "probe.renameOrganisation",
-                           "params": {"name": "Renamed Estates"}}, token=org.owner_token)
+    response = probe.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "probe.renameOrganisation",
+            "params": {"name": "Renamed Estates"},
+        },
+        token=org.owner_token,
+    )
     assert response.json()["result"] == {"name": "Renamed Estates"}
     rows = audit_rows(database_url, org.id, "probe.renameOrganisation")
     assert len(rows) == 1
@@ -36,14 +47,17 @@ def test_a_failed_audit_write_leaves_nothing_behind(probe: Rpc, world, database_
     (before,) = query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,))[0]
     # Make audit writes for this organisation fail, as a full disk or a broken constraint would.
     function = f"fail_audit_{org.id.replace('-', '')}"
-    query(database_url, f"""
+    query(
+        database_url,
+        f"""
         CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
         BEGIN
             IF NEW.organisation_id = '{org.id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
             RETURN NEW;
         END $$;
         CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
-    """)
+    """,
+    )
     try:
         error = probe.error("probe.renameOrganisation", {"name": "After"}, token=org.owner_token)
     finally:

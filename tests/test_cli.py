@@ -23,7 +23,9 @@ def nurturehub(database_url: str, *args: str, module: str | None = None) -> subp
 
 
 def test_org_create_prints_ids_and_a_working_token(database_url: str, rpc: Rpc) -> None:
-    done = nurturehub(database_url, "org", "create", "Harbour Lettings", "--owner-email", "Boss@Harbour.co.uk")
+    done = nurturehub(
+        database_url, "org", "create", "Harbour Lettings", "--owner-email", "Boss@Harbour.co.uk"
+    )
     assert done.returncode == 0, done.stderr
     created = json.loads(done.stdout)
     assert set(created) == {"organisationId", "userId", "token"}
@@ -35,8 +37,19 @@ def test_org_create_prints_ids_and_a_working_token(database_url: str, rpc: Rpc) 
 
 def test_token_create_adds_the_member_and_revoke_takes_effect(database_url: str, rpc: Rpc, world) -> None:
     org = world.org()
-    done = nurturehub(database_url, "token", "create", "--org", org.id, "--email", "new.agent@agency.co.uk",
-                      "--role", "member", "--name", "laptop")
+    done = nurturehub(
+        database_url,
+        "token",
+        "create",
+        "--org",
+        org.id,
+        "--email",
+        "new.agent@agency.co.uk",
+        "--role",
+        "member",
+        "--name",
+        "laptop",
+    )
     assert done.returncode == 0, done.stderr
     issued = json.loads(done.stdout)
     assert set(issued) == {"userId", "tokenId", "token"}
@@ -47,31 +60,51 @@ def test_token_create_adds_the_member_and_revoke_takes_effect(database_url: str,
     assert json.loads(revoked.stdout) == {"tokenId": issued["tokenId"], "revoked": True}
     assert rpc.error("auth.whoami", {}, token=issued["token"])["data"]["code"] == "UNAUTHORIZED"
     # The token itself is never stored, only its hash.
-    assert query(database_url, "SELECT count(*) FROM api_tokens WHERE name = 'laptop' "
-                               "AND encode(token_hash, 'escape') LIKE %s", (f"%{issued['token']}%",)) == [(0,)]
+    assert query(
+        database_url,
+        "SELECT count(*) FROM api_tokens WHERE name = 'laptop' AND encode(token_hash, 'escape') LIKE %s",
+        (f"%{issued['token']}%",),
+    ) == [(0,)]
 
 
 def test_token_create_can_promote_an_existing_member(database_url: str, rpc: Rpc, world) -> None:
     org = world.org()
     member_email = rpc.call("auth.whoami", {}, token=org.member_token)["user"]["email"]
-    done = nurturehub(database_url, "token", "create", "--org", org.id, "--email", member_email, "--role", "admin")
+    done = nurturehub(
+        database_url, "token", "create", "--org", org.id, "--email", member_email, "--role", "admin"
+    )
     assert done.returncode == 0, done.stderr
     assert rpc.call("auth.whoami", {}, token=org.member_token)["role"] == "admin"
 
 
-@pytest.mark.parametrize("args, exit_code, fragment", [
-    (["token", "create", "--org", "not-a-uuid", "--email", "a@b.co.uk", "--role", "member"], 2, "not a UUID"),
-    (["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "god"], 2, "invalid choice"),
-    (["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "member"], 1,
-     "no organisation has that id"),
-    (["token", "revoke", str(uuid.uuid4())], 1, "no active token"),
-    (["org", "create", "X", "--owner-email", "not-an-email"], 1, "email address is not valid"),
-    (["org", "create", ""], 2, "--owner-email"),
-    (["serve", "--port", "99999"], 2, "not a port number"),
-    (["frobnicate"], 2, "invalid choice"),
-])
-def test_bad_arguments_get_one_line_and_a_non_zero_exit(database_url: str, args: list[str], exit_code: int,
-                                                         fragment: str) -> None:
+@pytest.mark.parametrize(
+    "args, exit_code, fragment",
+    [
+        (
+            ["token", "create", "--org", "not-a-uuid", "--email", "a@b.co.uk", "--role", "member"],
+            2,
+            "not a UUID",
+        ),
+        (
+            ["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "god"],
+            2,
+            "invalid choice",
+        ),
+        (
+            ["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "member"],
+            1,
+            "no organisation has that id",
+        ),
+        (["token", "revoke", str(uuid.uuid4())], 1, "no active token"),
+        (["org", "create", "X", "--owner-email", "not-an-email"], 1, "email address is not valid"),
+        (["org", "create", ""], 2, "--owner-email"),
+        (["serve", "--port", "99999"], 2, "not a port number"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_bad_arguments_get_one_line_and_a_non_zero_exit(
+    database_url: str, args: list[str], exit_code: int, fragment: str
+) -> None:
     done = nurturehub(database_url, *args)
     assert done.returncode == exit_code
     assert done.stdout == ""
@@ -92,7 +125,10 @@ def test_db_init_and_seed_are_idempotent_from_the_command_line(postgres) -> None
     assert json.loads(seeded.stdout)["seeds"]["seeds.crm_providers:seed"]["inserted"] == 5
     reseeded = nurturehub(url, "seed")
     assert json.loads(reseeded.stdout)["seeds"]["seeds.crm_providers:seed"] == {
-        "inserted": 0, "updated": 0, "unchanged": 5}
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 5,
+    }
     assert query(url, "SELECT count(*) FROM crm_providers") == [(5,)]
 
 

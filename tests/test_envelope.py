@@ -56,8 +56,9 @@ def test_invalid_request_object(rpc: Rpc) -> None:
 
 
 def test_batch_with_invalid_json_is_one_parse_error(rpc: Rpc) -> None:
-    response = rpc.raw('[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},'
-                       '{"jsonrpc": "2.0", "method"]')
+    response = rpc.raw(
+        '[{"jsonrpc": "2.0", "method": "sum", "params": [1,2,4], "id": "1"},{"jsonrpc": "2.0", "method"]'
+    )
     body = response.json()
     assert isinstance(body, dict)
     assert body["error"]["code"] == -32700
@@ -127,14 +128,14 @@ def test_single_notification_gets_204(rpc: Rpc) -> None:
 
 @pytest.mark.parametrize("bad_id", ["true", "false", "1.5", "[1]", '{"a": 1}'])
 def test_bool_and_non_scalar_ids_are_invalid_requests(rpc: Rpc, bad_id: str) -> None:
-    body = rpc.raw('{"jsonrpc": "2.0", "method": "auth.whoami", "id": %s}' % bad_id).json()
+    body = rpc.raw(f'{{"jsonrpc": "2.0", "method": "auth.whoami", "id": {bad_id}}}').json()
     assert body["error"]["code"] == -32600
     assert body["id"] is None
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
 def test_nan_ids_are_refused(rpc: Rpc, literal: str) -> None:
-    body = rpc.raw('{"jsonrpc": "2.0", "method": "auth.whoami", "id": %s}' % literal).json()
+    body = rpc.raw(f'{{"jsonrpc": "2.0", "method": "auth.whoami", "id": {literal}}}').json()
     assert body["error"]["code"] == -32700
     assert body["id"] is None
 
@@ -150,8 +151,9 @@ def test_wrong_jsonrpc_version_is_invalid_request(rpc: Rpc, version: object) -> 
 
 def test_positional_params_are_invalid_params(rpc: Rpc, world) -> None:
     org = world.org()
-    body = rpc.post({"jsonrpc": "2.0", "method": "auth.whoami", "params": [1], "id": 1},
-                    token=org.owner_token).json()
+    body = rpc.post(
+        {"jsonrpc": "2.0", "method": "auth.whoami", "params": [1], "id": 1}, token=org.owner_token
+    ).json()
     assert body["error"]["code"] == -32602
     assert body["error"]["data"]["issues"][0]["path"] == "params"
 
@@ -196,7 +198,9 @@ def test_limits_are_configurable(database_url: str) -> None:
     try:
         client = Rpc(server.url)
         assert client.post([whoami(1), whoami(2), whoami(3)]).status_code == 413
-        assert client.raw("[" + ",".join(['{"jsonrpc":"2.0","method":"a","id":1}'] * 6) + "]").status_code == 413
+        assert (
+            client.raw("[" + ",".join(['{"jsonrpc":"2.0","method":"a","id":1}'] * 6) + "]").status_code == 413
+        )
         assert client.post([whoami(1), whoami(2)]).status_code == 401
     finally:
         server.stop()
@@ -215,10 +219,12 @@ def test_always_200_setting_for_strict_clients(database_url: str) -> None:
 
 
 def test_callers_request_id_is_kept_when_plain(rpc: Rpc) -> None:
-    response = rpc.http.post("/rpc", json={"jsonrpc": "2.0", "method": "nope", "id": 1},
-                             headers={"X-Request-Id": "web-123.abc"})
+    response = rpc.http.post(
+        "/rpc", json={"jsonrpc": "2.0", "method": "nope", "id": 1}, headers={"X-Request-Id": "web-123.abc"}
+    )
     assert response.headers["x-request-id"] == "web-123.abc"
     assert response.json()["error"]["data"]["requestId"] == "web-123.abc"
-    odd = rpc.http.post("/rpc", json={"jsonrpc": "2.0", "method": "nope", "id": 1},
-                        headers={"X-Request-Id": "<script>"})
+    odd = rpc.http.post(
+        "/rpc", json={"jsonrpc": "2.0", "method": "nope", "id": 1}, headers={"X-Request-Id": "<script>"}
+    )
     assert odd.headers["x-request-id"] != "<script>"

@@ -16,8 +16,11 @@ from tests.support import Rpc, RpcError, query, wait_until
 
 def test_every_procedure_in_the_registry_declares_a_guard() -> None:
     assert len(app_router) >= 2
-    unguarded = [name for name, proc in app_router.items()
-                 if not isinstance(proc, Procedure) or not isinstance(proc.guard, Guard)]
+    unguarded = [
+        name
+        for name, proc in app_router.items()
+        if not isinstance(proc, Procedure) or not isinstance(proc.guard, Guard)
+    ]
     assert unguarded == []
 
 
@@ -31,16 +34,20 @@ def test_a_procedure_cannot_be_built_without_a_guard() -> None:
         procedure.query(guard="admin")(handler)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"Authorization": "Bearer"},
-    {"Authorization": "Basic dXNlcjpwYXNz"},
-    {"Authorization": "Bearer not-a-token"},
-    {"Authorization": "Bearer nh_" + "a" * 38},  # right shape, wrong checksum
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer not-a-token"},
+        {"Authorization": "Bearer nh_" + "a" * 38},  # right shape, wrong checksum
+    ],
+)
 def test_missing_or_malformed_token_is_unauthorized(rpc: Rpc, headers: dict[str, str]) -> None:
-    response = rpc.http.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "auth.whoami"},
-                             headers=headers)
+    response = rpc.http.post(
+        "/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "auth.whoami"}, headers=headers
+    )
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["code"] == -32001 and error["data"]["code"] == "UNAUTHORIZED"
@@ -52,8 +59,9 @@ def test_well_formed_but_unknown_token_is_unauthorized(rpc: Rpc) -> None:
 
 
 def _token_id(database_url: str, token: str):
-    ((token_id,),) = query(database_url, "SELECT id FROM api_tokens WHERE token_hash = %s",
-                           (tokens.hash_token(token),))
+    ((token_id,),) = query(
+        database_url, "SELECT id FROM api_tokens WHERE token_hash = %s", (tokens.hash_token(token),)
+    )
     return token_id
 
 
@@ -73,8 +81,9 @@ def _refused(rpc: Rpc, token: str) -> bool:
     return False
 
 
-def test_revocation_takes_effect_at_once_despite_the_token_cache(rpc: Rpc, world, loop, db,
-                                                                 database_url) -> None:
+def test_revocation_takes_effect_at_once_despite_the_token_cache(
+    rpc: Rpc, world, loop, db, database_url
+) -> None:
     org = world.org()
     for _ in range(3):  # warm the server's principal cache
         assert rpc.call("auth.whoami", {}, token=org.member_token)["role"] == "member"
@@ -95,17 +104,24 @@ def test_a_role_change_reaches_existing_tokens_at_once(rpc: Rpc, world, loop, db
             await issue_token(tx, UUID(org.id), email, "admin")
 
     loop.run(promote())
-    assert wait_until(lambda: rpc.call("auth.whoami", {}, token=org.member_token)["role"] == "admin",
-                      timeout=2, interval=0.005)
+    assert wait_until(
+        lambda: rpc.call("auth.whoami", {}, token=org.member_token)["role"] == "admin",
+        timeout=2,
+        interval=0.005,
+    )
 
 
-def test_revocation_applies_while_the_revocation_listener_is_down(rpc: Rpc, world, loop, db,
-                                                                  database_url) -> None:
+def test_revocation_applies_while_the_revocation_listener_is_down(
+    rpc: Rpc, world, loop, db, database_url
+) -> None:
     org = world.org()
     rpc.call("auth.whoami", {}, token=org.admin_token)
     # Cut every server's LISTEN connection: the cache must be bypassed, not trusted, until it is back.
-    query(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE query LIKE 'LISTEN nurturehub_auth%%' AND datname = current_database()")
+    query(
+        database_url,
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN nurturehub_auth%%' AND datname = current_database()",
+    )
     assert _revoke(loop, db, _token_id(database_url, org.admin_token)) is True
     assert wait_until(lambda: _refused(rpc, org.admin_token), timeout=2, interval=0.005)
 
@@ -113,8 +129,11 @@ def test_revocation_applies_while_the_revocation_listener_is_down(rpc: Rpc, worl
 def test_last_used_time_is_recorded(rpc: Rpc, world, database_url) -> None:
     org = world.org()
     rpc.call("auth.whoami", {}, token=org.admin_token)
-    ((last_used,),) = query(database_url, "SELECT last_used_at FROM api_tokens WHERE token_hash = %s",
-                            (tokens.hash_token(org.admin_token),))
+    ((last_used,),) = query(
+        database_url,
+        "SELECT last_used_at FROM api_tokens WHERE token_hash = %s",
+        (tokens.hash_token(org.admin_token),),
+    )
     assert last_used is not None
 
 
@@ -161,8 +180,11 @@ def test_the_cache_bounds_staleness_even_without_a_notification(world, database_
         client.call("auth.whoami", {}, token=org.member_token)
         # A revocation written behind the application's back sends no NOTIFY: the cached principal
         # is served until it expires, and never longer.
-        query(database_url, "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s",
-              (tokens.hash_token(org.member_token),))
+        query(
+            database_url,
+            "UPDATE api_tokens SET revoked_at = now() WHERE token_hash = %s",
+            (tokens.hash_token(org.member_token),),
+        )
         assert client.call("auth.whoami", {}, token=org.member_token)["role"] == "member"
         started = time.monotonic()
         assert wait_until(lambda: _refused(client, org.member_token), timeout=3, interval=0.05)

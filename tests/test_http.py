@@ -33,12 +33,20 @@ def test_readyz_reports_an_unreachable_database() -> None:
 
 
 def test_cors_allows_nothing_by_default(rpc: Rpc) -> None:
-    preflight = rpc.http.options("/rpc", headers={
-        "Origin": "https://app.nurturehub.co.uk", "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type"})
+    preflight = rpc.http.options(
+        "/rpc",
+        headers={
+            "Origin": "https://app.nurturehub.co.uk",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
     assert "access-control-allow-origin" not in preflight.headers
-    simple = rpc.http.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "nope"},
-                           headers={"Origin": "https://app.nurturehub.co.uk"})
+    simple = rpc.http.post(
+        "/rpc",
+        json={"jsonrpc": "2.0", "id": 1, "method": "nope"},
+        headers={"Origin": "https://app.nurturehub.co.uk"},
+    )
     assert "access-control-allow-origin" not in simple.headers
 
 
@@ -46,17 +54,26 @@ def test_cors_allows_configured_origins_and_answers_preflight(database_url: str)
     server = ServerThread(database_url, app_router, cors_origins=("https://app.nurturehub.co.uk",))
     try:
         http = Rpc(server.url).http
-        preflight = http.options("/rpc", headers={
-            "Origin": "https://app.nurturehub.co.uk", "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "authorization,content-type"})
+        preflight = http.options(
+            "/rpc",
+            headers={
+                "Origin": "https://app.nurturehub.co.uk",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization,content-type",
+            },
+        )
         assert preflight.status_code == 200
         assert preflight.headers["access-control-allow-origin"] == "https://app.nurturehub.co.uk"
         assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
-        other = http.options("/rpc", headers={
-            "Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"})
+        other = http.options(
+            "/rpc", headers={"Origin": "https://evil.example.com", "Access-Control-Request-Method": "POST"}
+        )
         assert other.headers.get("access-control-allow-origin") != "https://evil.example.com"
-        actual = http.post("/rpc", json={"jsonrpc": "2.0", "id": 1, "method": "nope"},
-                           headers={"Origin": "https://app.nurturehub.co.uk"})
+        actual = http.post(
+            "/rpc",
+            json={"jsonrpc": "2.0", "id": 1, "method": "nope"},
+            headers={"Origin": "https://app.nurturehub.co.uk"},
+        )
         assert actual.headers["access-control-allow-origin"] == "https://app.nurturehub.co.uk"
     finally:
         server.stop()
@@ -88,9 +105,16 @@ def test_an_unexpected_exception_is_a_generic_internal_error(probe: Rpc, caplog)
         response = probe.post({"jsonrpc": "2.0", "id": 1, "method": "probe.broken"})
     assert response.status_code == 500
     error = response.json()["error"]
-    assert error == {"code": -32603, "message": "Internal error", "data": {
-        "code": "INTERNAL_SERVER_ERROR", "httpStatus": 500, "path": "probe.broken",
-        "requestId": response.headers["x-request-id"]}}
+    assert error == {
+        "code": -32603,
+        "message": "Internal error",
+        "data": {
+            "code": "INTERNAL_SERVER_ERROR",
+            "httpStatus": 500,
+            "path": "probe.broken",
+            "requestId": response.headers["x-request-id"],
+        },
+    }
     formatted = _formatted(caplog)
     assert "probe.broken" in formatted
     assert "secret-detail-7f3a" not in formatted and "hunter2" not in formatted
@@ -113,15 +137,26 @@ def test_one_structured_log_line_per_call_without_params_or_tokens(rpc: Rpc, wor
     org = world.org()
     secret_param = "CANARY-PARAM-93b1"
     with caplog.at_level(logging.INFO, logger="nurturehub.rpc"):
-        rpc.post([
-            {"jsonrpc": "2.0", "id": 1, "method": "auth.whoami"},
-            {"jsonrpc": "2.0", "id": 2, "method": "contacts.listCrmProviders", "params": {"x": secret_param}},
-        ], token=org.owner_token)
-    lines = [json.loads(line) for line in _formatted(caplog).splitlines()
-             if '"logger":"nurturehub.rpc"' in line]
+        rpc.post(
+            [
+                {"jsonrpc": "2.0", "id": 1, "method": "auth.whoami"},
+                {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "contacts.listCrmProviders",
+                    "params": {"x": secret_param},
+                },
+            ],
+            token=org.owner_token,
+        )
+    lines = [
+        json.loads(line) for line in _formatted(caplog).splitlines() if '"logger":"nurturehub.rpc"' in line
+    ]
     calls = [line for line in lines if line.get("msg") == "rpc"]
     assert [(c["procedure"], c["code"]) for c in calls[-2:]] == [
-        ("auth.whoami", "OK"), ("contacts.listCrmProviders", "BAD_REQUEST")]
+        ("auth.whoami", "OK"),
+        ("contacts.listCrmProviders", "BAD_REQUEST"),
+    ]
     for call in calls[-2:]:
         assert call["organisationId"] == org.id
         assert isinstance(call["durationMs"], float) and call["requestId"]

@@ -19,8 +19,10 @@ from tests.support import Rpc
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "openrpc-meta"
 # The official meta-schema, as the OpenRPC project publishes it on the npm registry.
-PACKAGES = {"openrpcDocument": "@open-rpc/meta-schema@1.14.9",
-            "jsonSchema": "@json-schema-tools/meta-schema@1.8.0"}
+PACKAGES = {
+    "openrpcDocument": "@open-rpc/meta-schema@1.14.9",
+    "jsonSchema": "@json-schema-tools/meta-schema@1.8.0",
+}
 
 
 def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
@@ -30,13 +32,28 @@ def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
         if shutil.which("npm") is None or shutil.which("node") is None:
             pytest.fail("npm and node are needed to fetch the official OpenRPC meta-schema")
         target.mkdir(parents=True, exist_ok=True)
-        packed = subprocess.run(["npm", "pack", spec, "--silent"], cwd=target, capture_output=True,
-                                text=True, timeout=120, check=True).stdout.strip().splitlines()[-1]
+        packed = (
+            subprocess.run(
+                ["npm", "pack", spec, "--silent"],
+                cwd=target,
+                capture_output=True,
+                text=True,
+                timeout=120,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         with tarfile.open(target / packed) as archive:
             archive.extractall(target, filter="data")
         dumped = subprocess.run(
             ["node", "-e", f"process.stdout.write(JSON.stringify(require('./package/index.js').{export}))"],
-            cwd=target, capture_output=True, text=True, timeout=60, check=True).stdout
+            cwd=target,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
         schema_file.write_text(dumped)
     return json.loads(schema_file.read_text())
 
@@ -46,10 +63,12 @@ def meta_validator() -> jsonschema.Validator:
     openrpc = _load_npm_schema("openrpcDocument", PACKAGES["openrpcDocument"])
     json_schema = _load_npm_schema("jsonSchema", PACKAGES["jsonSchema"])
     resource = Resource.from_contents(json_schema, default_specification=DRAFT7)
-    registry = Registry().with_resources([
-        ("https://meta.json-schema.tools", resource),
-        ("https://meta.json-schema.tools/", resource),
-    ])
+    registry = Registry().with_resources(
+        [
+            ("https://meta.json-schema.tools", resource),
+            ("https://meta.json-schema.tools/", resource),
+        ]
+    )
     return jsonschema.Draft7Validator(openrpc, registry=registry)
 
 

@@ -25,7 +25,11 @@ class Serve:
         self.output = Path(tempfile.mkstemp(prefix="nh-serve-", suffix=".log")[1])
         self.process = subprocess.Popen(
             [str(BIN / "nurturehub"), "serve", "--port", str(self.port)],
-            env=env, stdout=self.output.open("w"), stderr=subprocess.STDOUT, text=True)
+            env=env,
+            stdout=self.output.open("w"),
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         ready = wait_until(self._ready, timeout=60, interval=0.2)
         assert ready, f"server did not become ready:\n{self.text()}"
 
@@ -44,8 +48,11 @@ class Serve:
 
 
 def providers(url: str, token: str) -> list[dict[str, str]]:
-    body = httpx.post(url + "/rpc", headers={"Authorization": f"Bearer {token}"},
-                      json={"jsonrpc": "2.0", "id": 1, "method": "contacts.listCrmProviders"}).json()
+    body = httpx.post(
+        url + "/rpc",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"jsonrpc": "2.0", "id": 1, "method": "contacts.listCrmProviders"},
+    ).json()
     return body["result"]
 
 
