@@ -316,8 +316,8 @@ SELECT_SUPPRESSED_KINDS = sql("""
 """)
 
 # Conflicts on the email are answered with the existing contact's id; others are CONFLICT.
-INSERT_CONTACT = sql("""
-    INSERT INTO contacts (organisation_id, first_name, last_name, email, phone, postcode,
+INSERT_CONTACT = sql(f"""
+    INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
                           crm_connection_id, external_id, active_category)
     VALUES (:organisation_id, :first_name, :last_name, :email, :phone, :postcode,
@@ -328,7 +328,7 @@ INSERT_CONTACT = sql("""
             :import_source, CAST(:crm_payload AS jsonb), :crm_connection_id, :external_id,
             :category)
     ON CONFLICT (organisation_id, email) WHERE email IS NOT NULL DO NOTHING
-    RETURNING id, created_at
+    RETURNING {_CONTACT_COLUMNS}
 """)
 
 # Each column changes only when its flag is set, so absent fields are left alone and an
@@ -351,13 +351,18 @@ UPDATE_CONTACT = sql("""
      WHERE organisation_id = :organisation_id AND id = :id
 """)
 
-# One timestamp for both ends of a re-categorisation, so the history has no gaps.
-ASSIGNMENT_TIME = sql("SELECT clock_timestamp()")
-
+# One statement ends the active assignment and sets the contact's category, at one timestamp
+# (taken after the row lock) that the new assignment also starts at, so the history has no gaps.
+# The new row is inserted by the next statement, once the old one is out of the unique index.
 SUPERSEDE_ACTIVE = sql("""
-    UPDATE lead_category_assignments SET superseded_at = :at
-     WHERE organisation_id = :organisation_id AND contact_id = :contact_id
-       AND superseded_at IS NULL
+    WITH moment AS MATERIALIZED (SELECT clock_timestamp() AS at),
+         superseded AS (
+            UPDATE lead_category_assignments SET superseded_at = (SELECT at FROM moment)
+             WHERE organisation_id = :organisation_id AND contact_id = :contact_id
+               AND superseded_at IS NULL)
+    UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM moment)
+     WHERE organisation_id = :organisation_id AND id = :contact_id
+    RETURNING updated_at AS at
 """)
 
 INSERT_ASSIGNMENT = sql(f"""
@@ -365,11 +370,6 @@ INSERT_ASSIGNMENT = sql(f"""
                 (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
     VALUES (:organisation_id, :contact_id, :category, :at, :assigned_by, :reason)
     RETURNING {_ASSIGNMENT_COLUMNS}
-""")
-
-SET_ACTIVE_CATEGORY = sql("""
-    UPDATE contacts SET active_category = :category, updated_at = :at
-     WHERE organisation_id = :organisation_id AND id = :contact_id
 """)
 
 SELECT_ACTIVE_ASSIGNMENT = sql(f"""
@@ -603,15 +603,13 @@ async def _set_category(
     ctx: Context, contact_id: UUID, category: str | None, reason: str | None
 ) -> Assignment | None:
     """Supersede the active assignment and insert the new one; the contact row is locked."""
-    at = await ctx.db.scalar(ASSIGNMENT_TIME)
-    keys = {"organisation_id": ctx.organisation_id, "contact_id": contact_id, "at": at}
-    await ctx.db.execute(SUPERSEDE_ACTIVE, keys)
-    await ctx.db.execute(SET_ACTIVE_CATEGORY, {**keys, "category": category})
+    keys = {"organisation_id": ctx.organisation_id, "contact_id": contact_id}
+    at = await ctx.db.scalar(SUPERSEDE_ACTIVE, {**keys, "category": category})
     if category is None:
         return None
     row = await ctx.db.one(
         INSERT_ASSIGNMENT,
-        {**keys, "category": category, "assigned_by": ctx.user.user_id, "reason": reason},
+        {**keys, "at": at, "category": category, "assigned_by": ctx.user.user_id, "reason": reason},
     )
     assert row is not None
     return _assignment(row)
@@ -697,8 +695,9 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
             SELECT_ID_BY_EMAIL, {"organisation_id": org, "email": params.email, "except_id": None}
         )
         raise _email_taken(existing) if existing else Conflict()
+    active = None
     if params.category is not None:
-        await ctx.db.one(
+        assignment = await ctx.db.one(
             INSERT_ASSIGNMENT,
             {
                 "organisation_id": org,
@@ -709,9 +708,12 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
                 "reason": params.reason,
             },
         )
+        assert assignment is not None
+        active = _assignment(assignment)
     given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
     ctx.record("contact", row["id"], given)
-    return await _detail(ctx, row["id"])
+    # Built from what the inserts returned: no second read of the row just written.
+    return ContactDetail(**_contact_fields(row), active_assignment=active)
 
 
 # Update: wire name -> column, for the fields a caller may change or clear.
