@@ -640,12 +640,14 @@ async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage
     rows = await ctx.db.all(statement, bound)
     if statement is LIST_CONTACTS_BY_SEARCH_RECENT and len(rows) < bound["fetch"]:
         rows = await ctx.db.all(LIST_CONTACTS_BY_SEARCH_MATCHES, bound)
-    items = [Contact(**_contact_fields(row)) for row in rows[: params.limit]]
+    page = rows[: params.limit]
     next_cursor = None
     if len(rows) > params.limit:
-        last = items[-1]
-        next_cursor = encode_cursor(key, scope, [last.created_at.isoformat(), str(last.id)])
-    return ContactPage(items=items, next_cursor=next_cursor)
+        last = page[-1]
+        next_cursor = encode_cursor(key, scope, [last["created_at"].isoformat(), str(last["id"])])
+    # The rows carry exactly Contact's fields: one validation of the whole page in pydantic's
+    # core costs a fraction of building a model per row (the bench profile's largest item).
+    return ContactPage.model_validate({"items": page, "next_cursor": next_cursor})
 
 
 @query(guard=AUTHED)
