@@ -147,7 +147,7 @@ def _providers_lua(data: Data) -> str:
 def _providers_sql(data: Data) -> list[str]:
     from procedures.contacts import SELECT_CRM_PROVIDERS
 
-    return [*auth_statements(data), "BEGIN;", statement(SELECT_CRM_PROVIDERS, {}), "COMMIT;"]
+    return [*auth_statements(data), statement(SELECT_CRM_PROVIDERS, {})]
 
 
 def _ids(data: Data) -> str:
@@ -188,9 +188,7 @@ def _get_sql(data: Data) -> list[str]:
     return [
         _set_k(len(data.contact_ids)),
         *auth_statements(data),
-        "BEGIN;",
-        _select_contact(data),
-        "COMMIT;",
+        _select_contact(data),  # queries run without BEGIN/COMMIT (server/db.py)
     ]
 
 
@@ -210,7 +208,7 @@ def _batch_sql(data: Data) -> list[str]:
     # One token check per HTTP request, then each call in its own transaction.
     lines = [*auth_statements(data)]
     for _ in range(BATCH):
-        lines += [_set_k(len(data.contact_ids)), "BEGIN;", _select_contact(data), "COMMIT;"]
+        lines += [_set_k(len(data.contact_ids)), _select_contact(data)]
     return lines
 
 
@@ -237,10 +235,10 @@ def _list_sql(data: Data) -> list[str]:
     values = {
         **_NO_FILTERS,
         "organisation_id": _org(data),
-        "after_created_at": "CAST(NULL AS timestamptz)",
-        "after_id": "CAST(NULL AS uuid)",
+        "before_created_at": "CAST(NULL AS timestamptz)",
+        "before_id": "CAST(NULL AS uuid)",
     }
-    return [*auth_statements(data), "BEGIN;", statement(LIST_CONTACTS, values), "COMMIT;"]
+    return [*auth_statements(data), statement(LIST_CONTACTS, values)]
 
 
 DEEP_FIRST, DEEP_LAST = 20, 30  # pages fetched by cursor in the list deep scenario
@@ -297,15 +295,13 @@ def _deep_sql(data: Data) -> list[str]:
         "organisation_id": _org(data),
         "categories": f"ARRAY[{category}]",
         "walk_categories": f"ARRAY[{category}]",
-        "after_created_at": f"timestamptz 'epoch' + {micros}[:k] * interval '1 microsecond'",
-        "after_id": f"{pg_array([p[3] for p in pages], 'uuid')}[:k]",
+        "before_created_at": f"timestamptz 'epoch' + {micros}[:k] * interval '1 microsecond'",
+        "before_id": f"{pg_array([p[3] for p in pages], 'uuid')}[:k]",
     }
     return [
         _set_k(len(pages)),
         *auth_statements(data),
-        "BEGIN;",
         statement(LIST_CONTACTS_BY_CATEGORIES, values),
-        "COMMIT;",
     ]
 
 
@@ -367,9 +363,6 @@ def _create_sql(data: Data) -> list[str]:
             "reason": "NULL",
         },
     )
-    from procedures.contacts import SELECT_CONTACT
-
-    detail = statement(SELECT_CONTACT, {"organisation_id": org, "id": "CAST(:id AS uuid)"})
     return [
         f"\\set k random(1, {len(data.categories)})",
         "\\set r random(1, 99999999)",
@@ -377,7 +370,6 @@ def _create_sql(data: Data) -> list[str]:
         "BEGIN;",
         _gset(insert_contact),
         insert_assignment,
-        detail,
         _audit(data, "{firstName,lastName,email,phone,postcode,category}"),
         "COMMIT;",
     ]
@@ -393,33 +385,27 @@ def _assign_lua(data: Data) -> str:
 
 
 def _assign_sql(data: Data) -> list[str]:
-    from procedures.contacts import (
-        ASSIGNMENT_TIME,
-        INSERT_ASSIGNMENT,
-        LOCK_CONTACT,
-        SET_ACTIVE_CATEGORY,
-        SUPERSEDE_ACTIVE,
-    )
+    from procedures.contacts import INSERT_ASSIGNMENT, LOCK_CONTACT, SUPERSEDE_ACTIVE
 
     org = _org(data)
     category = f"{pg_array(data.categories, 'text')}[:c]"
-    keys = {"organisation_id": org, "contact_id": _pick_id(data), "at": "CAST(:at AS timestamptz)"}
+    keys = {"organisation_id": org, "contact_id": _pick_id(data)}
     return [
         _set_k(len(data.contact_ids)),
         f"\\set c random(1, {len(data.categories)})",
         *auth_statements(data),
         "BEGIN;",
         statement(LOCK_CONTACT, {"organisation_id": org, "id": _pick_id(data)}),
-        _gset(
-            statement(
-                ASSIGNMENT_TIME.text.replace("SELECT clock_timestamp()", "SELECT clock_timestamp() AS at"), {}
-            )
-        ),
-        statement(SUPERSEDE_ACTIVE, keys),
-        statement(SET_ACTIVE_CATEGORY, {**keys, "category": category}),
+        _gset(statement(SUPERSEDE_ACTIVE, {**keys, "category": category})),
         statement(
             INSERT_ASSIGNMENT,
-            {**keys, "category": category, "assigned_by": f"'{data.user_id}'::uuid", "reason": "'bench'"},
+            {
+                **keys,
+                "at": "CAST(:at AS timestamptz)",
+                "category": category,
+                "assigned_by": f"'{data.user_id}'::uuid",
+                "reason": "'bench'",
+            },
         ),
         audit_statement(data, "contacts.assignCategory", "contact", "{category}"),
         "COMMIT;",
