@@ -339,7 +339,7 @@ def _create_sql(data: Data) -> list[str]:
             "organisation_id": org,
             "first_name": "'Bench'",
             "last_name": "'Load'",
-            "email": f"'ceiling-{data.stamp}-' || CAST(:client_id AS text) || '-' || CAST(:r AS text)"
+            "email": f"'ceiling-{data.stamp}-' || CAST(:client_id AS text) || '-' || CAST(:u AS text)"
             " || '@example.com'",
             "phone": "'+4474' || lpad(CAST(:r AS text), 8, '0')",
             "postcode": "'SW1A 1AA'",
@@ -366,6 +366,8 @@ def _create_sql(data: Data) -> list[str]:
     return [
         f"\\set k random(1, {len(data.categories)})",
         "\\set r random(1, 99999999)",
+        # Emails must not repeat across rounds (a repeat inserts nothing, and \\gset then fails).
+        "\\set u random(1, 1000000000000)",
         *auth_statements(data),
         "BEGIN;",
         _gset(insert_contact),

@@ -113,7 +113,9 @@ class Database:
         self.url = _conninfo(database_url)
         self.pool: AsyncConnectionPool[psycopg.AsyncConnection[Row]] = AsyncConnectionPool(
             self.url,
-            min_size=pool_size,
+            # Connections open as demand needs them, so idle processes (a CLI command, a quiet
+            # worker, a test server) do not hold pool_size connections each.
+            min_size=1,
             max_size=pool_size + max_overflow,
             timeout=pool_timeout,
             open=False,

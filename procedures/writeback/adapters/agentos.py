@@ -8,11 +8,9 @@ our events to: every event is refused here, in this one place, until agentOS doc
 
 from __future__ import annotations
 
-import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, NotDeliverable
-from procedures.writeback.config import WritebackConfig
+from procedures.writeback.adapters.base import WriteUnsupported
 from server.models import WireModel
 
 __all__ = ["UNSUPPORTED", "AgentOsAdapter", "ConnectionSettings", "Credentials"]
@@ -30,15 +28,7 @@ class ConnectionSettings(WireModel):
     pass
 
 
-class AgentOsAdapter:
+class AgentOsAdapter(WriteUnsupported):
     provider_id = "agentos"
     name = "agentOS"
-
-    def __init__(self, config: WritebackConfig) -> None:
-        self._config = config
-
-    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
-        raise NotDeliverable(UNSUPPORTED)
-
-    def external_id(self, response: httpx.Response) -> str | None:
-        return None
+    unsupported = UNSUPPORTED

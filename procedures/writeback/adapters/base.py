@@ -72,6 +72,23 @@ class Adapter(Protocol):
         ...
 
 
+class WriteUnsupported:
+    """An adapter for a CRM whose public API takes no writes: every event is refused, saying why."""
+
+    provider_id: str
+    name: str
+    unsupported: str
+
+    def __init__(self, config: object) -> None:
+        self._config = config
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        raise NotDeliverable(self.unsupported)
+
+    def external_id(self, response: httpx.Response) -> str | None:
+        return None
+
+
 @dataclass
 class _Token:
     value: str

@@ -7,11 +7,9 @@ refused here, in this one place, until Loop documents one.
 
 from __future__ import annotations
 
-import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, NotDeliverable
-from procedures.writeback.config import WritebackConfig
+from procedures.writeback.adapters.base import WriteUnsupported
 from server.models import WireModel
 
 __all__ = ["UNSUPPORTED", "ConnectionSettings", "Credentials", "LoopAdapter"]
@@ -30,15 +28,7 @@ class ConnectionSettings(WireModel):
     pass
 
 
-class LoopAdapter:
+class LoopAdapter(WriteUnsupported):
     provider_id = "loop"
     name = "Loop"
-
-    def __init__(self, config: WritebackConfig) -> None:
-        self._config = config
-
-    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
-        raise NotDeliverable(UNSUPPORTED)
-
-    def external_id(self, response: httpx.Response) -> str | None:
-        return None
+    unsupported = UNSUPPORTED
