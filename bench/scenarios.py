@@ -330,7 +330,7 @@ def _audit(data: Data, fields: str) -> str:
 
 
 def _create_sql(data: Data) -> list[str]:
-    from procedures.contacts import INSERT_ASSIGNMENT, INSERT_CONTACT
+    from procedures.contacts import INSERT_CONTACT
 
     org = _org(data)
     insert_contact = statement(
@@ -350,15 +350,6 @@ def _create_sql(data: Data) -> list[str]:
             "crm_connection_id": "CAST(NULL AS uuid)",
             "external_id": "CAST(NULL AS text)",
             "category": f"{pg_array(data.categories, 'text')}[:k]",
-        },
-    )
-    insert_assignment = statement(
-        INSERT_ASSIGNMENT,
-        {
-            "organisation_id": org,
-            "contact_id": "CAST(:id AS uuid)",
-            "category": f"{pg_array(data.categories, 'text')}[:k]",
-            "at": "CAST(:created_at AS timestamptz)",
             "assigned_by": f"'{data.user_id}'::uuid",
             "reason": "NULL",
         },
@@ -370,8 +361,7 @@ def _create_sql(data: Data) -> list[str]:
         "\\set u random(1, 1000000000000)",
         *auth_statements(data),
         "BEGIN;",
-        _gset(insert_contact),
-        insert_assignment,
+        insert_contact,
         _audit(data, "{firstName,lastName,email,phone,postcode,category}"),
         "COMMIT;",
     ]

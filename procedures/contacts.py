@@ -316,7 +316,9 @@ SELECT_SUPPRESSED_KINDS = sql("""
 """)
 
 # Conflicts on the email are answered with the existing contact's id; others are CONFLICT.
+# The contact and, with a category, its first assignment, in one statement.
 INSERT_CONTACT = sql(f"""
+    WITH c AS (
     INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
                           crm_connection_id, external_id, active_category)
@@ -328,7 +330,16 @@ INSERT_CONTACT = sql(f"""
             :import_source, CAST(:crm_payload AS jsonb), :crm_connection_id, :external_id,
             :category)
     ON CONFLICT (organisation_id, email) WHERE email IS NOT NULL DO NOTHING
-    RETURNING {_CONTACT_COLUMNS}
+    RETURNING c.*),
+    a AS (
+        INSERT INTO lead_category_assignments AS a
+                    (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
+        SELECT c.organisation_id, c.id, c.active_category, c.created_at, :assigned_by, :reason
+          FROM c WHERE c.active_category IS NOT NULL
+        RETURNING a.id AS a_id, a.category AS a_category, a.category_group AS a_group,
+                  a.assigned_at AS a_assigned_at, a.superseded_at AS a_superseded_at,
+                  a.assigned_by AS a_assigned_by, a.reason AS a_reason)
+    SELECT {_CONTACT_COLUMNS}, a.* FROM c LEFT JOIN a ON true
 """)
 
 # Each column changes only when its flag is set, so absent fields are left alone and an
@@ -687,31 +698,19 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
                 data={"existingContactId": str(existing)},
             )
 
-    values = params.model_dump(exclude={"reason"})
+    values = params.model_dump()
     values["crm_payload"] = (
         orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
     )
-    row = await ctx.db.one(INSERT_CONTACT, {**values, "organisation_id": org})
+    row = await ctx.db.one(
+        INSERT_CONTACT, {**values, "organisation_id": org, "assigned_by": ctx.user.user_id}
+    )
     if row is None:
         existing = await ctx.db.scalar(
             SELECT_ID_BY_EMAIL, {"organisation_id": org, "email": params.email, "except_id": None}
         )
         raise _email_taken(existing) if existing else Conflict()
-    active = None
-    if params.category is not None:
-        assignment = await ctx.db.one(
-            INSERT_ASSIGNMENT,
-            {
-                "organisation_id": org,
-                "contact_id": row["id"],
-                "category": params.category,
-                "at": row["created_at"],
-                "assigned_by": ctx.user.user_id,
-                "reason": params.reason,
-            },
-        )
-        assert assignment is not None
-        active = _assignment(assignment)
+    active = _assignment(row, "a_") if row["a_id"] is not None else None
     given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
     ctx.record("contact", row["id"], given)
     # Built from what the inserts returned: no second read of the row just written.
