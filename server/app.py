@@ -62,15 +62,7 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
         return openrpc_document(router, title=TITLE, version=VERSION)
 
     authenticator = Authenticator(db, settings.database_url, cache_seconds=settings.auth_cache_seconds)
-    dispatcher = Dispatcher(
-        router,
-        db,
-        settings,
-        authenticator,
-        discover=discover,
-        max_batch_length=settings.max_batch_length,
-        always_http_200=settings.always_http_200,
-    )
+    dispatcher = Dispatcher(router, db, settings, authenticator, discover=discover)
 
     async def rpc(request: Request) -> Response:
         request_id = new_request_id(request.headers.get("x-request-id"))

@@ -111,16 +111,12 @@ class Dispatcher:
         authenticator: Authenticator,
         *,
         discover: Callable[[], Mapping[str, Any]],
-        max_batch_length: int = 50,
-        always_http_200: bool = False,
     ) -> None:
         self.router = router
         self.db = db
         self.settings = settings
         self.authenticator = authenticator
         self.discover = discover
-        self.max_batch_length = max_batch_length
-        self.always_http_200 = always_http_200
 
     async def handle(self, body: bytes, *, authorization: str | None, request_id: str) -> Reply:
         try:
@@ -137,9 +133,9 @@ class Dispatcher:
             return self._single(
                 self._error(None, InvalidRequest("Invalid Request: empty batch"), None, request_id)
             )
-        if len(message) > self.max_batch_length:
+        if len(message) > self.settings.max_batch_length:
             error = PayloadTooLarge(
-                f"Payload too large: a batch may hold at most {self.max_batch_length} calls"
+                f"Payload too large: a batch may hold at most {self.settings.max_batch_length} calls"
             )
             return self._single(self._error(None, error, None, request_id))
         outcomes = [await self._one(element, principals, request_id) for element in message]
@@ -158,7 +154,7 @@ class Dispatcher:
         return Reply(self._status(outcome.status), orjson.dumps(outcome.payload))
 
     def _status(self, status: int) -> int:
-        return 200 if self.always_http_200 else status
+        return 200 if self.settings.always_http_200 else status
 
     async def _one(self, call: Any, principals: _Principals, request_id: str) -> _Outcome | None:
         """Run one request object; None for a notification."""
