@@ -377,23 +377,21 @@ def _assign_lua(data: Data) -> str:
 
 
 def _assign_sql(data: Data) -> list[str]:
-    from procedures.contacts import INSERT_ASSIGNMENT, LOCK_CONTACT, SUPERSEDE_ACTIVE
+    from procedures.contacts import LOCK_CONTACT, SET_CATEGORY
 
     org = _org(data)
     category = f"{pg_array(data.categories, 'text')}[:c]"
-    keys = {"organisation_id": org, "contact_id": _pick_id(data)}
     return [
         _set_k(len(data.contact_ids)),
         f"\\set c random(1, {len(data.categories)})",
         *auth_statements(data),
         "BEGIN;",
         statement(LOCK_CONTACT, {"organisation_id": org, "id": _pick_id(data)}),
-        _gset(statement(SUPERSEDE_ACTIVE, {**keys, "category": category})),
         statement(
-            INSERT_ASSIGNMENT,
+            SET_CATEGORY,
             {
-                **keys,
-                "at": "CAST(:at AS timestamptz)",
+                "organisation_id": org,
+                "contact_id": _pick_id(data),
                 "category": category,
                 "assigned_by": f"'{data.user_id}'::uuid",
                 "reason": "'bench'",

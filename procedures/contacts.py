@@ -362,24 +362,25 @@ UPDATE_CONTACT = sql("""
      WHERE organisation_id = :organisation_id AND id = :id
 """)
 
-# One statement ends the active assignment and sets the contact's category, at one timestamp
-# (taken after the row lock) that the new assignment also starts at, so the history has no gaps.
-# The new row is inserted by the next statement, once the old one is out of the unique index.
-SUPERSEDE_ACTIVE = sql("""
+# One statement ends the active assignment, sets the contact's category and inserts the new
+# assignment, at one timestamp taken after the row lock (an earlier statement), so the history
+# has no gaps. The insert reads `superseded`, so the old row leaves the partial unique index first.
+SET_CATEGORY = sql(f"""
     WITH moment AS MATERIALIZED (SELECT clock_timestamp() AS at),
          superseded AS (
             UPDATE lead_category_assignments SET superseded_at = (SELECT at FROM moment)
              WHERE organisation_id = :organisation_id AND contact_id = :contact_id
-               AND superseded_at IS NULL)
-    UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM moment)
-     WHERE organisation_id = :organisation_id AND id = :contact_id
-    RETURNING updated_at AS at
-""")
-
-INSERT_ASSIGNMENT = sql(f"""
+               AND superseded_at IS NULL
+            RETURNING 1),
+         contact AS (
+            UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM moment)
+             WHERE organisation_id = :organisation_id AND id = :contact_id
+            RETURNING updated_at AS at)
     INSERT INTO lead_category_assignments AS a
                 (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
-    VALUES (:organisation_id, :contact_id, :category, :at, :assigned_by, :reason)
+    SELECT :organisation_id, :contact_id, :category, contact.at, :assigned_by, :reason
+      FROM contact
+     WHERE CAST(:category AS text) IS NOT NULL AND (SELECT count(*) FROM superseded) >= 0
     RETURNING {_ASSIGNMENT_COLUMNS}
 """)
 
@@ -614,16 +615,17 @@ async def _set_category(
     ctx: Context, contact_id: UUID, category: str | None, reason: str | None
 ) -> Assignment | None:
     """Supersede the active assignment and insert the new one; the contact row is locked."""
-    keys = {"organisation_id": ctx.organisation_id, "contact_id": contact_id}
-    at = await ctx.db.scalar(SUPERSEDE_ACTIVE, {**keys, "category": category})
-    if category is None:
-        return None
     row = await ctx.db.one(
-        INSERT_ASSIGNMENT,
-        {**keys, "at": at, "category": category, "assigned_by": ctx.user.user_id, "reason": reason},
+        SET_CATEGORY,
+        {
+            "organisation_id": ctx.organisation_id,
+            "contact_id": contact_id,
+            "category": category,
+            "assigned_by": ctx.user.user_id,
+            "reason": reason,
+        },
     )
-    assert row is not None
-    return _assignment(row)
+    return None if row is None else _assignment(row)
 
 
 # Handlers ----------------------------------------------------------------------------------------
