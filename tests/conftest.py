@@ -8,9 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from procedures import app_router
-from seeds.crm_providers import seed
 from server.db import Database
-from server.schema import init_schema
 from tests.crm_support import agency, crm, crm_server, fake  # noqa: F401  (CRM test fixtures)
 from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
 
@@ -35,16 +33,7 @@ def loop() -> Iterator[LoopThread]:
 @pytest.fixture(scope="session")
 def database_url(postgres: PostgresServer, loop: LoopThread) -> str:
     """A database of this session's own, with the schema applied and the providers seeded."""
-    url = postgres.create_database()
-
-    async def prepare() -> None:
-        db = Database(url, pool_size=1)
-        await init_schema(db)
-        await seed(db)
-        await db.close()
-
-    loop.run(prepare())
-    return url
+    return postgres.create_prepared_database(loop)
 
 
 @pytest.fixture(scope="session")

@@ -56,6 +56,24 @@ class PostgresServer:
         self._created.append(name)
         return with_database_name(self.admin_url, name)
 
+    def create_prepared_database(self, loop: LoopThread) -> str:
+        """A new database with the schema applied and the CRM providers seeded."""
+        from seeds.crm_providers import seed
+        from server.schema import init_schema
+
+        url = self.create_database()
+
+        async def prepare() -> None:
+            db = Database(url, pool_size=1)
+            try:
+                await init_schema(db)
+                await seed(db)
+            finally:
+                await db.close()
+
+        loop.run(prepare())
+        return url
+
     def close(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             for name in self._created:

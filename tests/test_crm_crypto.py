@@ -15,7 +15,6 @@ import pytest
 
 from procedures import app_router
 from procedures.crm_credentials import open_credentials, seal_credentials
-from seeds.crm_providers import seed
 from server.crypto import (
     DecryptionFailed,
     Keyring,
@@ -26,7 +25,6 @@ from server.crypto import (
     new_key_entry,
 )
 from server.db import Database
-from server.schema import init_schema
 from tests.crm_support import (
     KEYRING,
     connect,
@@ -199,16 +197,7 @@ def test_a_ciphertext_copied_to_another_connection_fails_to_decrypt(
 @pytest.fixture
 def fresh_database(postgres: PostgresServer, loop: LoopThread) -> Iterator[str]:
     """A database of its own: rotation re-encrypts every credential in it."""
-    url = postgres.create_database()
-
-    async def prepare() -> None:
-        db = Database(url, pool_size=1)
-        await init_schema(db)
-        await seed(db)
-        await db.close()
-
-    loop.run(prepare())
-    yield url
+    yield postgres.create_prepared_database(loop)
 
 
 def _rotate(database_url: str, keys: str) -> subprocess.CompletedProcess[str]:

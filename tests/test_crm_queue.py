@@ -11,7 +11,17 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from tests.crm_support import KEY_SPEC, attempts, connect, entry, make_contact, until, worker
+from tests.crm_support import (
+    KEY_SPEC,
+    attempts,
+    connect,
+    enqueue,
+    entry,
+    make_contact,
+    opened,
+    until,
+    worker,
+)
 from tests.fake_crm import FakeCrm
 from tests.support import LoopThread, Org, Rpc, query, wait_until
 
@@ -189,15 +199,7 @@ def test_sigterm_finishes_in_flight_deliveries_then_exits(
 ) -> None:
     connection = connect(crm, agency, "reapit")
     contact = make_contact(crm, agency, connection["id"], "RPT77000002")
-    entry_id = crm.call(
-        "crm.enqueueWriteback",
-        {
-            "contactId": contact,
-            "eventType": "email_opened",
-            "payload": {"subject": "s", "openedAt": "2026-03-20T09:00:00Z"},
-        },
-        agency.member_token,
-    )["entries"][0]["id"]
+    entry_id = enqueue(crm, agency, contact, payload=opened("s"))["entries"][0]["id"]
     fake.delay = 1.0
     process = WorkerProcess(database_url, fake)
     until(lambda: len(fake.writes()) == 1, timeout=20)
@@ -211,15 +213,7 @@ def test_sigterm_releases_what_it_cannot_finish_in_the_grace_period(
 ) -> None:
     connection = connect(crm, agency, "reapit")
     contact = make_contact(crm, agency, connection["id"], "RPT77000003")
-    entry_id = crm.call(
-        "crm.enqueueWriteback",
-        {
-            "contactId": contact,
-            "eventType": "email_opened",
-            "payload": {"subject": "s", "openedAt": "2026-03-20T09:00:00Z"},
-        },
-        agency.member_token,
-    )["entries"][0]["id"]
+    entry_id = enqueue(crm, agency, contact, payload=opened("s"))["entries"][0]["id"]
     fake.script(("hang", 3))
     process = WorkerProcess(database_url, fake, NURTUREHUB_WRITEBACK_GRACE_SECONDS="0.2")
     until(lambda: len(fake.writes()) == 1, timeout=20)
