@@ -28,8 +28,12 @@ async def write_audit(
     target_id: str | None = None,
     changed_fields: Sequence[str] = (),
     request_id: str | None = None,
+    and_commit: bool = False,
 ) -> None:
-    await tx.execute(
+    """Append the row; with `and_commit` it is the transaction's last statement and travels
+    with its COMMIT, one round trip for both."""
+    run = tx.commit_with if and_commit else tx.execute
+    await run(
         INSERT_AUDIT,
         {
             "organisation_id": organisation_id,

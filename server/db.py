@@ -11,7 +11,7 @@ failures are translated to procedure errors in one place.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 import psycopg
@@ -68,19 +68,28 @@ def _operational_error(cause: BaseException) -> ServiceUnavailable | Conflict:
 
 
 class Tx:
-    """One open transaction on one pooled connection."""
+    """One open transaction (or, for reads, autocommit statements) on one pooled connection.
 
-    __slots__ = ("connection",)
+    The pool's connections are in autocommit mode, so a read costs one round trip per
+    statement and no BEGIN. A write transaction sends BEGIN before its first statement, and
+    its COMMIT travels with its last statement (`commit_with`): the two are sent as one
+    simple-protocol query, the values bound client-side by psycopg. Every other statement is
+    bound server-side and prepared after a few uses.
+    """
 
-    def __init__(self, connection: psycopg.AsyncConnection[Row]) -> None:
+    __slots__ = ("connection", "_pending_begin", "_literals")
+
+    def __init__(self, connection: psycopg.AsyncConnection[Row], *, begin: bool = False) -> None:
         self.connection = connection
+        self._pending_begin = begin
+        self._literals: psycopg.AsyncClientCursor[Row] | None = None
 
     async def one(self, statement: Statement, params: Params | None = None) -> Row | None:
-        cursor = await self.connection.execute(statement.query, params or {})
+        cursor = await self._execute(statement, params)
         return await cursor.fetchone()
 
     async def all(self, statement: Statement, params: Params | None = None) -> Sequence[Row]:
-        cursor = await self.connection.execute(statement.query, params or {})
+        cursor = await self._execute(statement, params)
         return await cursor.fetchall()
 
     async def scalar(self, statement: Statement, params: Params | None = None) -> Any:
@@ -89,12 +98,48 @@ class Tx:
 
     async def execute(self, statement: Statement, params: Params | None = None) -> int:
         """Run a statement; returns the number of rows it touched."""
-        cursor = await self.connection.execute(statement.query, params or {})
+        cursor = await self._execute(statement, params)
         return cursor.rowcount
 
     async def run_script(self, script: str) -> None:
         """Run a multi-statement SQL script (no parameters), such as schema.sql."""
-        await self.connection.execute(script)
+        await self._simple(script)
+
+    async def commit_with(self, statement: Statement, params: Params | None = None) -> None:
+        """Run a last statement and commit, in one round trip."""
+        await self._simple(self._literal(statement, params), "COMMIT")
+
+    @property
+    def is_open(self) -> bool:
+        """True while a transaction is open on the connection (begun and not yet ended)."""
+        return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
+        if self._pending_begin:
+            # BEGIN on its own: sent with the first statement, that statement would be planned
+            # on every call, which costs PostgreSQL more than the round trip saves (bench/).
+            self._pending_begin = False
+            await self.connection.execute(b"BEGIN", prepare=False)
+        return await self.connection.execute(statement.query, params or {})
+
+    async def _simple(self, *statements: str) -> psycopg.AsyncCursor[Row]:
+        """Statements as one simple-protocol query (BEGIN first if still due); the cursor is on
+        the first statement's result."""
+        skip = 0
+        if self._pending_begin:
+            self._pending_begin = False
+            statements = ("BEGIN", *statements)
+            skip = 1
+        cursor = self.connection.cursor()
+        await cursor.execute("; ".join(statements).encode(), prepare=False)
+        for _ in range(skip):
+            cursor.nextset()
+        return cursor
+
+    def _literal(self, statement: Statement, params: Params | None) -> str:
+        if self._literals is None:
+            self._literals = psycopg.AsyncClientCursor(self.connection)
+        return self._literals.mogrify(statement.query, params or {})
 
 
 _PING = sql("SELECT 1")
@@ -121,6 +166,7 @@ class Database:
             open=False,
             kwargs={
                 "row_factory": dict_row,
+                "autocommit": True,  # transactions are begun explicitly, see Tx
                 "options": f"-c statement_timeout={statement_timeout_ms}",
                 "application_name": "nurturehub",
                 "connect_timeout": 5,
@@ -144,15 +190,18 @@ class Database:
         await self._ensure_open()
         try:
             async with self.pool.connection() as connection:
-                if read_only:
-                    await connection.set_autocommit(True)
-                    try:
-                        yield Tx(connection)
-                    finally:
-                        await connection.set_autocommit(False)
-                else:
-                    async with connection.transaction():
-                        yield Tx(connection)
+                tx = Tx(connection, begin=not read_only)
+                try:
+                    yield tx
+                except BaseException:
+                    if tx.is_open:
+                        # A failed rollback must not hide the error that caused it; the pool
+                        # discards a connection it gets back broken or mid-transaction.
+                        with suppress(psycopg.Error):
+                            await connection.rollback()
+                    raise
+                if tx.is_open:
+                    await connection.commit()
         except PoolTimeout:
             raise ServiceUnavailable(
                 "Service unavailable: the database is busy (no connection was free in time), try again"

@@ -250,6 +250,7 @@ class Dispatcher:
                     target_id=ctx.audit.target_id,
                     changed_fields=ctx.audit.changed_fields,
                     request_id=request_id,
+                    and_commit=True,
                 )
         wire = orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))
         return wire
