@@ -241,6 +241,33 @@ def _list_sql(data: Data) -> list[str]:
     return [*auth_statements(data), statement(LIST_CONTACTS, values)]
 
 
+def _category_lua(data: Data) -> str:
+    return _categories_lua(data) + (
+        "function body()\n"
+        '  return \'{"jsonrpc":"2.0","id":1,"method":"contacts.list","params":'
+        '{"category":"\' .. categories[math.random(#categories)] .. \'","limit":50}}\'\nend\n'
+    )
+
+
+def _category_sql(data: Data) -> list[str]:
+    from procedures.contacts import LIST_CONTACTS_BY_CATEGORIES
+
+    category = f"ARRAY[{pg_array(data.categories, 'text')}[:k]]"
+    values = {
+        **_NO_FILTERS,
+        "organisation_id": _org(data),
+        "categories": category,
+        "walk_categories": category,
+        "before_created_at": "CAST(NULL AS timestamptz)",
+        "before_id": "CAST(NULL AS uuid)",
+    }
+    return [
+        _set_k(len(data.categories)),
+        *auth_statements(data),
+        statement(LIST_CONTACTS_BY_CATEGORIES, values),
+    ]
+
+
 DEEP_FIRST, DEEP_LAST = 20, 30  # pages fetched by cursor in the list deep scenario
 
 
@@ -423,6 +450,13 @@ SCENARIOS: dict[str, Scenario] = {
             _list_sql,
             900,
             0.21,
+            needs=("contacts.list",),
+        ),
+        Scenario(
+            "list_category",
+            "contacts.list by category, first page (list deep's filter, for its cost by depth)",
+            _category_lua,
+            _category_sql,
             needs=("contacts.list",),
         ),
         Scenario(
