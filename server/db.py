@@ -120,7 +120,9 @@ class Tx:
             # on every call, which costs PostgreSQL more than the round trip saves (bench/).
             self._pending_begin = False
             await self.connection.execute(b"BEGIN", prepare=False)
-        return await self.connection.execute(statement.query, params or {})
+        # Rows in binary: uuids and timestamps decode from fixed-width values instead of being
+        # parsed from text (40-70 us less per 50-row list page, bench/).
+        return await self.connection.execute(statement.query, params or {}, binary=True)
 
     async def _simple(self, *statements: str) -> psycopg.AsyncCursor[Row]:
         """Statements as one simple-protocol query (BEGIN first if still due); the cursor is on
