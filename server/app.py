@@ -45,6 +45,7 @@ class RpcEndpoint:
     def __init__(self, dispatcher: Dispatcher, settings: Settings) -> None:
         self.dispatcher = dispatcher
         self.limit = settings.max_body_bytes
+        self.too_large = f"Payload too large: the body may be at most {self.limit} bytes"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = dict(scope["headers"])  # lower-cased names; the last of a repeated one wins
@@ -59,23 +60,21 @@ class RpcEndpoint:
             reply = await self.dispatcher.handle(
                 body, authorization=_text(headers.get(b"authorization")), request_id=request_id
             )
+        status, body = (204, b"") if reply.body is None else (reply.status, reply.body)
         response_headers = [(b"x-request-id", request_id.encode())]
-        if reply.body is None:
-            await send({"type": "http.response.start", "status": 204, "headers": response_headers})
-            await send({"type": "http.response.body", "body": b""})
-            return
-        response_headers += [
-            (b"content-type", _JSON.encode()),
-            (b"content-length", str(len(reply.body)).encode()),
-        ]
-        await send({"type": "http.response.start", "status": reply.status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": reply.body})
+        if status != 204:
+            response_headers += [
+                (b"content-type", _JSON.encode()),
+                (b"content-length", str(len(body)).encode()),
+            ]
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": body})
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         """The request body, refused as soon as it passes the limit (declared or streamed)."""
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            raise PayloadTooLarge(f"Payload too large: the body may be at most {self.limit} bytes")
+            raise PayloadTooLarge(self.too_large)
         chunks, size = [], 0
         while True:
             message = await receive()
@@ -84,7 +83,7 @@ class RpcEndpoint:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                raise PayloadTooLarge(f"Payload too large: the body may be at most {self.limit} bytes")
+                raise PayloadTooLarge(self.too_large)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)

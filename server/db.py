@@ -151,19 +151,12 @@ class Tx:
         await cursor.execute(statement.query, params or {}, binary=True)
         return cursor
 
-    async def _simple(self, *statements: str) -> psycopg.AsyncCursor[Row]:
-        """Statements as one simple-protocol query (BEGIN first if still due); the cursor is on
-        the first statement's result."""
-        skip = 0
+    async def _simple(self, *statements: str) -> None:
+        """Statements, with BEGIN first if still due, as one simple-protocol query."""
         if self._pending_begin:
             self._pending_begin = False
             statements = ("BEGIN", *statements)
-            skip = 1
-        cursor = self.connection.statements()
-        await cursor.execute("; ".join(statements).encode(), prepare=False)
-        for _ in range(skip):
-            cursor.nextset()
-        return cursor
+        await self.connection.statements().execute("; ".join(statements).encode(), prepare=False)
 
     def _literal(self, statement: Statement, params: Params | None) -> str:
         return self.connection.literals().mogrify(statement.query, params or {})
