@@ -68,7 +68,7 @@ def _operational_error(cause: BaseException) -> ServiceUnavailable | Conflict:
 
 
 class _Connection(psycopg.AsyncConnection[Row]):
-    """A pooled connection that keeps its two cursors for every transaction it serves.
+    """A pooled connection that keeps its cursors for every transaction it serves.
 
     A connection runs one statement at a time, and making a cursor costs about as much Python
     work as the rest of a round trip's (a 22-column read: 211 us with a new cursor, 177 us
@@ -77,6 +77,7 @@ class _Connection(psycopg.AsyncConnection[Row]):
 
     _statements: psycopg.AsyncCursor[Row] | None = None
     _literals: psycopg.AsyncClientCursor[Row] | None = None
+    _pipelined: list[psycopg.AsyncCursor[Row]] | None = None
 
     def statements(self) -> psycopg.AsyncCursor[Row]:
         """The cursor statements run on; its rows are read before the next statement runs."""
@@ -90,17 +91,26 @@ class _Connection(psycopg.AsyncConnection[Row]):
             self._literals = psycopg.AsyncClientCursor(self)
         return self._literals
 
+    def pipelined(self, count: int) -> list[psycopg.AsyncCursor[Row]]:
+        """`count` cursors, the statements cursor first: in a pipeline every statement's rows
+        arrive before any is read, and a cursor holds only its last statement's."""
+        if self._pipelined is None:
+            self._pipelined = [self.statements()]
+        while len(self._pipelined) < count:
+            self._pipelined.append(self.cursor())
+        return self._pipelined[:count]
+
 
 class Tx:
     """One open transaction (or, for reads, autocommit statements) on one pooled connection.
 
     The pool's connections are in autocommit mode, so a read costs one round trip per
-    statement and no BEGIN. A write transaction sends BEGIN before its first statement, and
-    its COMMIT travels with its last statement (`commit_with`): the two are sent as one
-    simple-protocol query, the values bound client-side by psycopg. Every other statement is
-    bound server-side and prepared after a few uses.
+    statement and no BEGIN. A write transaction's BEGIN travels with its first statement, in
+    pipeline mode (the statement stays prepared), and its COMMIT with its last statement
+    (`commit_with`): the two are sent as one simple-protocol query, the values bound
+    client-side by psycopg. `pipeline` sends several statements in one round trip.
 
-    Statements share the connection's cursor, so a Tx serves one task, as a connection does.
+    Statements share the connection's cursors, so a Tx serves one task, as a connection does.
     """
 
     __slots__ = ("connection", "_pending_begin")
@@ -126,6 +136,20 @@ class Tx:
         cursor = await self._execute(statement, params)
         return cursor.rowcount
 
+    async def pipeline(self, *steps: tuple[Statement, Params | None]) -> list[list[Row]]:
+        """Several statements in one round trip, and the rows of each.
+
+        PostgreSQL runs them in order, each as if sent on its own (at READ COMMITTED each takes
+        a fresh snapshot), so a later one sees what an earlier one locked or wrote. If one
+        fails, the rest are skipped and its error is raised.
+        """
+        cursors = self.connection.pipelined(len(steps))
+        async with self.connection.pipeline():
+            await self._begin_if_due(cursors[0])
+            for cursor, (statement, params) in zip(cursors, steps, strict=True):
+                await cursor.execute(statement.query, params or {}, binary=True)
+        return [await cursor.fetchall() for cursor in cursors]
+
     async def run_script(self, script: str) -> None:
         """Run a multi-statement SQL script (no parameters), such as schema.sql."""
         await self._simple(script)
@@ -141,15 +165,26 @@ class Tx:
 
     async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
         cursor = self.connection.statements()
-        if self._pending_begin:
-            # BEGIN on its own: sent with the first statement, that statement would be planned
-            # on every call, which costs PostgreSQL more than the round trip saves (bench/).
-            self._pending_begin = False
-            await cursor.execute(b"BEGIN", prepare=False)
         # Rows in binary: uuids and timestamps decode from fixed-width values instead of being
         # parsed from text (40-70 us less per 50-row list page, bench/).
-        await cursor.execute(statement.query, params or {}, binary=True)
+        if self._pending_begin:
+            async with self.connection.pipeline():
+                await self._begin_if_due(cursor)
+                await cursor.execute(statement.query, params or {}, binary=True)
+        else:
+            await cursor.execute(statement.query, params or {}, binary=True)
         return cursor
+
+    async def _begin_if_due(self, cursor: psycopg.AsyncCursor[Row]) -> None:
+        """Queue BEGIN ahead of the pipeline's first statement, once per transaction.
+
+        In a pipeline, not in one simple-protocol query: sent as text with its first statement,
+        that statement would be planned on every call, which costs PostgreSQL more than the
+        round trip saves (bench/).
+        """
+        if self._pending_begin:
+            self._pending_begin = False
+            await cursor.execute(b"BEGIN", prepare=False)
 
     async def _simple(self, *statements: str) -> None:
         """Statements, with BEGIN first if still due, as one simple-protocol query."""
