@@ -404,7 +404,7 @@ def _assign_lua(data: Data) -> str:
 
 
 def _assign_sql(data: Data) -> list[str]:
-    from procedures.contacts import LOCK_CONTACT, SET_CATEGORY
+    from procedures.contacts import LOCK_CONTACT_ROW, SET_CATEGORY
 
     org = _org(data)
     category = f"{pg_array(data.categories, 'text')}[:c]"
@@ -413,7 +413,7 @@ def _assign_sql(data: Data) -> list[str]:
         f"\\set c random(1, {len(data.categories)})",
         *auth_statements(data),
         "BEGIN;",
-        statement(LOCK_CONTACT, {"organisation_id": org, "id": _pick_id(data)}),
+        statement(LOCK_CONTACT_ROW, {"organisation_id": org, "contact_id": _pick_id(data)}),
         statement(
             SET_CATEGORY,
             {

@@ -362,31 +362,45 @@ UPDATE_CONTACT = sql("""
      WHERE organisation_id = :organisation_id AND id = :id
 """)
 
-# One statement ends the active assignment, sets the contact's category and inserts the new
-# assignment, at one timestamp taken after the row lock (an earlier statement), so the history
-# has no gaps. The insert reads `superseded`, so the old row leaves the partial unique index first.
-SET_CATEGORY = sql(f"""
-    WITH moment AS MATERIALIZED (SELECT clock_timestamp() AS at),
-         superseded AS (
-            UPDATE lead_category_assignments SET superseded_at = (SELECT at FROM moment)
-             WHERE organisation_id = :organisation_id AND contact_id = :contact_id
-               AND superseded_at IS NULL
-            RETURNING 1),
-         contact AS (
-            UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM moment)
-             WHERE organisation_id = :organisation_id AND id = :contact_id
-            RETURNING updated_at AS at)
-    INSERT INTO lead_category_assignments AS a
-                (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
-    SELECT :organisation_id, :contact_id, :category, contact.at, :assigned_by, :reason
-      FROM contact
-     WHERE CAST(:category AS text) IS NOT NULL AND (SELECT count(*) FROM superseded) >= 0
-    RETURNING {_ASSIGNMENT_COLUMNS}
+# A category change takes the contact's row lock first, then runs SET_CATEGORY as a statement of
+# its own: its snapshot, taken after the lock, sees every change committed before, so the
+# history has no gaps and never two active rows. The lock alone, without the row's columns.
+LOCK_CONTACT_ROW = sql("""
+    SELECT id FROM contacts WHERE organisation_id = :organisation_id AND id = :contact_id
+       FOR UPDATE
 """)
 
-SELECT_ACTIVE_ASSIGNMENT = sql(f"""
-    SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
-     WHERE a.organisation_id = :organisation_id AND a.contact_id = :contact_id
+# Unless the contact already has this category, one statement ends the active assignment, sets
+# the contact's category and inserts the new assignment, at one timestamp. The insert reads
+# `superseded`, so the old row leaves the partial unique index first. Returns the new assignment
+# (changed) or, when nothing changed, the active one; no row for a contact that does not exist.
+SET_CATEGORY = sql(f"""
+    WITH target AS MATERIALIZED (
+            SELECT clock_timestamp() AS at FROM contacts
+             WHERE organisation_id = :organisation_id AND id = :contact_id
+               AND active_category IS DISTINCT FROM CAST(:category AS text)),
+         superseded AS (
+            UPDATE lead_category_assignments SET superseded_at = (SELECT at FROM target)
+             WHERE organisation_id = :organisation_id AND contact_id = :contact_id
+               AND superseded_at IS NULL AND EXISTS (SELECT FROM target)
+            RETURNING 1),
+         contact AS (
+            UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM target)
+             WHERE organisation_id = :organisation_id AND id = :contact_id
+               AND EXISTS (SELECT FROM target)
+            RETURNING updated_at AS at),
+         inserted AS (
+            INSERT INTO lead_category_assignments AS a
+                        (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
+            SELECT :organisation_id, :contact_id, :category, contact.at, :assigned_by, :reason
+              FROM contact
+             WHERE CAST(:category AS text) IS NOT NULL AND (SELECT count(*) FROM superseded) >= 0
+            RETURNING {_ASSIGNMENT_COLUMNS})
+    SELECT true AS changed, * FROM inserted
+    UNION ALL
+    SELECT false, {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
+     WHERE NOT EXISTS (SELECT FROM target)
+       AND a.organisation_id = :organisation_id AND a.contact_id = :contact_id
        AND a.superseded_at IS NULL
 """)
 
@@ -611,21 +625,17 @@ def list_query(
     }
 
 
-async def _set_category(
+def _category_change(
     ctx: Context, contact_id: UUID, category: str | None, reason: str | None
-) -> Assignment | None:
-    """Supersede the active assignment and insert the new one; the contact row is locked."""
-    row = await ctx.db.one(
-        SET_CATEGORY,
-        {
-            "organisation_id": ctx.organisation_id,
-            "contact_id": contact_id,
-            "category": category,
-            "assigned_by": ctx.user.user_id,
-            "reason": reason,
-        },
-    )
-    return None if row is None else _assignment(row)
+) -> dict[str, Any]:
+    """SET_CATEGORY's parameters; LOCK_CONTACT_ROW takes the same."""
+    return {
+        "organisation_id": ctx.organisation_id,
+        "contact_id": contact_id,
+        "category": category,
+        "assigned_by": ctx.user.user_id,
+        "reason": reason,
+    }
 
 
 # Handlers ----------------------------------------------------------------------------------------
@@ -768,7 +778,8 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     if consent_now:
         fields.append("consentTimestamp")
     if "category" in given and params.category != current["active_category"]:
-        await _set_category(ctx, params.id, params.category, params.reason)
+        # The row is locked (by _lock), so the category read above is still the contact's.
+        await ctx.db.execute(SET_CATEGORY, _category_change(ctx, params.id, params.category, params.reason))
         fields.append("category")
     ctx.record("contact", params.id, fields)
     return await _detail(ctx, params.id)
@@ -777,17 +788,14 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
 @mutation(guard=AUTHED)
 async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
     """(Re)assign the contact's category; the current category again changes nothing."""
-    current = await _lock(ctx, params.id)
-    keys = {"organisation_id": ctx.organisation_id, "contact_id": params.id}
-    if current["active_category"] == params.category:
-        ctx.record("contact", params.id)
-        row = await ctx.db.one(SELECT_ACTIVE_ASSIGNMENT, keys)
-        assert row is not None
-        return _assignment(row)
-    assignment = await _set_category(ctx, params.id, params.category, params.reason)
-    assert assignment is not None
-    ctx.record("contact", params.id, ["category"])
-    return assignment
+    change = _category_change(ctx, params.id, params.category, params.reason)
+    # The lock and the change in one round trip: PostgreSQL still runs them one after the other.
+    locked, assignment = await ctx.db.pipeline((LOCK_CONTACT_ROW, change), (SET_CATEGORY, change))
+    if not locked:
+        raise _not_found()
+    row = assignment[0]
+    ctx.record("contact", params.id, ["category"] if row["changed"] else [])
+    return _assignment(row)
 
 
 @query(guard=AUTHED)
