@@ -28,6 +28,7 @@ from procedures.contact_fields import (
 from server.context import Context
 from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Row, Statement, sql
+from server.encoded import Encoded, encode, wire_columns
 from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
 from server.keys import keyed_hash
 from server.models import WireModel
@@ -193,12 +194,27 @@ SELECT_CRM_PROVIDERS = sql(
     "SELECT id, name, auth_type, webhook_path FROM crm_providers ORDER BY lower(name), id"
 )
 
-_CONTACT_COLUMNS = """
-    c.id, c.first_name, c.last_name, c.email, c.phone, c.postcode, c.consent_status,
-    c.consent_timestamp, c.import_source, c.crm_connection_id, c.external_id,
-    c.active_category AS category, lead_category_group(c.active_category) AS "group",
-    c.created_at, c.updated_at
-"""
+# Contact's fields, as selected from contacts AS c.
+_CONTACT_SQL = {
+    "id": "c.id",
+    "first_name": "c.first_name",
+    "last_name": "c.last_name",
+    "email": "c.email",
+    "phone": "c.phone",
+    "postcode": "c.postcode",
+    "consent_status": "c.consent_status",
+    "consent_timestamp": "c.consent_timestamp",
+    "import_source": "c.import_source",
+    "crm_connection_id": "c.crm_connection_id",
+    "external_id": "c.external_id",
+    "category": "c.active_category",
+    "group": "lead_category_group(c.active_category)",
+    "created_at": "c.created_at",
+    "updated_at": "c.updated_at",
+}
+_CONTACT_COLUMNS = ", ".join(f'{expression} AS "{name}"' for name, expression in _CONTACT_SQL.items())
+# The same, under the wire names: list pages go to JSON as selected (server/encoded.py).
+_CONTACT_WIRE_COLUMNS = wire_columns(Contact, _CONTACT_SQL)
 _ASSIGNMENT_COLUMNS = """
     a.id, a.category, a.category_group AS "group", a.assigned_at, a.superseded_at,
     a.assigned_by, a.reason
@@ -226,6 +242,8 @@ _FILTERS = {
     "tsquery": "(CAST(:tsquery AS tsquery) IS NULL OR c.search_vector @@ CAST(:tsquery AS tsquery))",
 }
 _ORDER = "ORDER BY c.created_at DESC, c.id DESC LIMIT :fetch"
+# The same order over rows already selected under wire names.
+_WIRE_ORDER = 'ORDER BY c."createdAt" DESC, c.id DESC LIMIT :fetch'
 
 
 def _residual(*driving_filters: str) -> str:
@@ -233,7 +251,7 @@ def _residual(*driving_filters: str) -> str:
 
 
 def _list_walking(driving_condition: str, *driving_filters: str) -> str:
-    return f"""SELECT {_CONTACT_COLUMNS} FROM contacts AS c
+    return f"""SELECT {_CONTACT_WIRE_COLUMNS} FROM contacts AS c
                 WHERE {_PAGE} AND {driving_condition} AND {_residual(*driving_filters)} {_ORDER}"""
 
 
@@ -252,15 +270,15 @@ LIST_CONTACTS_BY_SEARCH_RECENT = sql(f"""
                c.active_category, c.search_vector, c.created_at, c.updated_at
           FROM contacts AS c WHERE {_PAGE}
          ORDER BY c.created_at DESC, c.id DESC LIMIT :window)
-    SELECT {_CONTACT_COLUMNS} FROM recent AS c WHERE {_residual()} {_ORDER}
+    SELECT {_CONTACT_WIRE_COLUMNS} FROM recent AS c WHERE {_residual()} {_ORDER}
 """)
 # Step 2, when step 1 did not fill the page: every match by the GIN index, then the page of
 # them. Its cost follows the number of matches, which step 1 has shown to be sparse.
 LIST_CONTACTS_BY_SEARCH_MATCHES = sql(f"""
     WITH matches AS MATERIALIZED (
-        SELECT {_CONTACT_COLUMNS} FROM contacts AS c
+        SELECT {_CONTACT_WIRE_COLUMNS} FROM contacts AS c
          WHERE {_PAGE} AND c.search_vector @@ CAST(:tsquery AS tsquery) AND {_residual("tsquery")})
-    SELECT * FROM matches AS c {_ORDER}
+    SELECT * FROM matches AS c {_WIRE_ORDER}
 """)
 SEARCH_WINDOW = 10_000
 # Several categories (or a group): walk contacts_category_idx once per category, each walk
@@ -269,7 +287,7 @@ LIST_CONTACTS_BY_CATEGORIES = sql(f"""
     SELECT c.* FROM unnest(CAST(:walk_categories AS text[])) AS k (category)
     CROSS JOIN LATERAL ({_list_walking("c.active_category = k.category", "categories", "group")}) AS c
      WHERE CAST(:group AS text) IS NULL OR lead_category_group(k.category) = :group
-    {_ORDER}
+    {_WIRE_ORDER}
 """)
 
 SELECT_CONTACT = sql(f"""
@@ -649,7 +667,7 @@ async def list_crm_providers(ctx: Context, params: ListCrmProvidersParams) -> li
 
 
 @query(guard=AUTHED)
-async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage:
+async def list_contacts(ctx: Context, params: ListContactsParams) -> Encoded[ContactPage]:
     """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more."""
     filters = list_filters(params)
     key = cursor_key(ctx.settings.suppression_key)
@@ -667,10 +685,10 @@ async def list_contacts(ctx: Context, params: ListContactsParams) -> ContactPage
     next_cursor = None
     if len(rows) > params.limit:
         last = page[-1]
-        next_cursor = encode_cursor(key, scope, [last["created_at"].isoformat(), str(last["id"])])
-    # The rows carry exactly Contact's fields: one validation of the whole page in pydantic's
-    # core costs a fraction of building a model per row (the bench profile's largest item).
-    return ContactPage.model_validate({"items": page, "next_cursor": next_cursor})
+        next_cursor = encode_cursor(key, scope, [last["createdAt"].isoformat(), str(last["id"])])
+    # The rows are Contact's fields under their wire names: no model is built per row, which
+    # was most of a page's Python work (bench/: 585 -> 352 us of CPU per 50-row page).
+    return encode({"items": page, "nextCursor": next_cursor})
 
 
 @query(guard=AUTHED)

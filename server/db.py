@@ -223,7 +223,8 @@ class Database:
             kwargs={
                 "row_factory": dict_row,
                 "autocommit": True,  # transactions are begun explicitly, see Tx
-                "options": f"-c statement_timeout={statement_timeout_ms}",
+                # Times in UTC whatever the server's zone, so every path writes them alike.
+                "options": f"-c statement_timeout={statement_timeout_ms} -c TimeZone=UTC",
                 "application_name": "nurturehub",
                 "connect_timeout": 5,
             },

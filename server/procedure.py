@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from server.context import Context
+from server.encoded import Encoded
 
 __all__ = [
     "ADMIN",
@@ -88,6 +89,9 @@ def _build(kind: Kind, guard: Guard) -> Callable[[Handler], Procedure]:
                 f"{handler.__qualname__}: params must be annotated with a pydantic model"
             )
         result_type = hints["return"]
+        if typing.get_origin(result_type) is Encoded:
+            # Serialised by the handler; described and checked as the type it encodes.
+            (result_type,) = typing.get_args(result_type)
         return Procedure(
             handler=handler,
             kind=kind,

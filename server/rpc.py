@@ -22,6 +22,7 @@ from server.audit import write_audit
 from server.auth import Authenticator
 from server.context import Context, Principal
 from server.db import Database
+from server.encoded import Encoded
 from server.errors import (
     Forbidden,
     InternalError,
@@ -233,12 +234,7 @@ class Dispatcher:
                 db=tx,
                 settings=self.settings,
             )
-            result = await procedure(ctx, validated)
-            try:
-                result = procedure.result_adapter.validate_python(result)
-            except pydantic.ValidationError:
-                log.exception("%s returned a result that fails its own model", method)
-                raise InternalError() from None
+            result = self._checked(procedure, method, await procedure(ctx, validated))
             if procedure.kind is Kind.MUTATION:
                 await write_audit(
                     tx,
@@ -252,8 +248,21 @@ class Dispatcher:
                     request_id=request_id,
                     and_commit=True,
                 )
-        wire = orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))
-        return wire
+        if isinstance(result, Encoded):
+            return orjson.Fragment(result.json)
+        return orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))
+
+    def _checked(self, procedure: Procedure, method: str, result: Any) -> Any:
+        """The handler's result, validated against its declared type (see server/encoded.py)."""
+        try:
+            if not isinstance(result, Encoded):
+                return procedure.result_adapter.validate_python(result)
+            if self.settings.verify_encoded_results:
+                procedure.result_adapter.validate_json(result.json, strict=True)
+            return result
+        except pydantic.ValidationError:
+            log.exception("%s returned a result that fails its own model", method)
+            raise InternalError() from None
 
     @staticmethod
     def _validate(procedure: Procedure, params: Any) -> Any:

@@ -62,6 +62,9 @@ class Settings:
     # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
     # import suppression checks fail closed. Never in repr, so it never reaches a log.
     suppression_key: bytes | None = field(default=None, repr=False)
+    # Validate results a handler serialised itself (server/encoded.py) against their model, as
+    # the tests do; off in production, where the rows' types come from the schema.
+    verify_encoded_results: bool = False
 
     @classmethod
     def from_env(cls, database_url: str) -> Settings:
@@ -77,6 +80,8 @@ class Settings:
             auth_cache_seconds=_float_env("NURTUREHUB_AUTH_CACHE_SECONDS", 5.0),
             encryption_keys=keyring_from_env(),
             suppression_key=_suppression_key_from_env(),
+            verify_encoded_results=os.environ.get("NURTUREHUB_VERIFY_ENCODED_RESULTS", "")
+            in ("1", "true", "yes"),
         )
 
 

@@ -7,6 +7,7 @@ from pydantic import Field
 from procedures import app_router
 from server.context import Context
 from server.db import sql
+from server.encoded import Encoded, encode
 from server.models import WireModel
 from server.procedure import ADMIN, PUBLIC, Router, mutation, query
 
@@ -80,6 +81,12 @@ async def bad_output(ctx: Context, params: Empty) -> Ok:
     return {"ok": "not-a-bool", "extra": 1}  # type: ignore[return-value]
 
 
+@query(guard=PUBLIC)
+async def bad_encoded_output(ctx: Context, params: Empty) -> Encoded[Ok]:
+    """Serialises something that is not an Ok itself."""
+    return encode({"ok": "not-a-bool"})
+
+
 probe_router = Router(
     {
         **app_router,
@@ -93,6 +100,7 @@ probe_router = Router(
                         "broken": broken,
                         "transaction": transaction,
                         "badOutput": bad_output,
+                        "badEncodedOutput": bad_encoded_output,
                     }
                 )
             }

@@ -110,6 +110,8 @@ class ServerThread:
     def __init__(self, database_url: str, router: Router, **settings: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Results a handler serialised itself are checked against their model in every test.
+        settings.setdefault("verify_encoded_results", True)
         app = create_app(Settings(database_url=database_url, **settings), router)
         self.app = app
         config = uvicorn.Config(

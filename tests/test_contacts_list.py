@@ -233,13 +233,17 @@ def test_search_finds_matches_beyond_its_first_window(
 
 
 def test_list_items_are_exactly_what_get_answers(rpc: Rpc, world: Any) -> None:
-    """List items are built as JSON by PostgreSQL; they must match get's contact field for field."""
+    """List pages are serialised from their rows, not from models (server/encoded.py); each item
+    must still be what get answers, field for field, in the same order and the same formats."""
     org = world.org()
     made = [
         create(
             rpc, org, phone="07911 123456", postcode="sw1a1aa", category="seller", consentStatus="granted"
         ),
         create(rpc, org, firstName=None, lastName="Solo", email=None, consentStatus="pending"),
+        # Whole seconds and a non-UTC offset: both paths must write the time the same way.
+        create(rpc, org, consentStatus="granted", consentTimestamp="2025-03-01T09:30:00+01:00"),
+        create(rpc, org, consentStatus="denied", consentTimestamp="2025-03-01T09:30:00.250000Z"),
     ]
     items = rpc.call("contacts.list", {}, org.member_token)["items"]
     for contact in made:
@@ -247,3 +251,6 @@ def test_list_items_are_exactly_what_get_answers(rpc: Rpc, world: Any) -> None:
         detail.pop("activeAssignment")
         (item,) = [i for i in items if i["id"] == contact["id"]]
         assert item == detail
+        assert list(item) == list(detail)
+    timestamps = {i["consentTimestamp"] for i in items}
+    assert {"2025-03-01T08:30:00Z", "2025-03-01T09:30:00.250000Z"} <= timestamps

@@ -126,6 +126,14 @@ def test_an_output_that_fails_its_model_is_an_internal_error(probe: Rpc) -> None
     assert "not-a-bool" not in json.dumps(error)
 
 
+def test_a_serialised_output_that_fails_its_model_is_caught_in_the_tests(probe: Rpc) -> None:
+    # Handlers that serialise their own result (server/encoded.py) skip validation in
+    # production; the test servers turn it on, so a select list that drifts fails here.
+    error = probe.error("probe.badEncodedOutput")
+    assert error["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert "not-a-bool" not in json.dumps(error)
+
+
 def _formatted(caplog) -> str:
     from server.logs import JsonFormatter
 
