@@ -105,10 +105,11 @@ class Tx:
     """One open transaction (or, for reads, autocommit statements) on one pooled connection.
 
     The pool's connections are in autocommit mode, so a read costs one round trip per
-    statement and no BEGIN. A write transaction's BEGIN travels with its first statement, in
-    pipeline mode (the statement stays prepared), and its COMMIT with its last statement
-    (`commit_with`): the two are sent as one simple-protocol query, the values bound
-    client-side by psycopg. `pipeline` sends several statements in one round trip.
+    statement and no BEGIN. A write transaction sends BEGIN before its first statement (in
+    the same round trip when that is a `pipeline`, which sends several statements at once), and
+    its COMMIT travels with its last statement (`commit_with`): the two are sent as one
+    simple-protocol query, the values bound client-side by psycopg. Every other statement is
+    bound server-side and prepared after a few uses.
 
     Statements share the connection's cursors, so a Tx serves one task, as a connection does.
     """
@@ -165,23 +166,20 @@ class Tx:
 
     async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
         cursor = self.connection.statements()
+        if self._pending_begin:
+            # BEGIN on its own. Sent as text with the statement, the statement would be planned
+            # on every call; in a pipeline with it, psycopg's pipeline costs more Python work
+            # than the round trip saves (bench/: create's server CPU per request rose in 3 of 3
+            # interleaved pairs). Tx.pipeline, which pays for a pipeline anyway, takes it along.
+            self._pending_begin = False
+            await cursor.execute(b"BEGIN", prepare=False)
         # Rows in binary: uuids and timestamps decode from fixed-width values instead of being
         # parsed from text (40-70 us less per 50-row list page, bench/).
-        if self._pending_begin:
-            async with self.connection.pipeline():
-                await self._begin_if_due(cursor)
-                await cursor.execute(statement.query, params or {}, binary=True)
-        else:
-            await cursor.execute(statement.query, params or {}, binary=True)
+        await cursor.execute(statement.query, params or {}, binary=True)
         return cursor
 
     async def _begin_if_due(self, cursor: psycopg.AsyncCursor[Row]) -> None:
-        """Queue BEGIN ahead of the pipeline's first statement, once per transaction.
-
-        In a pipeline, not in one simple-protocol query: sent as text with its first statement,
-        that statement would be planned on every call, which costs PostgreSQL more than the
-        round trip saves (bench/).
-        """
+        """Queue BEGIN ahead of a pipeline's first statement, once per transaction."""
         if self._pending_begin:
             self._pending_begin = False
             await cursor.execute(b"BEGIN", prepare=False)
