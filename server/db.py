@@ -166,20 +166,18 @@ class Tx:
 
     async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
         cursor = self.connection.statements()
-        if self._pending_begin:
-            # BEGIN on its own. Sent as text with the statement, the statement would be planned
-            # on every call; in a pipeline with it, psycopg's pipeline costs more Python work
-            # than the round trip saves (bench/: create's server CPU per request rose in 3 of 3
-            # interleaved pairs). Tx.pipeline, which pays for a pipeline anyway, takes it along.
-            self._pending_begin = False
-            await cursor.execute(b"BEGIN", prepare=False)
+        # BEGIN on its own round trip. Sent as text with the statement, the statement would be
+        # planned on every call; in a pipeline with it, psycopg's pipeline costs more Python
+        # work than the round trip saves (bench/: create's server CPU per request rose in 3 of 3
+        # interleaved pairs). Tx.pipeline, which pays for a pipeline anyway, takes it along.
+        await self._begin_if_due(cursor)
         # Rows in binary: uuids and timestamps decode from fixed-width values instead of being
         # parsed from text (40-70 us less per 50-row list page, bench/).
         await cursor.execute(statement.query, params or {}, binary=True)
         return cursor
 
     async def _begin_if_due(self, cursor: psycopg.AsyncCursor[Row]) -> None:
-        """Queue BEGIN ahead of a pipeline's first statement, once per transaction."""
+        """Send (in a pipeline, queue) BEGIN ahead of the first statement, once per transaction."""
         if self._pending_begin:
             self._pending_begin = False
             await cursor.execute(b"BEGIN", prepare=False)
