@@ -8,7 +8,7 @@ from uuid import UUID
 import email_validator
 
 from server import tokens
-from server.audit import write_audit
+from server.audit import audit_params, write_audit
 from server.auth import notify_auth_changed
 from server.db import Tx, sql
 
@@ -91,11 +91,13 @@ async def issue_token(
     )
     await write_audit(
         tx,
-        action="cli.token.create",
-        organisation_id=organisation_id,
-        target_type="api_token",
-        target_id=str(token_id),
-        changed_fields=["role", "token"],
+        audit_params(
+            action="cli.token.create",
+            organisation_id=organisation_id,
+            target_type="api_token",
+            target_id=str(token_id),
+            changed_fields=["role", "token"],
+        ),
     )
     return IssuedToken(organisation_id, user_id, token_id, token)
 
@@ -107,11 +109,13 @@ async def create_organisation(tx: Tx, name: str, owner_email: str) -> IssuedToke
     organisation_id = await tx.scalar(INSERT_ORGANISATION, {"name": name})
     await write_audit(
         tx,
-        action="cli.org.create",
-        organisation_id=organisation_id,
-        target_type="organisation",
-        target_id=str(organisation_id),
-        changed_fields=["name"],
+        audit_params(
+            action="cli.org.create",
+            organisation_id=organisation_id,
+            target_type="organisation",
+            target_id=str(organisation_id),
+            changed_fields=["name"],
+        ),
     )
     return await issue_token(tx, organisation_id, owner_email, "owner", name="owner")
 
@@ -124,10 +128,12 @@ async def revoke_token(tx: Tx, token_id: UUID) -> bool:
     await notify_auth_changed(tx)
     await write_audit(
         tx,
-        action="cli.token.revoke",
-        organisation_id=organisation_id,
-        target_type="api_token",
-        target_id=str(token_id),
-        changed_fields=["revoked_at"],
+        audit_params(
+            action="cli.token.revoke",
+            organisation_id=organisation_id,
+            target_type="api_token",
+            target_id=str(token_id),
+            changed_fields=["revoked_at"],
+        ),
     )
     return True

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from uuid import UUID
 
+from server.audit import audit_params
 from server.db import Tx
 from server.errors import Unauthorized
 from server.settings import Settings
@@ -34,6 +36,8 @@ class AuditEntry:
     target_type: str | None = None
     target_id: str | None = None
     changed_fields: list[str] = field(default_factory=list)
+    # True once the handler's own statement carries the row (Context.audited).
+    in_statement: bool = False
 
 
 @dataclass(slots=True)
@@ -56,10 +60,37 @@ class Context:
     def organisation_id(self) -> UUID:
         return self.user.organisation_id
 
-    def record(
-        self, target_type: str, target_id: object, changed_fields: Iterable[str] = ()
-    ) -> None:
+    def record(self, target_type: str, target_id: object, changed_fields: Iterable[str] = ()) -> None:
         """Say what this mutation touched; names of fields only, never their values."""
         self.audit.target_type = target_type
-        self.audit.target_id = str(target_id)
+        self.audit.target_id = None if target_id is None else str(target_id)
         self.audit.changed_fields = sorted(set(changed_fields))
+
+    def audited(
+        self, params: Mapping[str, Any], target_type: str, changed_fields: Iterable[str] = ()
+    ) -> dict[str, Any]:
+        """`params` for a statement that writes this mutation's audit row itself (its SQL has
+        server/audit.py's `audit_cte`, which takes the target id from the statement's rows).
+
+        The framework then writes no row of its own. The statement must be `sql(...,
+        last=True)`: it ends the transaction, and when it is the first it runs as a
+        transaction of one statement, with no BEGIN and COMMIT round trips. So once it has
+        run, the mutation is committed: build the result from its rows, and do no more.
+        """
+        self.record(target_type, None, changed_fields)
+        self.audit.in_statement = True
+        return {**params, **self.audit_params()}
+
+    def audit_params(self) -> dict[str, Any]:
+        """The audit row's values, from the caller and what the handler recorded."""
+        principal = self.principal
+        return audit_params(
+            action=self.procedure,
+            organisation_id=principal.organisation_id if principal else None,
+            actor_user_id=principal.user_id if principal else None,
+            actor_token_id=principal.token_id if principal else None,
+            target_type=self.audit.target_type,
+            target_id=self.audit.target_id,
+            changed_fields=self.audit.changed_fields,
+            request_id=self.request_id,
+        )

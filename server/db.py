@@ -32,21 +32,25 @@ _DIALECT = PGDialect_psycopg()  # type: ignore[no-untyped-call]
 
 
 class Statement:
-    """A hand-written statement: `text` as written, `query` compiled for psycopg."""
+    """A hand-written statement: `text` as written, `query` compiled for psycopg.
 
-    __slots__ = ("query", "text")
+    A `last` statement ends its transaction (see Tx): the Tx refuses any statement after it.
+    """
 
-    def __init__(self, statement: str) -> None:
+    __slots__ = ("last", "query", "text")
+
+    def __init__(self, statement: str, *, last: bool = False) -> None:
         self.text = statement
         self.query = str(text(statement).compile(dialect=_DIALECT))
+        self.last = last
 
     def __repr__(self) -> str:
         return f"sql({self.text.strip()[:60]!r}...)"
 
 
-def sql(statement: str) -> Statement:
-    """A hand-written statement with :named parameters, compiled once."""
-    return Statement(statement)
+def sql(statement: str, *, last: bool = False) -> Statement:
+    """A hand-written statement with :named parameters, compiled once; `last`: see Statement."""
+    return Statement(statement, last=last)
 
 
 def _conninfo(database_url: str) -> str:
@@ -111,14 +115,20 @@ class Tx:
     simple-protocol query, the values bound client-side by psycopg. Every other statement is
     bound server-side and prepared after a few uses.
 
+    A `last` statement ends the transaction. When it is also the first, it runs on its own,
+    without BEGIN: PostgreSQL makes a single statement a transaction of its own, so a mutation
+    written as one statement costs one round trip. In a `pipeline`, COMMIT follows it in the
+    same round trip. Otherwise the transaction commits when it closes, as usual.
+
     Statements share the connection's cursors, so a Tx serves one task, as a connection does.
     """
 
-    __slots__ = ("connection", "_pending_begin")
+    __slots__ = ("connection", "_pending_begin", "_ended")
 
     def __init__(self, connection: _Connection, *, begin: bool = False) -> None:
         self.connection = connection
         self._pending_begin = begin
+        self._ended = False
 
     async def one(self, statement: Statement, params: Params | None = None) -> Row | None:
         cursor = await self._execute(statement, params)
@@ -144,11 +154,17 @@ class Tx:
         a fresh snapshot), so a later one sees what an earlier one locked or wrote. If one
         fails, the rest are skipped and its error is raised.
         """
-        cursors = self.connection.pipelined(len(steps))
+        for statement, _ in steps:
+            self._check_not_ended(statement)
+        commit = self._ended and self._begun
+        # One more cursor for COMMIT: a cursor holds only its last statement's rows.
+        *cursors, spare = self.connection.pipelined(len(steps) + 1)
         async with self.connection.pipeline():
             await self._begin_if_due(cursors[0])
             for cursor, (statement, params) in zip(cursors, steps, strict=True):
                 await cursor.execute(statement.query, params or {}, binary=True)
+            if commit:
+                await spare.execute(b"COMMIT", prepare=False)
         return [await cursor.fetchall() for cursor in cursors]
 
     async def run_script(self, script: str) -> None:
@@ -157,6 +173,7 @@ class Tx:
 
     async def commit_with(self, statement: Statement, params: Params | None = None) -> None:
         """Run a last statement and commit, in one round trip."""
+        self._check_not_ended(statement)
         await self._simple(self._literal(statement, params), "COMMIT")
 
     @property
@@ -164,7 +181,19 @@ class Tx:
         """True while a transaction is open on the connection (begun and not yet ended)."""
         return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
+    async def afterwards(self, statement: Statement, params: Params | None = None) -> Sequence[Row]:
+        """The rows of a read after the transaction's last statement, to explain, say, why it
+        changed nothing. Only a SELECT: a write here could fall outside the transaction."""
+        if not self._ended or not statement.text.lstrip().upper().startswith("SELECT"):
+            raise RuntimeError(f"{statement!r}: afterwards() is for a SELECT after the last statement")
+        cursor = self.connection.statements()
+        await cursor.execute(statement.query, params or {}, binary=True)
+        return await cursor.fetchall()
+
     async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
+        self._check_not_ended(statement)
+        if self._ended and self._pending_begin:
+            self._pending_begin = False  # the statement is the whole transaction
         cursor = self.connection.statements()
         # BEGIN on its own round trip. Sent as text with the statement, the statement would be
         # planned on every call; in a pipeline with it, psycopg's pipeline costs more Python
@@ -175,6 +204,17 @@ class Tx:
         # parsed from text (40-70 us less per 50-row list page, bench/).
         await cursor.execute(statement.query, params or {}, binary=True)
         return cursor
+
+    def _check_not_ended(self, statement: Statement) -> None:
+        """Refuse a statement after the last one; mark the transaction ended at the last."""
+        if self._ended:
+            raise RuntimeError(f"{statement!r} follows its transaction's last statement")
+        self._ended = statement.last
+
+    @property
+    def _begun(self) -> bool:
+        """True when BEGIN was sent or is queued to be."""
+        return self._pending_begin or self.is_open
 
     async def _begin_if_due(self, cursor: psycopg.AsyncCursor[Row]) -> None:
         """Send (in a pipeline, queue) BEGIN ahead of the first statement, once per transaction."""

@@ -235,19 +235,8 @@ class Dispatcher:
                 settings=self.settings,
             )
             result = self._checked(procedure, method, await procedure(ctx, validated))
-            if procedure.kind is Kind.MUTATION:
-                await write_audit(
-                    tx,
-                    action=method,
-                    organisation_id=principal.organisation_id if principal else None,
-                    actor_user_id=principal.user_id if principal else None,
-                    actor_token_id=principal.token_id if principal else None,
-                    target_type=ctx.audit.target_type,
-                    target_id=ctx.audit.target_id,
-                    changed_fields=ctx.audit.changed_fields,
-                    request_id=request_id,
-                    and_commit=True,
-                )
+            if procedure.kind is Kind.MUTATION and not ctx.audit.in_statement:
+                await write_audit(tx, ctx.audit_params(), and_commit=True)
         if isinstance(result, Encoded):
             return orjson.Fragment(result.json)
         return orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from procedures import app_router
+from server.audit import audit_cte
 from server.context import Context
 from server.db import sql
 from server.encoded import Encoded, encode
@@ -45,6 +46,37 @@ async def rename_organisation(ctx: Context, params: RenameOrganisationParams) ->
     """Rename the caller's organisation."""
     name = await ctx.db.scalar(RENAME, {"name": params.name, "id": ctx.organisation_id})
     ctx.record("organisation", ctx.organisation_id, ["name"])
+    return Renamed(name=name)
+
+
+RENAME_AUDITED = sql(
+    f"""
+    WITH o AS (UPDATE organisations SET name = :name WHERE id = :id RETURNING id, name),
+         {audit_cte("o", "o.id")}
+    SELECT o.name FROM o CROSS JOIN audit
+""",
+    last=True,
+)
+CURRENT_NAME = sql("SELECT name FROM organisations WHERE id = :id")
+
+
+class RenameThenParams(RenameOrganisationParams):
+    # What the handler does around the one-statement rename: "read first" runs a statement
+    # before it (so BEGIN is sent), "write after" one after it; both, or neither.
+    around: str = ""
+
+
+@mutation(guard=ADMIN)
+async def rename_in_one_statement(ctx: Context, params: RenameThenParams) -> Renamed:
+    """Rename the caller's organisation with a statement that carries its audit row."""
+    keys = {"id": ctx.organisation_id}
+    if "read first" in params.around:
+        await ctx.db.scalar(CURRENT_NAME, keys)
+    name = await ctx.db.scalar(
+        RENAME_AUDITED, ctx.audited({**keys, "name": params.name}, "organisation", ["name"])
+    )
+    if "write after" in params.around:
+        await ctx.db.execute(RENAME, {**keys, "name": params.name + " again"})
     return Renamed(name=name)
 
 
@@ -95,6 +127,7 @@ probe_router = Router(
                 "probe": Router(
                     {
                         "renameOrganisation": rename_organisation,
+                        "renameInOneStatement": rename_in_one_statement,
                         "adminOnly": admin_only,
                         "sleep": sleep,
                         "broken": broken,

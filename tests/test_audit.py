@@ -98,3 +98,77 @@ def test_a_failing_call_in_a_batch_does_not_undo_the_others(probe: Rpc, world, d
     assert replies[3]["error"]["data"]["code"] == "INTERNAL_SERVER_ERROR"
     assert query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,)) == [("Kept",)]
     assert len(audit_rows(database_url, org.id, "probe.renameOrganisation")) == 1
+
+
+# A mutation written as one statement that carries its own audit row (server/audit.py, audit_cte).
+
+
+def rename_in_one_statement(probe: Rpc, org, name: str, around: str = ""):
+    return probe.post(
+        {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "probe.renameInOneStatement",
+            "params": {"name": name, "around": around},
+        },
+        token=org.owner_token,
+    )
+
+
+def organisation_name(url: str, org_id: str) -> str:
+    return query(url, "SELECT name FROM organisations WHERE id = %s", (org_id,))[0][0]
+
+
+def test_a_one_statement_mutation_writes_exactly_one_audit_row(probe: Rpc, world, database_url: str) -> None:
+    for around in ("", "read first"):
+        org = world.org()
+        response = rename_in_one_statement(probe, org, f"Renamed ({around})", around)
+        assert response.json()["result"] == {"name": f"Renamed ({around})"}
+        assert organisation_name(database_url, org.id) == f"Renamed ({around})"
+        rows = audit_rows(database_url, org.id, "probe.renameInOneStatement")
+        assert len(rows) == 1, around
+        actor, target_type, target_id, fields, request_id = rows[0]
+        assert str(actor) == org.owner_id
+        assert (target_type, target_id, fields) == ("organisation", org.id, ["name"])
+        assert request_id == response.headers["x-request-id"]
+
+
+def test_a_one_statement_mutation_whose_audit_write_fails_leaves_nothing(
+    probe: Rpc, world, database_url: str
+) -> None:
+    org = world.org()
+    before = organisation_name(database_url, org.id)
+    function = f"fail_audit_{org.id.replace('-', '')}"
+    query(
+        database_url,
+        f"""
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.organisation_id = '{org.id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
+    """,
+    )
+    try:
+        error = rename_in_one_statement(probe, org, "After").json()["error"]
+    finally:
+        query(database_url, f"DROP TRIGGER {function} ON audit_log; DROP FUNCTION {function}();")
+    assert error["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert organisation_name(database_url, org.id) == before
+    assert audit_rows(database_url, org.id, "probe.renameInOneStatement") == []
+
+
+def test_no_statement_may_follow_a_transactions_last(probe: Rpc, world, database_url: str) -> None:
+    # Begun before the last statement: the refusal rolls the whole transaction back.
+    org = world.org()
+    before = organisation_name(database_url, org.id)
+    error = rename_in_one_statement(probe, org, "After", "read first, write after").json()["error"]
+    assert error["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert organisation_name(database_url, org.id) == before
+    assert audit_rows(database_url, org.id, "probe.renameInOneStatement") == []
+    # The last statement was the transaction: it stands, audited, and the write after it is refused.
+    error = rename_in_one_statement(probe, org, "After", "write after").json()["error"]
+    assert error["data"]["code"] == "INTERNAL_SERVER_ERROR"
+    assert organisation_name(database_url, org.id) == "After"
+    assert len(audit_rows(database_url, org.id, "probe.renameInOneStatement")) == 1
