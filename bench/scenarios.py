@@ -89,22 +89,18 @@ def auth_statements(data: Data) -> list[str]:
     return ["BEGIN;", statement(SELECT_PRINCIPAL, auth_values(data)), "COMMIT;"]
 
 
-def audit_statement(data: Data, action: str, target_type: str, fields: str) -> str:
-    from server.audit import INSERT_AUDIT
-
-    return statement(
-        INSERT_AUDIT,
-        {
-            "organisation_id": f"'{data.organisation_id}'::uuid",
-            "actor_user_id": f"'{data.user_id}'::uuid",
-            "actor_token_id": f"'{data.token_id}'::uuid",
-            "action": f"'{action}'",
-            "target_type": f"'{target_type}'",
-            "target_id": "md5(random()::text)",
-            "changed_fields": f"'{fields}'::text[]",
-            "request_id": "md5(random()::text)",
-        },
-    )
+def audit_values(data: Data, action: str, target_type: str, fields: str) -> dict[str, str]:
+    """pgbench expressions for the `:audit_*` parameters (server/audit.py)."""
+    return {
+        "audit_organisation_id": f"'{data.organisation_id}'::uuid",
+        "audit_actor_user_id": f"'{data.user_id}'::uuid",
+        "audit_actor_token_id": f"'{data.token_id}'::uuid",
+        "audit_action": f"'{action}'",
+        "audit_target_type": f"'{target_type}'",
+        "audit_target_id": "md5(random()::text)",
+        "audit_changed_fields": f"'{fields}'::text[]",
+        "audit_request_id": "md5(random()::text)",
+    }
 
 
 @dataclass(frozen=True)
@@ -352,8 +348,7 @@ def _gset(line: str) -> str:
     return line.rstrip(";") + " \\gset"
 
 
-def _audit(data: Data, fields: str) -> str:
-    return audit_statement(data, "contacts.create", "contact", fields)
+_CREATE_FIELDS = "{category,email,firstName,lastName,phone,postcode}"
 
 
 def _create_sql(data: Data) -> list[str]:
@@ -379,6 +374,7 @@ def _create_sql(data: Data) -> list[str]:
             "category": f"{pg_array(data.categories, 'text')}[:k]",
             "assigned_by": f"'{data.user_id}'::uuid",
             "reason": "NULL",
+            **audit_values(data, "contacts.create", "contact", _CREATE_FIELDS),
         },
     )
     return [
@@ -387,10 +383,7 @@ def _create_sql(data: Data) -> list[str]:
         # Emails must not repeat across rounds (a repeat inserts nothing, and \\gset then fails).
         "\\set u random(1, 1000000000000)",
         *auth_statements(data),
-        "BEGIN;",
-        insert_contact,
-        _audit(data, "{firstName,lastName,email,phone,postcode,category}"),
-        "COMMIT;",
+        insert_contact,  # with its audit row: the whole transaction, as the server sends it
     ]
 
 
@@ -404,7 +397,7 @@ def _assign_lua(data: Data) -> str:
 
 
 def _assign_sql(data: Data) -> list[str]:
-    from procedures.contacts import LOCK_CONTACT_ROW, SET_CATEGORY
+    from procedures.contacts import ASSIGN_CATEGORY, LOCK_CONTACT_ROW
 
     org = _org(data)
     category = f"{pg_array(data.categories, 'text')}[:c]"
@@ -415,16 +408,16 @@ def _assign_sql(data: Data) -> list[str]:
         "BEGIN;",
         statement(LOCK_CONTACT_ROW, {"organisation_id": org, "contact_id": _pick_id(data)}),
         statement(
-            SET_CATEGORY,
+            ASSIGN_CATEGORY,
             {
                 "organisation_id": org,
                 "contact_id": _pick_id(data),
                 "category": category,
                 "assigned_by": f"'{data.user_id}'::uuid",
                 "reason": "'bench'",
+                **audit_values(data, "contacts.assignCategory", "contact", "{category}"),
             },
         ),
-        audit_statement(data, "contacts.assignCategory", "contact", "{category}"),
         "COMMIT;",
     ]
 

@@ -25,6 +25,7 @@ from procedures.contact_fields import (
     SearchText,
     search_tsquery,
 )
+from server.audit import audit_cte
 from server.context import Context
 from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Row, Statement, sql
@@ -334,7 +335,8 @@ SELECT_SUPPRESSED_KINDS = sql("""
 """)
 
 # Conflicts on the email are answered with the existing contact's id; others are CONFLICT.
-# The contact and, with a category, its first assignment, in one statement.
+# The contact, with a category its first assignment, and the audit row, in one statement: the
+# whole transaction (a conflict returns no row and writes nothing).
 INSERT_CONTACT = sql(f"""
     WITH c AS (
     INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
@@ -356,9 +358,10 @@ INSERT_CONTACT = sql(f"""
           FROM c WHERE c.active_category IS NOT NULL
         RETURNING a.id AS a_id, a.category AS a_category, a.category_group AS a_group,
                   a.assigned_at AS a_assigned_at, a.superseded_at AS a_superseded_at,
-                  a.assigned_by AS a_assigned_by, a.reason AS a_reason)
-    SELECT {_CONTACT_COLUMNS}, a.* FROM c LEFT JOIN a ON true
-""")
+                  a.assigned_by AS a_assigned_by, a.reason AS a_reason),
+    {audit_cte("c", "c.id")}
+    SELECT {_CONTACT_COLUMNS}, a.* FROM c LEFT JOIN a ON true CROSS JOIN audit
+""", last=True)
 
 # Each column changes only when its flag is set, so absent fields are left alone and an
 # explicit null clears; consent_now moves consent_timestamp with a new consent status.
@@ -390,9 +393,10 @@ LOCK_CONTACT_ROW = sql("""
 
 # Unless the contact already has this category, one statement ends the active assignment, sets
 # the contact's category and inserts the new assignment, at one timestamp. The insert reads
-# `superseded`, so the old row leaves the partial unique index first. Returns the new assignment
-# (changed) or, when nothing changed, the active one; no row for a contact that does not exist.
-SET_CATEGORY = sql(f"""
+# `superseded`, so the old row leaves the partial unique index first. `result` is the new
+# assignment (changed) or, when nothing changed, the active one; no row for a contact that does
+# not exist.
+_SET_CATEGORY_CTES = f"""
     WITH target AS MATERIALIZED (
             SELECT clock_timestamp() AS at FROM contacts
              WHERE organisation_id = :organisation_id AND id = :contact_id
@@ -413,14 +417,25 @@ SET_CATEGORY = sql(f"""
             SELECT :organisation_id, :contact_id, :category, contact.at, :assigned_by, :reason
               FROM contact
              WHERE CAST(:category AS text) IS NOT NULL AND (SELECT count(*) FROM superseded) >= 0
-            RETURNING {_ASSIGNMENT_COLUMNS})
-    SELECT true AS changed, * FROM inserted
-    UNION ALL
-    SELECT false, {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
-     WHERE NOT EXISTS (SELECT FROM target)
-       AND a.organisation_id = :organisation_id AND a.contact_id = :contact_id
-       AND a.superseded_at IS NULL
-""")
+            RETURNING {_ASSIGNMENT_COLUMNS}),
+         result AS (
+            SELECT true AS changed, * FROM inserted
+            UNION ALL
+            SELECT false, {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
+             WHERE NOT EXISTS (SELECT FROM target)
+               AND a.organisation_id = :organisation_id AND a.contact_id = :contact_id
+               AND a.superseded_at IS NULL)"""
+
+SET_CATEGORY = sql(f"{_SET_CATEGORY_CTES} SELECT * FROM result")
+
+# contacts.assignCategory's change, with its audit row: its transaction's last statement. A
+# change that changes nothing is audited too, naming no fields.
+ASSIGN_CATEGORY = sql(f"""{_SET_CATEGORY_CTES},
+    {audit_cte("result", ":contact_id", changed_fields=(
+        "CASE WHEN result.changed THEN CAST(:audit_changed_fields AS text[]) "
+        "ELSE CAST('{}' AS text[]) END"))}
+    SELECT result.* FROM result CROSS JOIN audit
+""", last=True)
 
 SELECT_HISTORY = sql(f"""
     SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
@@ -732,17 +747,16 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
     values["crm_payload"] = (
         orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
     )
-    row = await ctx.db.one(
-        INSERT_CONTACT, {**values, "organisation_id": org, "assigned_by": ctx.user.user_id}
-    )
+    given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
+    values.update(organisation_id=org, assigned_by=ctx.user.user_id)
+    row = await ctx.db.one(INSERT_CONTACT, ctx.audited(values, "contact", given))
     if row is None:
-        existing = await ctx.db.scalar(
+        # The insert was the transaction, and wrote nothing: look the holder up on its own.
+        holders = await ctx.db.afterwards(
             SELECT_ID_BY_EMAIL, {"organisation_id": org, "email": params.email, "except_id": None}
         )
-        raise _email_taken(existing) if existing else Conflict()
+        raise _email_taken(holders[0]["id"]) if holders else Conflict()
     active = _assignment(row, "a_") if row["a_id"] is not None else None
-    given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
-    ctx.record("contact", row["id"], given)
     # Built from what the inserts returned: no second read of the row just written.
     return ContactDetail(**_contact_fields(row), active_assignment=active)
 
@@ -807,13 +821,14 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
 async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
     """(Re)assign the contact's category; the current category again changes nothing."""
     change = _category_change(ctx, params.id, params.category, params.reason)
-    # The lock and the change in one round trip: PostgreSQL still runs them one after the other.
-    locked, assignment = await ctx.db.pipeline((LOCK_CONTACT_ROW, change), (SET_CATEGORY, change))
+    # The lock, the change and COMMIT in one round trip: PostgreSQL still runs them one after
+    # the other.
+    locked, assignment = await ctx.db.pipeline(
+        (LOCK_CONTACT_ROW, change), (ASSIGN_CATEGORY, ctx.audited(change, "contact", ["category"]))
+    )
     if not locked:
         raise _not_found()
-    row = assignment[0]
-    ctx.record("contact", params.id, ["category"] if row["changed"] else [])
-    return _assignment(row)
+    return _assignment(assignment[0])
 
 
 @query(guard=AUTHED)
