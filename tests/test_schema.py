@@ -125,6 +125,11 @@ def contact(world, database_url: str) -> tuple[str, str]:
         ("import_source", "csv"),
         ("active_category", "vendor"),
         ("phone", "07700900123"),  # not E.164
+        ("first_name", "x" * 201),
+        ("last_name", "x" * 201),
+        ("email", "x" * 321),
+        ("postcode", "SW1A 1AAX"),
+        ("external_id", "x" * 201),
     ],
 )
 def test_enumerations_and_formats_are_checked(database_url: str, contact, column: str, value: str) -> None:
@@ -175,22 +180,36 @@ def test_every_enumeration_has_a_check_listing_exactly_its_values(
 ) -> None:
     import re
 
-    definitions = [
-        r[0]
-        for r in query(
-            database_url,
-            """
-        SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c
-         WHERE c.conrelid = %s::regclass AND c.contype = 'c'""",
-            (table,),
-        )
-    ]
+    # The check is the table's, naming the column, or that of the domain the column is typed with.
+    definitions = query(
+        database_url,
+        """
+        SELECT pg_get_constraintdef(c.oid), c.contypid <> 0 FROM pg_constraint c
+         WHERE c.contype = 'c'
+           AND (c.conrelid = %(table)s::regclass
+                OR c.contypid = (SELECT atttypid FROM pg_attribute
+                                  WHERE attrelid = %(table)s::regclass AND attname = %(column)s))""",
+        {"table": table, "column": column},
+    )
     listed = [
         set(re.findall(r"'([a-z_]+)'::text", d))
-        for d in definitions
-        if re.search(rf"\b{column}\b", d) and "ANY" in d
+        for d, on_domain in definitions
+        if (on_domain or re.search(rf"\b{column}\b", d)) and "ANY" in d
     ]
     assert ENUMERATIONS[(table, column)] in listed
+
+
+@pytest.mark.parametrize("column, value", [("category", "vendor"), ("reason", "x" * 501)])
+def test_assignment_values_are_checked(database_url: str, contact, column: str, value: str) -> None:
+    org_id, contact_id = contact
+    values = {"category": "seller", "reason": None, column: value}
+    with pytest.raises(psycopg.errors.CheckViolation):
+        query(
+            database_url,
+            "INSERT INTO lead_category_assignments (organisation_id, contact_id, category, reason) "
+            "VALUES (%s, %s, %s, %s)",
+            (org_id, contact_id, values["category"], values["reason"]),
+        )
 
 
 def test_one_active_assignment_per_contact(database_url: str, contact) -> None:
