@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import statistics
@@ -97,6 +98,7 @@ def _database(url: str | None, keep: bool) -> Iterator[str]:
     finally:
         if not keep:
             embedded.stop()
+            shutil.rmtree(folder, ignore_errors=True)  # stopping leaves the data (1 GB at 100k)
 
 
 class Server:
