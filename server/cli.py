@@ -253,6 +253,8 @@ def _exit_quietly(signum: int, frame: object) -> None:
 def cmd_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
+    from server.http import PROTOCOL as HTTP_PROTOCOL
+
     url, embedded = resolve_database_url()
     try:
         if embedded is not None:
@@ -310,6 +312,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
             log_config=None,
             access_log=False,
             server_header=False,
+            http=HTTP_PROTOCOL,  # one send per response (server/http.py)
         )
     finally:
         if embedded is not None:

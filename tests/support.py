@@ -24,6 +24,7 @@ from server.accounts import create_organisation, issue_token
 from server.app import create_app
 from server.db import Database
 from server.embedded import EmbeddedPostgres
+from server.http import PROTOCOL as HTTP_PROTOCOL
 from server.procedure import Router
 from server.settings import Settings
 
@@ -115,7 +116,13 @@ class ServerThread:
         app = create_app(Settings(database_url=database_url, **settings), router)
         self.app = app
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, lifespan="on"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+            http=HTTP_PROTOCOL,  # as `nurturehub serve` runs it
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
