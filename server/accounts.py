@@ -66,6 +66,20 @@ def normalise_email(raw: str) -> str:
     return info.normalized.lower()
 
 
+async def _audit(
+    tx: Tx, action: str, organisation_id: UUID, target_type: str, target_id: str, fields: list[str]
+) -> None:
+    """The audit row of a CLI change (no caller's token: an operator ran it)."""
+    params = audit_params(
+        action=action,
+        organisation_id=organisation_id,
+        target_type=target_type,
+        target_id=target_id,
+        changed_fields=fields,
+    )
+    await write_audit(tx, params)
+
+
 async def issue_token(
     tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
 ) -> IssuedToken:
@@ -89,16 +103,7 @@ async def issue_token(
             "token_hash": tokens.hash_token(token),
         },
     )
-    await write_audit(
-        tx,
-        audit_params(
-            action="cli.token.create",
-            organisation_id=organisation_id,
-            target_type="api_token",
-            target_id=str(token_id),
-            changed_fields=["role", "token"],
-        ),
-    )
+    await _audit(tx, "cli.token.create", organisation_id, "api_token", str(token_id), ["role", "token"])
     return IssuedToken(organisation_id, user_id, token_id, token)
 
 
@@ -107,16 +112,7 @@ async def create_organisation(tx: Tx, name: str, owner_email: str) -> IssuedToke
     if not 1 <= len(name) <= 200:
         raise AccountError("the organisation name must be 1 to 200 characters")
     organisation_id = await tx.scalar(INSERT_ORGANISATION, {"name": name})
-    await write_audit(
-        tx,
-        audit_params(
-            action="cli.org.create",
-            organisation_id=organisation_id,
-            target_type="organisation",
-            target_id=str(organisation_id),
-            changed_fields=["name"],
-        ),
-    )
+    await _audit(tx, "cli.org.create", organisation_id, "organisation", str(organisation_id), ["name"])
     return await issue_token(tx, organisation_id, owner_email, "owner", name="owner")
 
 
@@ -126,14 +122,5 @@ async def revoke_token(tx: Tx, token_id: UUID) -> bool:
     if organisation_id is None:
         return False
     await notify_auth_changed(tx)
-    await write_audit(
-        tx,
-        audit_params(
-            action="cli.token.revoke",
-            organisation_id=organisation_id,
-            target_type="api_token",
-            target_id=str(token_id),
-            changed_fields=["revoked_at"],
-        ),
-    )
+    await _audit(tx, "cli.token.revoke", organisation_id, "api_token", str(token_id), ["revoked_at"])
     return True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from tests.support import Rpc, query
 
 
@@ -12,6 +15,31 @@ def audit_rows(url: str, org_id: str, action: str) -> list[tuple]:
         "FROM audit_log WHERE organisation_id = %s AND action = %s",
         (org_id, action),
     )
+
+
+def organisation_name(url: str, org_id: str) -> str:
+    return query(url, "SELECT name FROM organisations WHERE id = %s", (org_id,))[0][0]
+
+
+@contextmanager
+def failing_audit_writes(url: str, org_id: str) -> Iterator[None]:
+    """Audit writes for this organisation fail, as a full disk or a broken constraint would."""
+    function = f"fail_audit_{org_id.replace('-', '')}"
+    query(
+        url,
+        f"""
+        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            IF NEW.organisation_id = '{org_id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
+            RETURN NEW;
+        END $$;
+        CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
+    """,
+    )
+    try:
+        yield
+    finally:
+        query(url, f"DROP TRIGGER {function} ON audit_log; DROP FUNCTION {function}();")
 
 
 def test_a_mutation_writes_exactly_one_audit_row(probe: Rpc, world, database_url: str) -> None:
@@ -44,28 +72,12 @@ def test_queries_write_no_audit_rows(probe: Rpc, world, database_url: str) -> No
 
 def test_a_failed_audit_write_leaves_nothing_behind(probe: Rpc, world, database_url: str) -> None:
     org = world.org("Before")
-    (before,) = query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,))[0]
-    # Make audit writes for this organisation fail, as a full disk or a broken constraint would.
-    function = f"fail_audit_{org.id.replace('-', '')}"
-    query(
-        database_url,
-        f"""
-        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.organisation_id = '{org.id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
-    """,
-    )
-    try:
+    before = organisation_name(database_url, org.id)
+    with failing_audit_writes(database_url, org.id):
         error = probe.error("probe.renameOrganisation", {"name": "After"}, token=org.owner_token)
-    finally:
-        query(database_url, f"DROP TRIGGER {function} ON audit_log; DROP FUNCTION {function}();")
     assert error["code"] == -32603 and error["data"]["code"] == "INTERNAL_SERVER_ERROR"
     assert "audit" not in error["message"]
-    (after,) = query(database_url, "SELECT name FROM organisations WHERE id = %s", (org.id,))[0]
-    assert after == before
+    assert organisation_name(database_url, org.id) == before
     assert audit_rows(database_url, org.id, "probe.renameOrganisation") == []
 
 
@@ -115,10 +127,6 @@ def rename_in_one_statement(probe: Rpc, org, name: str, around: str = ""):
     )
 
 
-def organisation_name(url: str, org_id: str) -> str:
-    return query(url, "SELECT name FROM organisations WHERE id = %s", (org_id,))[0][0]
-
-
 def test_a_one_statement_mutation_writes_exactly_one_audit_row(probe: Rpc, world, database_url: str) -> None:
     for around in ("", "read first"):
         org = world.org()
@@ -138,22 +146,8 @@ def test_a_one_statement_mutation_whose_audit_write_fails_leaves_nothing(
 ) -> None:
     org = world.org()
     before = organisation_name(database_url, org.id)
-    function = f"fail_audit_{org.id.replace('-', '')}"
-    query(
-        database_url,
-        f"""
-        CREATE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $$
-        BEGIN
-            IF NEW.organisation_id = '{org.id}' THEN RAISE EXCEPTION 'audit store unavailable'; END IF;
-            RETURN NEW;
-        END $$;
-        CREATE TRIGGER {function} BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION {function}();
-    """,
-    )
-    try:
+    with failing_audit_writes(database_url, org.id):
         error = rename_in_one_statement(probe, org, "After").json()["error"]
-    finally:
-        query(database_url, f"DROP TRIGGER {function} ON audit_log; DROP FUNCTION {function}();")
     assert error["data"]["code"] == "INTERNAL_SERVER_ERROR"
     assert organisation_name(database_url, org.id) == before
     assert audit_rows(database_url, org.id, "probe.renameInOneStatement") == []
