@@ -162,7 +162,7 @@ class Tx:
         async with self.connection.pipeline():
             await self._begin_if_due(cursors[0])
             for cursor, (statement, params) in zip(cursors, steps, strict=True):
-                await cursor.execute(statement.query, params or {}, binary=True)
+                await self._send(cursor, statement, params)
             if commit:
                 await spare.execute(b"COMMIT", prepare=False)
         return [await cursor.fetchall() for cursor in cursors]
@@ -186,8 +186,7 @@ class Tx:
         changed nothing. Only a SELECT: a write here could fall outside the transaction."""
         if not self._ended or not statement.text.lstrip().upper().startswith("SELECT"):
             raise RuntimeError(f"{statement!r}: afterwards() is for a SELECT after the last statement")
-        cursor = self.connection.statements()
-        await cursor.execute(statement.query, params or {}, binary=True)
+        cursor = await self._send(self.connection.statements(), statement, params)
         return await cursor.fetchall()
 
     async def _execute(self, statement: Statement, params: Params | None) -> psycopg.AsyncCursor[Row]:
@@ -200,6 +199,12 @@ class Tx:
         # work than the round trip saves (bench/: create's server CPU per request rose in 3 of 3
         # interleaved pairs). Tx.pipeline, which pays for a pipeline anyway, takes it along.
         await self._begin_if_due(cursor)
+        return await self._send(cursor, statement, params)
+
+    @staticmethod
+    async def _send(
+        cursor: psycopg.AsyncCursor[Row], statement: Statement, params: Params | None
+    ) -> psycopg.AsyncCursor[Row]:
         # Rows in binary: uuids and timestamps decode from fixed-width values instead of being
         # parsed from text (40-70 us less per 50-row list page, bench/).
         await cursor.execute(statement.query, params or {}, binary=True)

@@ -33,6 +33,10 @@ def _float_env(name: str, default: float) -> float:
         raise SystemExit(f"{name} must be a number, got {raw!r}") from None
 
 
+def _bool_env(name: str) -> bool:
+    return os.environ.get(name, "") in ("1", "true", "yes")
+
+
 def default_data_dir() -> Path:
     """Per-user data folder (XDG), moved by NURTUREHUB_DATA_DIR."""
     explicit = os.environ.get("NURTUREHUB_DATA_DIR")
@@ -76,12 +80,11 @@ class Settings:
             pool_size=_int_env("NURTUREHUB_DB_POOL_SIZE", 10),
             pool_timeout=_float_env("NURTUREHUB_DB_POOL_TIMEOUT", 2.0),
             cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
-            always_http_200=os.environ.get("NURTUREHUB_RPC_ALWAYS_200", "") in ("1", "true", "yes"),
+            always_http_200=_bool_env("NURTUREHUB_RPC_ALWAYS_200"),
             auth_cache_seconds=_float_env("NURTUREHUB_AUTH_CACHE_SECONDS", 5.0),
             encryption_keys=keyring_from_env(),
             suppression_key=_suppression_key_from_env(),
-            verify_encoded_results=os.environ.get("NURTUREHUB_VERIFY_ENCODED_RESULTS", "")
-            in ("1", "true", "yes"),
+            verify_encoded_results=_bool_env("NURTUREHUB_VERIFY_ENCODED_RESULTS"),
         )
 
 
