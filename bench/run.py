@@ -35,6 +35,7 @@ from uuid import UUID
 
 from bench import dataset as dataset_module
 from bench.loadgen import Measured, ensure_wrk, run_pgbench, run_wrk, tree_cpu_seconds, wrk_lua
+from bench.reference import ReferenceServer, ensure_reference
 from bench.scenarios import SCENARIOS, Data, scenario_names
 from server.db import Database, sql
 from server.keys import KEY_ENV
@@ -210,55 +211,33 @@ def _measure_round(
 ) -> None:
     wrk = ensure_wrk()
     postmaster = asyncio.run(_postmaster_pid(url))
-    for workers in args.workers:
-        server = Server(url, workers, work / "server.log")
-        try:
-            for name in names:
-                scenario = SCENARIOS[name]
-                if scenario.prepare is not None:
-                    scenario.prepare(partial(server.call, data.token), data)
-                script = work / f"{name}.lua"
-                script.write_text(wrk_lua(data.token, scenario.lua(data)))
-                target = server.url + "/rpc"
-                if args.warmup:
-                    run_wrk(
-                        wrk,
-                        target,
-                        script,
-                        seconds=args.warmup,
-                        connections=args.connections,
-                        threads=args.threads,
-                    )
-                load_before = _load1()
-                cpu_before = _cpu(server.process.pid), _cpu(postmaster)
-                profiler = _start_profiler(args, server, name, workers)
-                measured = run_wrk(
-                    wrk,
-                    target,
-                    script,
-                    seconds=args.duration,
-                    connections=args.connections,
-                    threads=args.threads,
-                )
-                if profiler is not None:
-                    profiler.wait(timeout=60)
-                cpu_after = _cpu(server.process.pid), _cpu(postmaster)
-                emit(
-                    {
-                        "kind": "wrk",
-                        "round": round_no,
-                        "scenario": name,
-                        "workers": workers,
-                        **asdict(measured),
-                        # CPU ms per request: the server's processes, and PostgreSQL's.
-                        "serverCpuMs": _per_request(cpu_before[0], cpu_after[0], measured),
-                        "databaseCpuMs": _per_request(cpu_before[1], cpu_after[1], measured),
-                        "load1Before": load_before,
-                        "load1After": _load1(),
-                    }
-                )
-        finally:
-            server.stop()
+    reference = _start_reference(args, url, work)
+    try:
+        for index, workers in enumerate(args.workers):
+            server = Server(url, workers, work / "server.log")
+            try:
+                for name in names:
+                    scenario = SCENARIOS[name]
+                    if scenario.prepare is not None:
+                        scenario.prepare(partial(server.call, data.token), data)
+                    script = work / f"{name}.lua"
+                    script.write_text(wrk_lua(data.token, scenario.lua(data)))
+                    profiler = _start_profiler(args, server, name, workers)
+                    measured = _timed(args, wrk, server.url + "/rpc", script, server.process.pid, postmaster)
+                    if profiler is not None:
+                        profiler.wait(timeout=60)
+                    emit({"kind": "wrk", "round": round_no, "scenario": name, "workers": workers, **measured})
+                    # Right after ours, so both see the machine as it is now (once per round).
+                    if reference is not None and scenario.reference is not None and index == 0:
+                        script = work / f"{name}-reference.lua"
+                        script.write_text(wrk_lua(data.token, scenario.reference(data)))
+                        measured = _timed(args, wrk, reference.url, script, reference.process.pid, postmaster)
+                        emit({"kind": "reference", "round": round_no, "scenario": name, **measured})
+            finally:
+                server.stop()
+    finally:
+        if reference is not None:
+            reference.stop()
     if args.no_ceiling:
         return
     for name in names:
@@ -268,6 +247,35 @@ def _measure_round(
             url, script, seconds=args.duration, clients=args.connections, threads=args.threads
         )
         emit({"kind": "ceiling", "round": round_no, "scenario": name, **asdict(ceiling)})
+
+
+def _start_reference(args: argparse.Namespace, url: str, work: Path) -> ReferenceServer | None:
+    if not args.reference:
+        return None
+    return ReferenceServer(
+        ensure_reference(), url, _free_port(), work / "reference.log", workers=args.reference_workers
+    )
+
+
+def _timed(
+    args: argparse.Namespace, wrk: str, target: str, script: Path, server_pid: int, postmaster: int | None
+) -> dict[str, Any]:
+    """One scenario against one server: a warm-up, then the timed run with its CPU per request."""
+    run = partial(run_wrk, wrk, target, script, connections=args.connections, threads=args.threads)
+    if args.warmup:
+        run(seconds=args.warmup)
+    load_before = _load1()
+    cpu_before = _cpu(server_pid), _cpu(postmaster)
+    measured = run(seconds=args.duration)
+    cpu_after = _cpu(server_pid), _cpu(postmaster)
+    return {
+        **asdict(measured),
+        # CPU ms per request: the server's processes, and PostgreSQL's.
+        "serverCpuMs": _per_request(cpu_before[0], cpu_after[0], measured),
+        "databaseCpuMs": _per_request(cpu_before[1], cpu_after[1], measured),
+        "load1Before": load_before,
+        "load1After": _load1(),
+    }
 
 
 _BACKEND_PID = sql("SELECT pg_backend_pid()")
@@ -344,6 +352,8 @@ def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rps = statistics.median(r["rps"] for r in runs)
         ceiling = statistics.median(ceilings[name]) if name in ceilings else None
         original = SCENARIOS[name].original
+        reference = [r for r in records if r["kind"] == "reference" and r["scenario"] == name]
+        reference_rps = statistics.median(r["rps"] for r in reference) if reference else None
         summary.append(
             {
                 "kind": "summary",
@@ -361,6 +371,14 @@ def _summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "original": original,
                 "originalShare": SCENARIOS[name].original_share,
                 "xOriginal": round(rps / original, 2) if original else None,
+                # The reference run beside it (bench/reference.py): a same-run ratio.
+                "referenceRps": round(reference_rps, 1) if reference_rps else None,
+                "referenceP99Ms": _median_of(reference, "p99_ms") if reference else None,
+                "referenceErrors": sum(r["errors"] for r in reference) if reference else None,
+                "referenceShare": round(reference_rps / ceiling, 3) if reference_rps and ceiling else None,
+                "referenceServerCpuMs": _median_of(reference, "serverCpuMs") if reference else None,
+                "referenceDatabaseCpuMs": _median_of(reference, "databaseCpuMs") if reference else None,
+                "xReference": round(rps / reference_rps, 2) if reference_rps else None,
             }
         )
     return summary
@@ -391,6 +409,30 @@ def _print_table(summary: list[dict[str, Any]]) -> None:
         "cpu ms / db ms: CPU per request of the server's processes and of PostgreSQL (steadier\n"
         "than req/s when the machine is shared)."
     )
+    rows = [s for s in summary if s["referenceRps"]]
+    if rows:
+        _print_reference(rows)
+
+
+def _print_reference(rows: list[dict[str, Any]]) -> None:
+    head = (
+        f"\n{'reference':<10} {'req/s':>8} {'p99 ms':>7} {'errors':>6} {'share':>6} {'orig sh':>7} "
+        f"{'cpu ms':>6} {'db ms':>6} {'ours':>8} {'x ref':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for s in rows:
+        print(
+            f"{s['scenario']:<10} {s['referenceRps']:>8.0f} {s['referenceP99Ms']:>7.1f} "
+            f"{s['referenceErrors']:>6} {s['referenceShare'] or 0:>6.2f} {s['originalShare'] or 0:>7.2f} "
+            f"{s['referenceServerCpuMs'] or 0:>6.2f} {s['referenceDatabaseCpuMs'] or 0:>6.2f} "
+            f"{s['rps']:>8.0f} {s['xReference']:>6.2f}"
+        )
+    print(
+        "reference: the original stack's shape (tRPC v11, drizzle, node-postgres, one process) run\n"
+        "right after ours in each round; share vs orig sh: how close it sits to the original's share\n"
+        "of its own database ceiling (issue 7); x ref: our req/s over its, in the same run."
+    )
 
 
 def _parse_workers(raw: str) -> list[int]:
@@ -413,6 +455,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", type=Path, help="py-spy each timed run into this folder")
     parser.add_argument("--keep", action="store_true", help="keep the embedded database")
     parser.add_argument("--sample", type=int, default=2000, help="random contacts to pick from")
+    parser.add_argument(
+        "--reference",
+        action="store_true",
+        help="also run the original stack's shape (bench/trpc_reference) after each scenario",
+    )
+    parser.add_argument("--reference-workers", type=int, default=1, help="its node processes")
     args = parser.parse_args(argv)
 
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -427,9 +475,10 @@ def main(argv: list[str] | None = None) -> int:
         records.append(record)
         with out.open("a") as sink:
             sink.write(json.dumps(record) + "\n")
-        if record["kind"] == "wrk":
+        if record["kind"] in ("wrk", "reference"):
+            who = f"workers={record['workers']}" if record["kind"] == "wrk" else "reference"
             print(
-                f"  round {record['round']} {record['scenario']:<10} workers={record['workers']} "
+                f"  round {record['round']} {record['scenario']:<10} {who} "
                 f"{record['rps']:8.0f} req/s  p50 {record['p50_ms']:.1f} ms  "
                 f"p99 {record['p99_ms']:.1f} ms  errors {record['errors']}  "
                 f"cpu/req server {record['serverCpuMs']} ms db {record['databaseCpuMs']} ms"

@@ -10,6 +10,7 @@ Adding a scenario is one entry in SCENARIOS.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -20,7 +21,7 @@ from typing import Any
 
 from server.db import Statement
 
-__all__ = ["SCENARIOS", "Data", "Scenario", "lua_list", "pg_array", "statement"]
+__all__ = ["SCENARIOS", "Data", "Scenario", "lua_list", "pg_array", "reference_cursor", "statement"]
 
 
 # Calls the running server: (method, params) -> result.
@@ -114,6 +115,8 @@ class Scenario:
     needs: tuple[str, ...] = ()  # procedures that must exist for this scenario to run
     # Runs once against the live server before the timed runs (e.g. to walk pages for cursors).
     prepare: Callable[[Call, Data], None] | None = None
+    # The same requests for the reference server (bench/trpc_reference): defines `function call()`.
+    reference: Callable[[Data], str] | None = None
 
 
 def _call(method: str, params: str | None = None) -> str:
@@ -422,6 +425,65 @@ def _assign_sql(data: Data) -> list[str]:
     ]
 
 
+# The reference server (bench/trpc_reference/server.mjs) speaks tRPC's own HTTP protocol: a query is
+# GET /<procedure>?input=<JSON>, a mutation POST /<procedure> with the input as the body.
+def _trpc_query(procedure: str, input_json: str) -> str:
+    """A Lua `call()` returning a tRPC GET; `input_json` is a Lua string expression."""
+    return f'function call() return "GET", "/{procedure}?input=" .. urlencode({input_json}), nil, nil end\n'
+
+
+def _trpc_mutation(procedure: str, input_json: str) -> str:
+    return f'function call() return "POST", "/{procedure}", nil, {input_json} end\n'
+
+
+def _get_reference(data: Data) -> str:
+    return _ids(data) + _trpc_query("contacts.get", """'{"id":"' .. ids[math.random(#ids)] .. '"}'""")
+
+
+def _list_reference(data: Data) -> str:
+    return _trpc_query("contacts.list", """'{"limit":50}'""")
+
+
+def reference_cursor(created_at: str, contact_id: str) -> str:
+    """The reference's cursor for the page after a row: base64url of [createdAt, id]."""
+    raw = json.dumps([created_at, contact_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _deep_reference(data: Data) -> str:
+    # The same pages as list_deep: each starts after the row our cursor points past.
+    pages = ", ".join(
+        "{" + json.dumps(category) + ", " + json.dumps(reference_cursor(created_at, row_id)) + "}"
+        for category, _, created_at, row_id in data.deep_pages
+    )
+    return f"local pages = {{{pages}}}\n" + _trpc_query(
+        "contacts.list",
+        """(function() local p = pages[math.random(#pages)]
+            return '{"category":"' .. p[1] .. '","limit":50,"cursor":"' .. p[2] .. '"}' end)()""",
+    )
+
+
+def _create_reference(data: Data) -> str:
+    return _categories_lua(data) + _trpc_mutation(
+        "contacts.create",
+        """string.format('{"firstName":"Bench","lastName":"Load","email":"ref-%s-%d@example.com",'
+           .. '"phone":"+4474%08d","postcode":"SW1A 1AA","category":"%s"}', nonce, counter,
+           math.random(0, 99999999), categories[math.random(#categories)])""",
+    )
+
+
+def _assign_reference(data: Data) -> str:
+    return (
+        _ids(data)
+        + _categories_lua(data)
+        + _trpc_mutation(
+            "contacts.assignCategory",
+            """'{"id":"' .. ids[math.random(#ids)] .. '","category":"'
+           .. categories[math.random(#categories)] .. '","reason":"bench"}'""",
+        )
+    )
+
+
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
@@ -434,7 +496,14 @@ SCENARIOS: dict[str, Scenario] = {
             needs=("contacts.listCrmProviders",),
         ),
         Scenario(
-            "get", "contacts.get of a random contact", _get_lua, _get_sql, 1350, 0.11, needs=("contacts.get",)
+            "get",
+            "contacts.get of a random contact",
+            _get_lua,
+            _get_sql,
+            1350,
+            0.11,
+            needs=("contacts.get",),
+            reference=_get_reference,
         ),
         Scenario(
             "list",
@@ -444,6 +513,7 @@ SCENARIOS: dict[str, Scenario] = {
             900,
             0.21,
             needs=("contacts.list",),
+            reference=_list_reference,
         ),
         Scenario(
             "list_category",
@@ -461,6 +531,7 @@ SCENARIOS: dict[str, Scenario] = {
             0.47,
             needs=("contacts.list",),
             prepare=_walk_deep_pages,
+            reference=_deep_reference,
         ),
         Scenario(
             "batch20",
@@ -477,6 +548,7 @@ SCENARIOS: dict[str, Scenario] = {
             770,
             0.23,
             needs=("contacts.create",),
+            reference=_create_reference,
         ),
         Scenario(
             "assign",
@@ -486,6 +558,7 @@ SCENARIOS: dict[str, Scenario] = {
             730,
             0.28,
             needs=("contacts.assignCategory",),
+            reference=_assign_reference,
         ),
     )
 }
