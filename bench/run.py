@@ -40,7 +40,7 @@ from bench.scenarios import SCENARIOS, Data, scenario_names
 from server.db import Database, sql
 from server.keys import KEY_ENV
 
-__all__ = ["main"]
+__all__ = ["Server", "cpu_seconds", "database", "main", "postmaster_pid", "server_key"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +54,7 @@ _OWNER_TOKEN = sql("""
 """)
 
 
-def _server_key() -> str:
+def server_key() -> str:
     """The server's HMAC key: every worker and restart must share it, or cursors fail."""
     return os.environ.get(KEY_ENV) or _RUN_KEY
 
@@ -85,7 +85,7 @@ def _git_commit() -> str:
 
 
 @contextmanager
-def _database(url: str | None, keep: bool) -> Iterator[str]:
+def database(url: str | None, keep: bool) -> Iterator[str]:
     if url:
         yield url
         return
@@ -123,7 +123,7 @@ class Server:
         self._log = log.open("ab")
         self.process = subprocess.Popen(
             command,
-            env={**os.environ, "DATABASE_URL": database_url, KEY_ENV: _server_key()},
+            env={**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key()},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -210,7 +210,7 @@ def _measure_round(
     round_no: int,
 ) -> None:
     wrk = ensure_wrk()
-    postmaster = asyncio.run(_postmaster_pid(url))
+    postmaster = asyncio.run(postmaster_pid(url))
     references = _start_references(args, url, work)
     try:
         for index, workers in enumerate(args.workers):
@@ -284,9 +284,9 @@ def _timed(
     if args.warmup:
         run(seconds=args.warmup)
     load_before = _load1()
-    cpu_before = _cpu(server_pid), _cpu(postmaster)
+    cpu_before = cpu_seconds(server_pid), cpu_seconds(postmaster)
     measured = run(seconds=args.duration)
-    cpu_after = _cpu(server_pid), _cpu(postmaster)
+    cpu_after = cpu_seconds(server_pid), cpu_seconds(postmaster)
     return {
         **asdict(measured),
         # CPU ms per request: the server's processes, and PostgreSQL's.
@@ -300,7 +300,7 @@ def _timed(
 _BACKEND_PID = sql("SELECT pg_backend_pid()")
 
 
-async def _postmaster_pid(url: str) -> int | None:
+async def postmaster_pid(url: str) -> int | None:
     """PostgreSQL's postmaster on this machine (the parent of our backend), else None."""
     db = Database(url, pool_size=1)
     try:
@@ -315,7 +315,7 @@ async def _postmaster_pid(url: str) -> int | None:
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
-def _cpu(pid: int | None) -> float | None:
+def cpu_seconds(pid: int | None) -> float | None:
     return tree_cpu_seconds(pid) if pid is not None else None
 
 
@@ -532,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
 
-    with _database(args.database_url, args.keep) as url:
+    with database(args.database_url, args.keep) as url:
         if args.dataset:
             loaded = json.loads(args.dataset.read_text())
         else:

@@ -1,0 +1,212 @@
+"""What a deep page costs against the first page of the same filter, by counts and pairs.
+
+`python -m bench.depth [--database-url URL]`: loads a fresh dataset (bench/dataset.py; a
+throwaway embedded PostgreSQL without --database-url), so every page holds the same kind of
+rows. For each category: the statement contacts.list runs for its first page and for the page
+DEPTH pages down (the list_deep scenario's depth), each run warm, then EXPLAIN (ANALYZE,
+BUFFERS): the buffers it touched and its execution time. Then the one thing the server does only
+for a deep page, decoding and checking its cursor, timed in process; and both pages over HTTP
+against `nurturehub serve` (one worker), in alternating blocks, with the server's and
+PostgreSQL's CPU per call. Under load (bench.run's list_category and list_deep rows) the two
+move by 10-30% either way between runs; these paired figures move far less.
+
+Run it on its own dataset, not one that bench.run's create scenario has written to: first pages
+would then hold the bench's own sparse rows and deep pages the dataset's, and the comparison
+would be of content, not depth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import tempfile
+import timeit
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import httpx
+import psycopg
+
+from bench import dataset, run
+from bench.scenarios import DEEP_FIRST, DEEP_LAST, statement
+from procedures.contacts import (
+    LIST_CONTACTS_BY_CATEGORIES,
+    ListContactsParams,
+    list_cursor_scope,
+    list_filters,
+)
+from server.cursor import cursor_key, decode_cursor, encode_cursor
+from server.keys import parse_key
+
+__all__ = ["main"]
+
+PAGE = 50
+DEPTH = (DEEP_FIRST + DEEP_LAST) // 2
+WARM = 3
+BLOCK = 200  # calls per block over HTTP
+BLOCKS = 10  # blocks of each, alternating
+
+_ROW_BEFORE = """
+    SELECT created_at, id FROM contacts WHERE organisation_id = %s AND active_category = %s
+     ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1
+"""
+_NONE = {
+    "group": "CAST(NULL AS text)",
+    "consent_status": "CAST(NULL AS text)",
+    "import_source": "CAST(NULL AS text)",
+    "tsquery": "CAST(NULL AS tsquery)",
+    "created_after": "CAST(NULL AS timestamptz)",
+    "created_before": "CAST(NULL AS timestamptz)",
+    "fetch": str(PAGE + 1),
+}
+
+
+def _page_sql(organisation_id: str, category: str, before: tuple[datetime, UUID] | None) -> str:
+    bound = (
+        ("CAST(NULL AS timestamptz)", "CAST(NULL AS uuid)")
+        if before is None
+        else (f"'{before[0].isoformat()}'::timestamptz", f"'{before[1]}'::uuid")
+    )
+    values = {
+        **_NONE,
+        "organisation_id": f"'{organisation_id}'::uuid",
+        "categories": f"ARRAY['{category}']",
+        "walk_categories": f"ARRAY['{category}']",
+        "before_created_at": bound[0],
+        "before_id": bound[1],
+    }
+    return statement(LIST_CONTACTS_BY_CATEGORIES, values)
+
+
+def _explain(connection: psycopg.Connection[Any], query: str) -> tuple[int, float]:
+    """Buffers touched (hit + read) and execution time in ms, after WARM runs."""
+    for _ in range(WARM):
+        connection.execute(query).fetchall()
+    row = connection.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query).fetchone()
+    assert row is not None
+    plan = row[0][0]
+    top = plan["Plan"]
+    return top["Shared Hit Blocks"] + top["Shared Read Blocks"], plan["Execution Time"]
+
+
+def _cursor_micros(organisation_id: str) -> float:
+    """Decoding and checking one deep page's cursor, in microseconds."""
+    key = b"k" * 32
+    scope = list_cursor_scope(UUID(organisation_id), {"categories": ["buyer"]})
+    cursor = encode_cursor(key, scope, [datetime.now(UTC).isoformat(), str(UUID(int=1))])
+    calls = 20_000
+    return timeit.timeit(lambda: decode_cursor(key, scope, cursor), number=calls) / calls * 1e6
+
+
+def _paired_blocks(
+    url: str, token: str, organisation_id: str, deep_rows: dict[str, tuple[datetime, UUID]], work: Path
+) -> dict[str, list[tuple[float, float]]]:
+    """Server and PostgreSQL CPU ms per call, in alternating blocks of first and deep pages
+    across the categories, against `nurturehub serve` with one worker."""
+    server = run.Server(url, 1, work / "server.log")
+    postmaster = asyncio.run(run.postmaster_pid(url))
+    cpu: dict[str, list[tuple[float, float]]] = {"first": [], "deep": []}
+    try:
+        key = cursor_key(parse_key(run.server_key()))
+        calls = []
+        for category, (created_at, row_id) in deep_rows.items():
+            params = {"category": category, "limit": PAGE}
+            filters = list_filters(ListContactsParams.model_validate(params))
+            scope = list_cursor_scope(UUID(organisation_id), filters)
+            cursor = encode_cursor(key, scope, [created_at.isoformat(), str(row_id)])
+            calls.append((params, {**params, "cursor": cursor}))
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+
+            def block(kind: int) -> tuple[float, float]:
+                before = run.cpu_seconds(server.process.pid), run.cpu_seconds(postmaster)
+                for index in range(BLOCK):
+                    body = {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "contacts.list",
+                        "params": calls[index % len(calls)][kind],
+                    }
+                    reply = http.post("/rpc", json=body, headers={"Authorization": f"Bearer {token}"})
+                    if "result" not in reply.json():
+                        raise RuntimeError(f"contacts.list failed: {reply.text[:200]}")
+                after = run.cpu_seconds(server.process.pid), run.cpu_seconds(postmaster)
+                return (
+                    (after[0] - before[0]) * 1000 / BLOCK,
+                    (after[1] - before[1]) * 1000 / BLOCK if postmaster else float("nan"),
+                )
+
+            block(0), block(1)  # warm
+            for _ in range(BLOCKS):
+                cpu["first"].append(block(0))
+                cpu["deep"].append(block(1))
+    finally:
+        server.stop()
+    return cpu
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.depth", description=__doc__)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--contacts", type=int, default=100_000)
+    args = parser.parse_args(argv)
+    with run.database(args.database_url, keep=False) as url:
+        print(f"loading {args.contacts} contacts ...", flush=True)
+        loaded = asyncio.run(dataset.load(url, args.contacts)).to_json()
+        _measure(url, loaded)
+    return 0
+
+
+def _measure(url: str, loaded: dict[str, Any]) -> None:
+    organisation_id = loaded["organisations"][0]["id"]
+
+    rows = []
+    deep_rows: dict[str, tuple[datetime, UUID]] = {}
+    with psycopg.connect(url, autocommit=True) as connection:
+        for category in loaded["categories"]:
+            before = connection.execute(_ROW_BEFORE, (organisation_id, category, DEPTH * PAGE - 1)).fetchone()
+            if before is None:
+                continue
+            deep_rows[category] = (before[0], before[1])
+            first = _explain(connection, _page_sql(organisation_id, category, None))
+            deep = _explain(connection, _page_sql(organisation_id, category, deep_rows[category]))
+            rows.append((category, first, deep))
+
+    print(f"{'category':<26} {'first: buffers':>14} {'ms':>6} {f'page {DEPTH}: buffers':>17} {'ms':>6}")
+    for category, (first_buffers, first_ms), (deep_buffers, deep_ms) in rows:
+        print(f"{category:<26} {first_buffers:>14} {first_ms:>6.3f} {deep_buffers:>17} {deep_ms:>6.3f}")
+    first_b = statistics.mean(r[1][0] for r in rows)
+    deep_b = statistics.mean(r[2][0] for r in rows)
+    first_ms = statistics.median(r[1][1] for r in rows)
+    deep_ms = statistics.median(r[2][1] for r in rows)
+    print(
+        f"mean buffers {first_b:.1f} first, {deep_b:.1f} deep ({deep_b / first_b:.2f}x); "
+        f"median execution {first_ms:.3f} ms first, {deep_ms:.3f} ms deep ({deep_ms / first_ms:.2f}x)"
+    )
+    print(
+        f"the server's only extra work on a deep page, its cursor: {_cursor_micros(organisation_id):.1f} us"
+    )
+    token = loaded["organisations"][0]["ownerToken"]
+    work = Path(tempfile.mkdtemp(prefix="nurturehub-depth-"))
+    cpu = _paired_blocks(url, token, organisation_id, deep_rows, work)
+    print(
+        f"over HTTP, {BLOCKS} alternating blocks of {BLOCK} calls each, "
+        "CPU ms per call (server / PostgreSQL):"
+    )
+    for kind in ("first", "deep"):
+        server_ms = statistics.median(b[0] for b in cpu[kind])
+        database_ms = statistics.median(b[1] for b in cpu[kind])
+        spread = ", ".join(f"{b[0]:.2f}/{b[1]:.2f}" for b in cpu[kind])
+        print(f"  {kind:<5} median {server_ms:.3f} / {database_ms:.3f}  blocks: {spread}")
+    pairs = [d[0] / f[0] for f, d in zip(cpu["first"], cpu["deep"], strict=True)]
+    print(
+        f"  server deep/first per pair: median {statistics.median(pairs):.2f}x "
+        f"({min(pairs):.2f}-{max(pairs):.2f})"
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
