@@ -34,7 +34,7 @@ import psycopg
 from bench import dataset, run
 from bench.scenarios import DEEP_FIRST, DEEP_LAST, statement
 from procedures.contacts import (
-    LIST_CONTACTS_BY_CATEGORIES,
+    LIST_CONTACTS_BY_CATEGORY,
     ListContactsParams,
     list_cursor_scope,
     list_filters,
@@ -74,12 +74,11 @@ def _page_sql(organisation_id: str, category: str, before: tuple[datetime, UUID]
     values = {
         **_NONE,
         "organisation_id": f"'{organisation_id}'::uuid",
-        "categories": f"ARRAY['{category}']",
-        "walk_categories": f"ARRAY['{category}']",
+        "category": f"'{category}'",
         "before_created_at": bound[0],
         "before_id": bound[1],
     }
-    return statement(LIST_CONTACTS_BY_CATEGORIES, values)
+    return statement(LIST_CONTACTS_BY_CATEGORY, values)
 
 
 def _explain(connection: psycopg.Connection[Any], query: str) -> tuple[int, float]:

@@ -249,21 +249,19 @@ def _category_lua(data: Data) -> str:
 
 
 def _category_sql(data: Data) -> list[str]:
-    from procedures.contacts import LIST_CONTACTS_BY_CATEGORIES
+    from procedures.contacts import LIST_CONTACTS_BY_CATEGORY
 
-    category = f"ARRAY[{pg_array(data.categories, 'text')}[:k]]"
     values = {
         **_NO_FILTERS,
         "organisation_id": _org(data),
-        "categories": category,
-        "walk_categories": category,
+        "category": f"{pg_array(data.categories, 'text')}[:k]",
         "before_created_at": "CAST(NULL AS timestamptz)",
         "before_id": "CAST(NULL AS uuid)",
     }
     return [
         _set_k(len(data.categories)),
         *auth_statements(data),
-        statement(LIST_CONTACTS_BY_CATEGORIES, values),
+        statement(LIST_CONTACTS_BY_CATEGORY, values),
     ]
 
 
@@ -310,24 +308,22 @@ def _epoch_micros(iso: str) -> int:
 
 
 def _deep_sql(data: Data) -> list[str]:
-    from procedures.contacts import LIST_CONTACTS_BY_CATEGORIES
+    from procedures.contacts import LIST_CONTACTS_BY_CATEGORY
 
     pages = data.deep_pages
-    category = f"{pg_array([p[0] for p in pages], 'text')}[:k]"
     # Epoch microseconds: a timestamp's colons would read as pgbench variables.
     micros = pg_array([str(_epoch_micros(p[2])) for p in pages], "bigint")
     values = {
         **_NO_FILTERS,
         "organisation_id": _org(data),
-        "categories": f"ARRAY[{category}]",
-        "walk_categories": f"ARRAY[{category}]",
+        "category": f"{pg_array([p[0] for p in pages], 'text')}[:k]",
         "before_created_at": f"timestamptz 'epoch' + {micros}[:k] * interval '1 microsecond'",
         "before_id": f"{pg_array([p[3] for p in pages], 'uuid')}[:k]",
     }
     return [
         _set_k(len(pages)),
         *auth_statements(data),
-        statement(LIST_CONTACTS_BY_CATEGORIES, values),
+        statement(LIST_CONTACTS_BY_CATEGORY, values),
     ]
 
 
