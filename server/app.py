@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from functools import cache
 from typing import Any
@@ -149,6 +150,10 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         authenticator.start()
+        # What exists now (modules, models, validators: nearly all of the heap) lives as long
+        # as the process, so full collections stop walking it: time in the collector per
+        # contacts.get call, about 30 us on average before, 6-7 us after (bench/gc_cost.py).
+        gc.freeze()
         try:
             yield
         finally:
