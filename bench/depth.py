@@ -17,9 +17,7 @@ would be of content, not depth.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 import statistics
 import tempfile
 import timeit
@@ -31,8 +29,8 @@ from uuid import UUID
 import httpx
 import psycopg
 
-from bench import dataset, run
-from bench.scenarios import DEEP_FIRST, DEEP_LAST, statement
+from bench import run
+from bench.scenarios import DEEP_FIRST, DEEP_LAST, NO_FILTERS, statement
 from procedures.contacts import (
     LIST_CONTACTS_BY_CATEGORY,
     ListContactsParams,
@@ -54,15 +52,6 @@ _ROW_BEFORE = """
     SELECT created_at, id FROM contacts WHERE organisation_id = %s AND active_category = %s
      ORDER BY created_at DESC, id DESC OFFSET %s LIMIT 1
 """
-_NONE = {
-    "group": "CAST(NULL AS text)",
-    "consent_status": "CAST(NULL AS text)",
-    "import_source": "CAST(NULL AS text)",
-    "tsquery": "CAST(NULL AS tsquery)",
-    "created_after": "CAST(NULL AS timestamptz)",
-    "created_before": "CAST(NULL AS timestamptz)",
-    "fetch": str(PAGE + 1),
-}
 
 
 def _page_sql(organisation_id: str, category: str, before: tuple[datetime, UUID] | None) -> str:
@@ -72,7 +61,7 @@ def _page_sql(organisation_id: str, category: str, before: tuple[datetime, UUID]
         else (f"'{before[0].isoformat()}'::timestamptz", f"'{before[1]}'::uuid")
     )
     values = {
-        **_NONE,
+        **NO_FILTERS,
         "organisation_id": f"'{organisation_id}'::uuid",
         "category": f"'{category}'",
         "before_created_at": bound[0],
@@ -148,14 +137,9 @@ def _paired_blocks(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.depth", description=__doc__)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--contacts", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    with run.database(args.database_url, keep=False) as url:
-        print(f"loading {args.contacts} contacts ...", flush=True)
-        loaded = asyncio.run(dataset.load(url, args.contacts)).to_json()
-        _measure(url, loaded)
+    args = run.dataset_arguments("python -m bench.depth", __doc__, 100_000).parse_args(argv)
+    with run.fresh_dataset(args) as (url, loaded):
+        _measure(url, loaded.to_json())
     return 0
 
 

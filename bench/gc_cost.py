@@ -10,7 +10,6 @@ per call and the time spent in collections (gc.callbacks) per call.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import os
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 import psycopg
 
-from bench import dataset, run
+from bench import run
 from procedures import app_router
 from server.app import create_app
 from server.settings import Settings
@@ -111,13 +110,8 @@ async def _measure(url: str, token: str, contact_ids: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.gc_cost", description=__doc__)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--contacts", type=int, default=10_000)
-    args = parser.parse_args(argv)
-    with run.database(args.database_url, keep=False) as url:
-        print(f"loading {args.contacts} contacts ...", flush=True)
-        loaded = asyncio.run(dataset.load(url, args.contacts))
+    args = run.dataset_arguments("python -m bench.gc_cost", __doc__, 10_000).parse_args(argv)
+    with run.fresh_dataset(args) as (url, loaded):
         main_org = loaded.organisations[0]
         with psycopg.connect(url) as connection:
             rows = connection.execute(

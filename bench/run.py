@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
@@ -40,7 +40,16 @@ from bench.scenarios import SCENARIOS, Data, scenario_names
 from server.db import Database, sql
 from server.keys import KEY_ENV
 
-__all__ = ["Server", "cpu_seconds", "database", "main", "postmaster_pid", "server_key"]
+__all__ = [
+    "Server",
+    "cpu_seconds",
+    "database",
+    "dataset_arguments",
+    "fresh_dataset",
+    "main",
+    "postmaster_pid",
+    "server_key",
+]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,6 +109,23 @@ def database(url: str | None, keep: bool) -> Iterator[str]:
         if not keep:
             embedded.stop()
             shutil.rmtree(folder, ignore_errors=True)  # stopping leaves the data (1 GB at 100k)
+
+
+@contextmanager
+def fresh_dataset(args: argparse.Namespace) -> Iterator[tuple[str, dataset_module.Dataset]]:
+    """For the smaller bench tools: a database (a throwaway embedded one unless --database-url)
+    with a new dataset of --contacts loaded, and its URL."""
+    with database(args.database_url, keep=False) as url:
+        print(f"loading {args.contacts} contacts ...", flush=True)
+        yield url, asyncio.run(dataset_module.load(url, args.contacts))
+
+
+def dataset_arguments(prog: str, description: str | None, contacts: int) -> argparse.ArgumentParser:
+    """The parser of a tool that measures on a fresh_dataset."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
+    parser.add_argument("--contacts", type=int, default=contacts)
+    return parser
 
 
 class Server:
@@ -222,10 +248,10 @@ def _measure_round(
                         scenario.prepare(partial(server.call, data.token), data)
                     script = work / f"{name}.lua"
                     script.write_text(wrk_lua(data.token, scenario.lua(data)))
-                    profiler = _start_profiler(args, server, name, workers)
-                    measured = _timed(args, wrk, server.url + "/rpc", script, server.process.pid, postmaster)
-                    if profiler is not None:
-                        profiler.wait(timeout=60)
+                    profile = partial(_start_profiler, args, server, name, workers)
+                    measured = _timed(
+                        args, wrk, server.url + "/rpc", script, server.process.pid, postmaster, profile
+                    )
                     emit({"kind": "wrk", "round": round_no, "scenario": name, "workers": workers, **measured})
                     # Right after ours, so both see the machine as it is now (once per round).
                     if scenario.reference is not None and index == 0:
@@ -277,15 +303,25 @@ def _start_references(args: argparse.Namespace, url: str, work: Path) -> dict[in
 
 
 def _timed(
-    args: argparse.Namespace, wrk: str, target: str, script: Path, server_pid: int, postmaster: int | None
+    args: argparse.Namespace,
+    wrk: str,
+    target: str,
+    script: Path,
+    server_pid: int,
+    postmaster: int | None,
+    profile: Callable[[], subprocess.Popen[bytes] | None] | None = None,
 ) -> dict[str, Any]:
-    """One scenario against one server: a warm-up, then the timed run with its CPU per request."""
+    """One scenario against one server: a warm-up, then the timed run with its CPU per request
+    (and `profile`'s profiler, started after the warm-up, recording the timed run only)."""
     run = partial(run_wrk, wrk, target, script, connections=args.connections, threads=args.threads)
     if args.warmup:
         run(seconds=args.warmup)
     load_before = _load1()
     cpu_before = cpu_seconds(server_pid), cpu_seconds(postmaster)
+    profiler = profile() if profile is not None else None
     measured = run(seconds=args.duration)
+    if profiler is not None:
+        profiler.wait(timeout=60)
     cpu_after = cpu_seconds(server_pid), cpu_seconds(postmaster)
     return {
         **asdict(measured),

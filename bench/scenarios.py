@@ -21,7 +21,16 @@ from typing import Any
 
 from server.db import Statement
 
-__all__ = ["SCENARIOS", "Data", "Scenario", "lua_list", "pg_array", "reference_cursor", "statement"]
+__all__ = [
+    "NO_FILTERS",
+    "SCENARIOS",
+    "Data",
+    "Scenario",
+    "lua_list",
+    "pg_array",
+    "reference_cursor",
+    "statement",
+]
 
 
 # Calls the running server: (method, params) -> result.
@@ -211,7 +220,7 @@ def _batch_sql(data: Data) -> list[str]:
     return lines
 
 
-_NO_FILTERS = {
+NO_FILTERS = {
     "categories": "CAST(NULL AS text[])",
     "group": "CAST(NULL AS text)",
     "consent_status": "CAST(NULL AS text)",
@@ -232,7 +241,7 @@ def _list_sql(data: Data) -> list[str]:
     from procedures.contacts import LIST_CONTACTS
 
     values = {
-        **_NO_FILTERS,
+        **NO_FILTERS,
         "organisation_id": _org(data),
         "before_created_at": "CAST(NULL AS timestamptz)",
         "before_id": "CAST(NULL AS uuid)",
@@ -252,7 +261,7 @@ def _category_sql(data: Data) -> list[str]:
     from procedures.contacts import LIST_CONTACTS_BY_CATEGORY
 
     values = {
-        **_NO_FILTERS,
+        **NO_FILTERS,
         "organisation_id": _org(data),
         "category": f"{pg_array(data.categories, 'text')}[:k]",
         "before_created_at": "CAST(NULL AS timestamptz)",
@@ -314,7 +323,7 @@ def _deep_sql(data: Data) -> list[str]:
     # Epoch microseconds: a timestamp's colons would read as pgbench variables.
     micros = pg_array([str(_epoch_micros(p[2])) for p in pages], "bigint")
     values = {
-        **_NO_FILTERS,
+        **NO_FILTERS,
         "organisation_id": _org(data),
         "category": f"{pg_array([p[0] for p in pages], 'text')}[:k]",
         "before_created_at": f"timestamptz 'epoch' + {micros}[:k] * interval '1 microsecond'",

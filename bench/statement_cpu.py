@@ -10,8 +10,6 @@ per-category walk and merge it used before). The database must run on this machi
 
 from __future__ import annotations
 
-import argparse
-import asyncio
 import os
 import statistics
 from pathlib import Path
@@ -19,7 +17,7 @@ from uuid import UUID
 
 import psycopg
 
-from bench import dataset, run
+from bench import run
 from procedures.contacts import (
     LIST_CONTACTS_BY_CATEGORIES,
     LIST_CONTACTS_BY_CATEGORY,
@@ -79,13 +77,8 @@ def _measure(url: str, organisation_id: UUID) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.statement_cpu", description=__doc__)
-    parser.add_argument("--database-url", default=os.environ.get("DATABASE_URL"))
-    parser.add_argument("--contacts", type=int, default=100_000)
-    args = parser.parse_args(argv)
-    with run.database(args.database_url, keep=False) as url:
-        print(f"loading {args.contacts} contacts ...", flush=True)
-        loaded = asyncio.run(dataset.load(url, args.contacts))
+    args = run.dataset_arguments("python -m bench.statement_cpu", __doc__, 100_000).parse_args(argv)
+    with run.fresh_dataset(args) as (url, loaded):
         _measure(url, UUID(loaded.organisations[0].id))
     return 0
 
