@@ -173,8 +173,8 @@ def _measure(url: str, loaded: dict[str, Any]) -> None:
         f"the server's only extra work on a deep page, its cursor: {_cursor_micros(organisation_id):.1f} us"
     )
     token = loaded["organisations"][0]["ownerToken"]
-    work = Path(tempfile.mkdtemp(prefix="nurturehub-depth-"))
-    cpu = _paired_blocks(url, token, organisation_id, deep_rows, work)
+    with tempfile.TemporaryDirectory(prefix="nurturehub-depth-") as work:
+        cpu = _paired_blocks(url, token, organisation_id, deep_rows, Path(work))
     print(
         f"over HTTP, {BLOCKS} alternating blocks of {BLOCK} calls each, "
         "CPU ms per call (server / PostgreSQL):"
