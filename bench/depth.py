@@ -46,7 +46,7 @@ PAGE = 50
 DEPTH = (DEEP_FIRST + DEEP_LAST) // 2
 WARM = 3
 BLOCK = 200  # calls per block over HTTP
-BLOCKS = 10  # blocks of each, alternating
+BLOCKS = 10  # rounds: a block of each page in turn
 
 _ROW_BEFORE = """
     SELECT created_at, id FROM contacts WHERE organisation_id = %s AND active_category = %s
@@ -91,33 +91,36 @@ def _cursor_micros(organisation_id: str) -> float:
 
 
 def _paired_blocks(
-    url: str, token: str, organisation_id: str, deep_rows: dict[str, tuple[datetime, UUID]], work: Path
+    url: str,
+    token: str,
+    organisation_id: str,
+    pages: dict[str, dict[str, tuple[datetime, UUID] | None]],
+    work: Path,
 ) -> dict[str, list[tuple[float, float]]]:
-    """Server and PostgreSQL CPU ms per call, in alternating blocks of first and deep pages
-    across the categories, against `nurturehub serve` with one worker."""
+    """Server and PostgreSQL CPU ms per call, in blocks that take turns between the named pages
+    (`pages[name][category]`: the row a page starts after, None for the first page), across the
+    categories, against `nurturehub serve` with one worker."""
     server = run.Server(url, 1, work / "server.log")
     postmaster = asyncio.run(run.postmaster_pid(url))
-    cpu: dict[str, list[tuple[float, float]]] = {"first": [], "deep": []}
+    cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in pages}
     try:
         key = cursor_key(parse_key(run.server_key()))
-        calls = []
-        for category, (created_at, row_id) in deep_rows.items():
-            params = {"category": category, "limit": PAGE}
-            filters = list_filters(ListContactsParams.model_validate(params))
-            scope = list_cursor_scope(UUID(organisation_id), filters)
-            cursor = encode_cursor(key, scope, [created_at.isoformat(), str(row_id)])
-            calls.append((params, {**params, "cursor": cursor}))
+        calls: dict[str, list[dict[str, Any]]] = {name: [] for name in pages}
+        for name, rows in pages.items():
+            for category, before in rows.items():
+                params: dict[str, Any] = {"category": category, "limit": PAGE}
+                if before is not None:
+                    filters = list_filters(ListContactsParams.model_validate(params))
+                    scope = list_cursor_scope(UUID(organisation_id), filters)
+                    params["cursor"] = encode_cursor(key, scope, [before[0].isoformat(), str(before[1])])
+                calls[name].append(params)
         with httpx.Client(base_url=server.url, timeout=60) as http:
 
-            def block(kind: int) -> tuple[float, float]:
+            def block(name: str) -> tuple[float, float]:
                 before = run.cpu_seconds(server.process.pid), run.cpu_seconds(postmaster)
                 for index in range(BLOCK):
-                    body = {
-                        "jsonrpc": "2.0",
-                        "id": 1,
-                        "method": "contacts.list",
-                        "params": calls[index % len(calls)][kind],
-                    }
+                    params = calls[name][index % len(calls[name])]
+                    body = {"jsonrpc": "2.0", "id": 1, "method": "contacts.list", "params": params}
                     reply = http.post("/rpc", json=body, headers={"Authorization": f"Bearer {token}"})
                     if "result" not in reply.json():
                         raise RuntimeError(f"contacts.list failed: {reply.text[:200]}")
@@ -127,10 +130,11 @@ def _paired_blocks(
                     (after[1] - before[1]) * 1000 / BLOCK if postmaster else float("nan"),
                 )
 
-            block(0), block(1)  # warm
+            for name in pages:  # warm
+                block(name)
             for _ in range(BLOCKS):
-                cpu["first"].append(block(0))
-                cpu["deep"].append(block(1))
+                for name in pages:
+                    cpu[name].append(block(name))
     finally:
         server.stop()
     return cpu
@@ -147,16 +151,21 @@ def _measure(url: str, loaded: dict[str, Any]) -> None:
     organisation_id = loaded["organisations"][0]["id"]
 
     rows = []
-    deep_rows: dict[str, tuple[datetime, UUID]] = {}
+    # The row each page starts after, by category: the first page, page 2 (a cursor, no depth)
+    # and page DEPTH, so the cursor's cost and depth's show apart.
+    pages: dict[str, dict[str, tuple[datetime, UUID] | None]] = {"first": {}, "page 2": {}, "deep": {}}
     with psycopg.connect(url, autocommit=True) as connection:
         for category in loaded["categories"]:
-            before = connection.execute(_ROW_BEFORE, (organisation_id, category, DEPTH * PAGE - 1)).fetchone()
-            if before is None:
+            deep = connection.execute(_ROW_BEFORE, (organisation_id, category, DEPTH * PAGE - 1)).fetchone()
+            second = connection.execute(_ROW_BEFORE, (organisation_id, category, PAGE - 1)).fetchone()
+            if deep is None or second is None:
                 continue
-            deep_rows[category] = (before[0], before[1])
-            first = _explain(connection, _page_sql(organisation_id, category, None))
-            deep = _explain(connection, _page_sql(organisation_id, category, deep_rows[category]))
-            rows.append((category, first, deep))
+            pages["first"][category] = None
+            pages["page 2"][category] = (second[0], second[1])
+            pages["deep"][category] = (deep[0], deep[1])
+            first_cost = _explain(connection, _page_sql(organisation_id, category, None))
+            deep_cost = _explain(connection, _page_sql(organisation_id, category, (deep[0], deep[1])))
+            rows.append((category, first_cost, deep_cost))
 
     print(f"{'category':<26} {'first: buffers':>14} {'ms':>6} {f'page {DEPTH}: buffers':>17} {'ms':>6}")
     for category, (first_buffers, first_ms), (deep_buffers, deep_ms) in rows:
@@ -174,21 +183,22 @@ def _measure(url: str, loaded: dict[str, Any]) -> None:
     )
     token = loaded["organisations"][0]["ownerToken"]
     with tempfile.TemporaryDirectory(prefix="nurturehub-depth-") as work:
-        cpu = _paired_blocks(url, token, organisation_id, deep_rows, Path(work))
+        cpu = _paired_blocks(url, token, organisation_id, pages, Path(work))
     print(
-        f"over HTTP, {BLOCKS} alternating blocks of {BLOCK} calls each, "
-        "CPU ms per call (server / PostgreSQL):"
+        f"over HTTP, {BLOCKS} rounds of blocks of {BLOCK} calls, taking turns, "
+        f"CPU ms per call (server / PostgreSQL); deep is page {DEPTH}:"
     )
-    for kind in ("first", "deep"):
-        server_ms = statistics.median(b[0] for b in cpu[kind])
-        database_ms = statistics.median(b[1] for b in cpu[kind])
-        spread = ", ".join(f"{b[0]:.2f}/{b[1]:.2f}" for b in cpu[kind])
-        print(f"  {kind:<5} median {server_ms:.3f} / {database_ms:.3f}  blocks: {spread}")
-    pairs = [d[0] / f[0] for f, d in zip(cpu["first"], cpu["deep"], strict=True)]
-    print(
-        f"  server deep/first per pair: median {statistics.median(pairs):.2f}x "
-        f"({min(pairs):.2f}-{max(pairs):.2f})"
-    )
+    for name, blocks in cpu.items():
+        server_ms = statistics.median(b[0] for b in blocks)
+        database_ms = statistics.median(b[1] for b in blocks)
+        spread = ", ".join(f"{b[0]:.2f}/{b[1]:.2f}" for b in blocks)
+        print(f"  {name:<6} median {server_ms:.3f} / {database_ms:.3f}  blocks: {spread}")
+    for late, early in (("deep", "first"), ("deep", "page 2"), ("page 2", "first")):
+        ratios = [a[0] / b[0] for a, b in zip(cpu[late], cpu[early], strict=True)]
+        print(
+            f"  server {late} / {early}, per round: median {statistics.median(ratios):.2f}x "
+            f"({min(ratios):.2f}-{max(ratios):.2f})"
+        )
 
 
 if __name__ == "__main__":
