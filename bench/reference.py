@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
+
+from bench.served import Served
 
 __all__ = ["FOLDER", "ReferenceServer", "ensure_reference"]
 
@@ -33,13 +31,12 @@ def ensure_reference() -> str:
     return node
 
 
-class ReferenceServer:
+class ReferenceServer(Served):
     """`node server.mjs` on a port, against the same database, in `workers` processes (one is
     tRPC's standalone adapter as it comes; more share the port through node:cluster)."""
 
     def __init__(self, node: str, database_url: str, port: int, log: Path, *, workers: int = 1) -> None:
         self.url = f"http://127.0.0.1:{port}"
-        self._log = log.open("ab")
         env = {
             **os.environ,
             "DATABASE_URL": database_url,
@@ -47,37 +44,9 @@ class ReferenceServer:
             "WORKERS": str(workers),
             "NODE_ENV": "production",  # tRPC leaves stack traces out of errors
         }
-        self.process = subprocess.Popen(
-            [node, "server.mjs"],
-            cwd=FOLDER,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self._wait_listening()
+        super().__init__([node, "server.mjs"], cwd=FOLDER, env=env, log=log)
+        # Any HTTP answer (here 404: no such procedure) means it is listening.
+        self.wait_until_answering(self.url + "/ready", seconds=30, any_status=True)
 
-    def _wait_listening(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the reference server exited: see {self._log.name}")
-            try:
-                # Any HTTP answer (here 404: no such procedure) means it is listening.
-                urllib.request.urlopen(self.url + "/ready", timeout=2)
-                return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("the reference server did not start listening in 30 s")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)  # the cluster's workers too
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+    def stop(self, *, group: bool = True, seconds: float = 10) -> None:
+        super().stop(group=group, seconds=seconds)  # the cluster's workers too

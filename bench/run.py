@@ -17,7 +17,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -37,6 +36,7 @@ from bench import dataset as dataset_module
 from bench.loadgen import Measured, ensure_wrk, run_pgbench, run_wrk, tree_cpu_seconds, wrk_lua
 from bench.reference import ReferenceServer, ensure_reference
 from bench.scenarios import SCENARIOS, Data, scenario_names
+from bench.served import Served
 from server.db import Database, sql
 from server.keys import KEY_ENV
 
@@ -128,7 +128,7 @@ def dataset_arguments(prog: str, description: str | None, contacts: int) -> argp
     return parser
 
 
-class Server:
+class Server(Served):
     """`nurturehub serve` in a subprocess, as an operator runs it."""
 
     def __init__(self, database_url: str, workers: int, log: Path) -> None:
@@ -146,30 +146,9 @@ class Server:
             "--workers",
             str(workers),
         ]
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            command,
-            env={**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key()},
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited: see {self._log.name}")
-            try:
-                with urllib.request.urlopen(self.url + "/readyz", timeout=2) as reply:
-                    if reply.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise RuntimeError("the server did not become ready in 60 s")
+        env = {**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key()}
+        super().__init__(command, cwd=ROOT, env=env, log=log)
+        self.wait_until_answering(self.url + "/readyz", seconds=60)
 
     def call(self, token: str, method: str, params: dict[str, Any] | None = None) -> Any:
         body: dict[str, Any] = {"jsonrpc": "2.0", "id": 1, "method": method}
@@ -190,16 +169,6 @@ class Server:
         with urllib.request.urlopen(self.url + "/openrpc.json", timeout=10) as reply:
             document = json.loads(reply.read())
         return {m["name"] for m in document.get("methods", [])}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
 
 
 async def _collect(url: str, loaded: dict[str, Any], sample: int) -> Data:
