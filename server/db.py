@@ -1,4 +1,4 @@
-"""Database access: a psycopg connection pool, one transaction per call.
+"""Database access: pooled psycopg connections (server/pool.py), one transaction per call.
 
 Queries are hand-written SQL constants, `X = sql("... WHERE id = :id")`, with named bound
 parameters only. SQLAlchemy Core compiles each constant once, at import, into psycopg's own
@@ -17,11 +17,11 @@ from typing import Any
 import psycopg
 import psycopg.errors
 from psycopg.rows import dict_row
-from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import text
 from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 
 from server.errors import Conflict, ServiceUnavailable
+from server.pool import Pool, PoolTimeout
 
 __all__ = ["Database", "Row", "Statement", "Tx", "sql"]
 
@@ -179,7 +179,8 @@ class Tx:
     @property
     def is_open(self) -> bool:
         """True while a transaction is open on the connection (begun and not yet ended)."""
-        return self.connection.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        # pgconn, not info: `info` builds a new object on every read.
+        return self.connection.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE
 
     async def afterwards(self, statement: Statement, params: Params | None = None) -> Sequence[Row]:
         """The rows of a read after the transaction's last statement, to explain, say, why it
@@ -252,30 +253,23 @@ class Database:
         statement_timeout_ms: int = 15_000,
     ) -> None:
         self.url = _conninfo(database_url)
-        self.pool: AsyncConnectionPool[_Connection] = AsyncConnectionPool(
-            self.url,
-            connection_class=_Connection,
-            # Connections open as demand needs them, so idle processes (a CLI command, a quiet
-            # worker, a test server) do not hold pool_size connections each.
-            min_size=1,
-            max_size=pool_size + max_overflow,
-            timeout=pool_timeout,
-            open=False,
-            kwargs={
-                "row_factory": dict_row,
-                "autocommit": True,  # transactions are begun explicitly, see Tx
-                # Times in UTC whatever the server's zone, so every path writes them alike.
-                "options": f"-c statement_timeout={statement_timeout_ms} -c TimeZone=UTC",
-                "application_name": "nurturehub",
-                "connect_timeout": 5,
-            },
+        self._statement_timeout_ms = statement_timeout_ms
+        # Connections open as demand needs them, so idle processes (a CLI command, a quiet
+        # worker, a test server) do not hold pool_size connections each.
+        self.pool: Pool[_Connection] = Pool(
+            self._connect, max_size=pool_size + max_overflow, timeout=pool_timeout
         )
-        self._opened = False
 
-    async def _ensure_open(self) -> None:
-        if not self._opened:
-            self._opened = True
-            await self.pool.open(wait=False)
+    async def _connect(self) -> _Connection:
+        return await _Connection.connect(
+            self.url,
+            row_factory=dict_row,
+            autocommit=True,  # transactions are begun explicitly, see Tx
+            # Times in UTC whatever the server's zone, so every path writes them alike.
+            options=f"-c statement_timeout={self._statement_timeout_ms} -c TimeZone=UTC",
+            application_name="nurturehub",
+            connect_timeout=5,
+        )
 
     @asynccontextmanager
     async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
@@ -285,9 +279,9 @@ class Database:
         changes nothing: at READ COMMITTED every statement takes a fresh snapshot either way, and
         it saves two round trips per call.
         """
-        await self._ensure_open()
         try:
-            async with self.pool.connection() as connection:
+            connection = await self.pool.acquire()
+            try:
                 tx = Tx(connection, begin=not read_only)
                 try:
                     yield tx
@@ -300,6 +294,8 @@ class Database:
                     raise
                 if tx.is_open:
                     await connection.commit()
+            finally:
+                await self.pool.release(connection)
         except PoolTimeout:
             raise ServiceUnavailable(
                 "Service unavailable: the database is busy (no connection was free in time), try again"
@@ -318,5 +314,4 @@ class Database:
             return False
 
     async def close(self) -> None:
-        if self._opened:
-            await self.pool.close()
+        await self.pool.close()

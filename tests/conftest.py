@@ -36,6 +36,13 @@ def database_url(postgres: PostgresServer, loop: LoopThread) -> str:
     return postgres.create_prepared_database(loop)
 
 
+@pytest.fixture
+def fresh_database(postgres: PostgresServer, loop: LoopThread) -> str:
+    """A database of the test's own, for a test that must see or touch all of one (rotating
+    every credential in it, counting or cutting its connections)."""
+    return postgres.create_prepared_database(loop)
+
+
 @pytest.fixture(scope="session")
 def db(database_url: str, loop: LoopThread) -> Iterator[Database]:
     database = Database(database_url, pool_size=4)

@@ -8,7 +8,6 @@ import stat
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,7 +35,7 @@ from tests.crm_support import (
     worker,
 )
 from tests.fake_crm import FakeCrm
-from tests.support import LoopThread, Org, PostgresServer, Rpc, ServerThread, World, query
+from tests.support import LoopThread, Org, Rpc, ServerThread, World, query
 
 AAD = associated_data("org-1", "crm_connections", "encrypted_credentials", "conn-1")
 
@@ -192,12 +191,6 @@ def test_a_ciphertext_copied_to_another_connection_fails_to_decrypt(
             open_credentials(KEYRING, uuid.UUID(agency.id), uuid.uuid4(), bytes(sealed))
     finally:
         query(database_url, "UPDATE crm_writeback_queue SET status = 'failed' WHERE id = %s", (entry_id,))
-
-
-@pytest.fixture
-def fresh_database(postgres: PostgresServer, loop: LoopThread) -> Iterator[str]:
-    """A database of its own: rotation re-encrypts every credential in it."""
-    yield postgres.create_prepared_database(loop)
 
 
 def _rotate(database_url: str, keys: str) -> subprocess.CompletedProcess[str]:

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from procedures import app_router
-from tests.support import Rpc, ServerThread
+from tests.support import Rpc, ServerThread, query
 
 
 def test_healthz_and_readyz(rpc: Rpc) -> None:
@@ -98,6 +98,71 @@ def test_an_exhausted_pool_answers_quickly_with_a_clear_error(database_url: str)
         assert Rpc(server.url).call("probe.sleep", {"seconds": 0}) == {"ok": True}
     finally:
         server.stop()
+
+
+def test_callers_queue_for_a_busy_pool_and_each_is_served(fresh_database: str) -> None:
+    from tests.probe import probe_router
+
+    server = ServerThread(fresh_database, probe_router, pool_size=1, pool_timeout=5)
+    try:
+        results: list[object] = []
+
+        def call() -> None:
+            results.append(Rpc(server.url).call("probe.sleep", {"seconds": 0.1}))
+
+        callers = [threading.Thread(target=call) for _ in range(6)]
+        started = time.monotonic()
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
+        # One connection, handed from each caller to the next: six sleeps one after another.
+        assert results == [{"ok": True}] * 6
+        assert time.monotonic() - started >= 0.6
+        assert _server_connections(fresh_database) == 1
+    finally:
+        server.stop()
+
+
+def test_calls_recover_when_the_database_drops_every_connection(fresh_database: str) -> None:
+    from tests.probe import probe_router
+
+    server = ServerThread(fresh_database, probe_router, pool_size=3)
+    try:
+        warm = [
+            threading.Thread(target=Rpc(server.url).call, args=("probe.sleep", {"seconds": 0.2}))
+            for _ in range(3)
+        ]
+        for thread in warm:
+            thread.start()
+        for thread in warm:
+            thread.join()
+        assert _server_connections(fresh_database) == 3
+        query(
+            fresh_database,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'nurturehub' AND datname = current_database()",
+        )
+        # A dropped connection fails the one call that finds it, with a clear 503, and is not
+        # used again: after at most one failure per pooled connection, calls succeed.
+        client = Rpc(server.url)
+        codes = []
+        for _ in range(5):
+            reply = client.post({"jsonrpc": "2.0", "id": 1, "method": "probe.transaction"}).json()
+            codes.append(reply["error"]["data"]["code"] if "error" in reply else "OK")
+        assert set(codes) <= {"OK", "SERVICE_UNAVAILABLE"} and codes.count("SERVICE_UNAVAILABLE") <= 3
+        assert codes[-2:] == ["OK", "OK"]
+    finally:
+        server.stop()
+
+
+def _server_connections(database_url: str) -> int:
+    ((count,),) = query(
+        database_url,
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'nurturehub' AND datname = current_database()",
+    )
+    return int(count)
 
 
 def test_an_unexpected_exception_is_a_generic_internal_error(probe: Rpc, caplog) -> None:
