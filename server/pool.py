@@ -135,7 +135,7 @@ class Pool(Generic[C]):
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[C | None] = loop.create_future()
         self._waiters.append(waiter)
-        # A plain timer, not asyncio.timeout(): under load a third of callers wait here.
+        # A plain timer, not asyncio.timeout(): under load many callers wait here.
         expiry = loop.call_later(self._timeout, self._expire, waiter)
         try:
             return await waiter
