@@ -78,20 +78,17 @@ class Pool(Generic[C]):
         if self._closed or not self._usable(connection):
             await self._discard(connection)
             return
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(connection)
-                return
-        self._idle.append(connection)
+        waiter = self._next_waiter()
+        if waiter is None:
+            self._idle.append(connection)
+        else:
+            waiter.set_result(connection)
 
     async def close(self) -> None:
         """Close idle connections now and the others as they come back; refuse new callers."""
         self._closed = True
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(PoolTimeout("the pool is closed"))
+        while (waiter := self._next_waiter()) is not None:
+            waiter.set_exception(PoolTimeout("the pool is closed"))
         idle, self._idle = self._idle, []
         for connection in idle:
             await self._discard(connection)
@@ -124,12 +121,20 @@ class Pool(Generic[C]):
 
     def _free_slot(self) -> None:
         """A connection closed (or failed to open): its slot goes to a waiter, if any."""
+        waiter = self._next_waiter()
+        if waiter is None:
+            self._size -= 1
+        else:
+            waiter.set_result(None)  # the waiter opens a connection in this slot
+
+    def _next_waiter(self) -> asyncio.Future[C | None] | None:
+        """The longest-waiting caller still waiting (one that timed out or was cancelled is
+        done, and skipped), or None."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
-                waiter.set_result(None)  # the waiter opens a connection in this slot
-                return
-        self._size -= 1
+                return waiter
+        return None
 
     async def _wait(self) -> C | None:
         loop = asyncio.get_running_loop()

@@ -288,7 +288,7 @@ class Dispatcher:
 
 class _RandomIds:
     """32 random hex digits per id, as uuid4().hex gives, drawn from the OS 1,024 ids at a time:
-    one getrandom call per request cost 2.7 us, a slice of the batch 0.2 us."""
+    one getrandom call per request cost 2.7 us, an id from the batch 0.4 us."""
 
     __slots__ = ("_batch", "_next")
     _SIZE = 16 * 1024
