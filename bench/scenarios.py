@@ -405,7 +405,7 @@ def _assign_lua(data: Data) -> str:
 
 
 def _assign_sql(data: Data) -> list[str]:
-    from procedures.contacts import ASSIGN_CATEGORY, LOCK_CONTACT_ROW
+    from procedures.contacts import ASSIGN_CATEGORY
 
     org = _org(data)
     category = f"{pg_array(data.categories, 'text')}[:c]"
@@ -413,8 +413,6 @@ def _assign_sql(data: Data) -> list[str]:
         _set_k(len(data.contact_ids)),
         f"\\set c random(1, {len(data.categories)})",
         *auth_statements(data),
-        "BEGIN;",
-        statement(LOCK_CONTACT_ROW, {"organisation_id": org, "contact_id": _pick_id(data)}),
         statement(
             ASSIGN_CATEGORY,
             {
@@ -426,7 +424,6 @@ def _assign_sql(data: Data) -> list[str]:
                 **audit_values(data, "contacts.assignCategory", "contact", "{category}"),
             },
         ),
-        "COMMIT;",
     ]
 
 

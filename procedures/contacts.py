@@ -388,54 +388,21 @@ UPDATE_CONTACT = sql("""
      WHERE organisation_id = :organisation_id AND id = :id
 """)
 
-# A category change takes the contact's row lock first, then runs SET_CATEGORY as a statement of
-# its own: its snapshot, taken after the lock, sees every change committed before, so the
-# history has no gaps and never two active rows. The lock alone, without the row's columns.
-LOCK_CONTACT_ROW = sql("""
-    SELECT id FROM contacts WHERE organisation_id = :organisation_id AND id = :contact_id
-       FOR UPDATE
-""")
+# A category change: schema.sql's set_contact_category takes the contact's row lock, then makes
+# the change as a query of its own, which sees every change committed before the lock. Its row
+# is the new assignment (changed) or, when nothing changed, the active one; none for a contact
+# that does not exist.
+_SET_CATEGORY_CALL = """
+    SELECT * FROM set_contact_category(:organisation_id, :contact_id, CAST(:category AS text),
+                                       :assigned_by, CAST(:reason AS text))
+"""
 
-# Unless the contact already has this category, one statement ends the active assignment, sets
-# the contact's category and inserts the new assignment, at one timestamp. The insert reads
-# `superseded`, so the old row leaves the partial unique index first. `result` is the new
-# assignment (changed) or, when nothing changed, the active one; no row for a contact that does
-# not exist.
-_SET_CATEGORY_CTES = f"""
-    WITH target AS MATERIALIZED (
-            SELECT clock_timestamp() AS at FROM contacts
-             WHERE organisation_id = :organisation_id AND id = :contact_id
-               AND active_category IS DISTINCT FROM CAST(:category AS text)),
-         superseded AS (
-            UPDATE lead_category_assignments SET superseded_at = (SELECT at FROM target)
-             WHERE organisation_id = :organisation_id AND contact_id = :contact_id
-               AND superseded_at IS NULL AND EXISTS (SELECT FROM target)
-            RETURNING 1),
-         contact AS (
-            UPDATE contacts SET active_category = :category, updated_at = (SELECT at FROM target)
-             WHERE organisation_id = :organisation_id AND id = :contact_id
-               AND EXISTS (SELECT FROM target)
-            RETURNING updated_at AS at),
-         inserted AS (
-            INSERT INTO lead_category_assignments AS a
-                        (organisation_id, contact_id, category, assigned_at, assigned_by, reason)
-            SELECT :organisation_id, :contact_id, :category, contact.at, :assigned_by, :reason
-              FROM contact
-             WHERE CAST(:category AS text) IS NOT NULL AND (SELECT count(*) FROM superseded) >= 0
-            RETURNING {_ASSIGNMENT_COLUMNS}),
-         result AS (
-            SELECT true AS changed, * FROM inserted
-            UNION ALL
-            SELECT false, {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
-             WHERE NOT EXISTS (SELECT FROM target)
-               AND a.organisation_id = :organisation_id AND a.contact_id = :contact_id
-               AND a.superseded_at IS NULL)"""
+SET_CATEGORY = sql(_SET_CATEGORY_CALL)
 
-SET_CATEGORY = sql(f"{_SET_CATEGORY_CTES} SELECT * FROM result")
-
-# contacts.assignCategory's change, with its audit row: its transaction's last statement. A
-# change that changes nothing is audited too, naming no fields.
-ASSIGN_CATEGORY = sql(f"""{_SET_CATEGORY_CTES},
+# contacts.assignCategory: the lock, the change and its audit row in one statement, which is the
+# whole transaction. A change that changes nothing is audited too, naming no fields.
+ASSIGN_CATEGORY = sql(f"""
+    WITH result AS MATERIALIZED ({_SET_CATEGORY_CALL}),
     {audit_cte("result", ":contact_id", changed_fields=(
         "CASE WHEN result.changed THEN CAST(:audit_changed_fields AS text[]) "
         "ELSE CAST('{}' AS text[]) END"))}
@@ -670,7 +637,7 @@ def list_query(
 def _category_change(
     ctx: Context, contact_id: UUID, category: str | None, reason: str | None
 ) -> dict[str, Any]:
-    """SET_CATEGORY's parameters; LOCK_CONTACT_ROW takes the same."""
+    """SET_CATEGORY's and ASSIGN_CATEGORY's parameters."""
     return {
         "organisation_id": ctx.organisation_id,
         "contact_id": contact_id,
@@ -830,14 +797,10 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
 async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
     """(Re)assign the contact's category; the current category again changes nothing."""
     change = _category_change(ctx, params.id, params.category, params.reason)
-    # The lock, the change and COMMIT in one round trip: PostgreSQL still runs them one after
-    # the other.
-    locked, assignment = await ctx.db.pipeline(
-        (LOCK_CONTACT_ROW, change), (ASSIGN_CATEGORY, ctx.audited(change, "contact", ["category"]))
-    )
-    if not locked:
+    row = await ctx.db.one(ASSIGN_CATEGORY, ctx.audited(change, "contact", ["category"]))
+    if row is None:
         raise _not_found()
-    return _assignment(assignment[0])
+    return _assignment(row)
 
 
 @query(guard=AUTHED)

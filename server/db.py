@@ -81,7 +81,6 @@ class _Connection(psycopg.AsyncConnection[Row]):
 
     _statements: psycopg.AsyncCursor[Row] | None = None
     _literals: psycopg.AsyncClientCursor[Row] | None = None
-    _pipelined: list[psycopg.AsyncCursor[Row]] | None = None
 
     def statements(self) -> psycopg.AsyncCursor[Row]:
         """The cursor statements run on; its rows are read before the next statement runs."""
@@ -95,30 +94,20 @@ class _Connection(psycopg.AsyncConnection[Row]):
             self._literals = psycopg.AsyncClientCursor(self)
         return self._literals
 
-    def pipelined(self, count: int) -> list[psycopg.AsyncCursor[Row]]:
-        """`count` cursors, the statements cursor first: in a pipeline every statement's rows
-        arrive before any is read, and a cursor holds only its last statement's."""
-        if self._pipelined is None:
-            self._pipelined = [self.statements()]
-        while len(self._pipelined) < count:
-            self._pipelined.append(self.cursor())
-        return self._pipelined[:count]
-
 
 class Tx:
     """One open transaction (or, for reads, autocommit statements) on one pooled connection.
 
     The pool's connections are in autocommit mode, so a read costs one round trip per
-    statement and no BEGIN. A write transaction sends BEGIN before its first statement (in
-    the same round trip when that is a `pipeline`, which sends several statements at once), and
+    statement and no BEGIN. A write transaction sends BEGIN before its first statement, and
     its COMMIT travels with its last statement (`commit_with`): the two are sent as one
     simple-protocol query, the values bound client-side by psycopg. Every other statement is
     bound server-side and prepared after a few uses.
 
     A `last` statement ends the transaction. When it is also the first, it runs on its own,
     without BEGIN: PostgreSQL makes a single statement a transaction of its own, so a mutation
-    written as one statement costs one round trip. In a `pipeline`, COMMIT follows it in the
-    same round trip. Otherwise the transaction commits when it closes, as usual.
+    written as one statement costs one round trip. Otherwise the transaction commits when it
+    closes, as usual.
 
     Statements share the connection's cursors, so a Tx serves one task, as a connection does.
     """
@@ -146,26 +135,6 @@ class Tx:
         """Run a statement; returns the number of rows it touched."""
         cursor = await self._execute(statement, params)
         return cursor.rowcount
-
-    async def pipeline(self, *steps: tuple[Statement, Params | None]) -> list[list[Row]]:
-        """Several statements in one round trip, and the rows of each.
-
-        PostgreSQL runs them in order, each as if sent on its own (at READ COMMITTED each takes
-        a fresh snapshot), so a later one sees what an earlier one locked or wrote. If one
-        fails, the rest are skipped and its error is raised.
-        """
-        for statement, _ in steps:
-            self._check_not_ended(statement)
-        commit = self._ended and self._begun
-        # One more cursor for COMMIT: a cursor holds only its last statement's rows.
-        *cursors, spare = self.connection.pipelined(len(steps) + 1)
-        async with self.connection.pipeline():
-            await self._begin_if_due(cursors[0])
-            for cursor, (statement, params) in zip(cursors, steps, strict=True):
-                await self._send(cursor, statement, params)
-            if commit:
-                await spare.execute(b"COMMIT", prepare=False)
-        return [await cursor.fetchall() for cursor in cursors]
 
     async def run_script(self, script: str) -> None:
         """Run a multi-statement SQL script (no parameters), such as schema.sql."""
@@ -198,7 +167,7 @@ class Tx:
         # BEGIN on its own round trip. Sent as text with the statement, the statement would be
         # planned on every call; in a pipeline with it, psycopg's pipeline costs more Python
         # work than the round trip saves (bench/: create's server CPU per request rose in 3 of 3
-        # interleaved pairs). Tx.pipeline, which pays for a pipeline anyway, takes it along.
+        # interleaved pairs).
         await self._begin_if_due(cursor)
         return await self._send(cursor, statement, params)
 
@@ -217,13 +186,8 @@ class Tx:
             raise RuntimeError(f"{statement!r} follows its transaction's last statement")
         self._ended = statement.last
 
-    @property
-    def _begun(self) -> bool:
-        """True when BEGIN was sent or is queued to be."""
-        return self._pending_begin or self.is_open
-
     async def _begin_if_due(self, cursor: psycopg.AsyncCursor[Row]) -> None:
-        """Send (in a pipeline, queue) BEGIN ahead of the first statement, once per transaction."""
+        """Send BEGIN ahead of the first statement, once per transaction."""
         if self._pending_begin:
             self._pending_begin = False
             await cursor.execute(b"BEGIN", prepare=False)
