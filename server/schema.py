@@ -48,7 +48,9 @@ async def init_schema(db: Database) -> str:
             raise SchemaMismatch(
                 f"the database is at schema version {found}, but this NurtureHub expects version "
                 f"{wanted}: run the NurtureHub release that matches the database, or point "
-                f"DATABASE_URL at a new, empty database and run 'nurturehub db init'"
+                f"DATABASE_URL at a new, empty database and run 'nurturehub db init' (for the "
+                f"embedded PostgreSQL, move its data folder aside or set NURTUREHUB_DATA_DIR to a "
+                f"new one)"
             )
         if await tx.scalar(_OUR_TABLES):
             raise SchemaMismatch(
