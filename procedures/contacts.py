@@ -786,7 +786,8 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     if consent_now:
         fields.append("consentTimestamp")
     if "category" in given and params.category != current["active_category"]:
-        # The row is locked (by _lock), so the category read above is still the contact's.
+        # The row is locked (by _lock), so the category read above is still the contact's;
+        # set_contact_category locks it again, which for this transaction is a re-check only.
         await ctx.db.execute(SET_CATEGORY, _category_change(ctx, params.id, params.category, params.reason))
         fields.append("category")
     ctx.record("contact", params.id, fields)
