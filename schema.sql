@@ -1,12 +1,19 @@
--- NurtureHub schema: the one source of truth for tables, applied by `nurturehub db init`.
+-- NurtureHub schema: the whole schema of a new database, applied by `nurturehub db init`.
+-- A database made at an older version is upgraded by the steps in migrations/ (`db migrate`).
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 2
+-- schema-version: 3
 
+-- One row per version the database has been at: 'schema.sql' for the version it was created at,
+-- then one per migration step (migrations/), with whether the previous version's code still works
+-- after the step: a server of that version may start against the database only then.
 CREATE TABLE schema_version (
-    version    integer PRIMARY KEY,
-    applied_at timestamptz NOT NULL DEFAULT now()
+    version             integer PRIMARY KEY,
+    applied_at          timestamptz NOT NULL DEFAULT now(),
+    name                text CHECK (char_length(name) <= 200),
+    duration_ms         integer CHECK (duration_ms >= 0),
+    backward_compatible boolean NOT NULL DEFAULT false
 );
 
 -- Tenancy and access ----------------------------------------------------------------------------
@@ -366,4 +373,4 @@ $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
-INSERT INTO schema_version (version) VALUES (2);
+INSERT INTO schema_version (version, name) VALUES (3, 'schema.sql');

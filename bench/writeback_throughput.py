@@ -29,7 +29,7 @@ from seeds.crm_providers import seed
 from server.crypto import Keyring, new_key_entry
 from server.db import Database
 from server.embedded import EmbeddedPostgres
-from server.schema import init_schema
+from server.migrate import Migrator
 from tests.fake_crm import FakeCrm
 
 
@@ -131,7 +131,7 @@ def main() -> None:
 
     async def prepare() -> None:
         db = Database(url, pool_size=1)
-        await init_schema(db)
+        await Migrator(db.url).init()
         await seed(db)
         await db.close()
 

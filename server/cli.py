@@ -1,4 +1,4 @@
-"""The `nurturehub` command: serve, db init, seed, org and token management.
+"""The `nurturehub` command: serve, db (init, migrate, status, check), seed, org and token management.
 
 Commands print JSON on stdout so scripts can use them; a refused command prints one line on
 stderr and exits non-zero, never a traceback. The app's own parts (router, seeds) are named by
@@ -15,19 +15,20 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
 from server.accounts import AccountError, create_organisation, issue_token, revoke_token
+from server.backup import BackupError, take_backup
 from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
-from server.embedded import resolve_database_url
+from server.embedded import EmbeddedPostgres, resolve_database_url
 from server.keys import KeyConfigError, prepare_for_serve
 from server.logs import configure_logging
-from server.schema import SchemaMismatch, init_schema
-from server.settings import default_data_dir, keyring_from_env
+from server.migrate import MigrationError, Migrator
+from server.settings import default_data_dir, keyring_from_env, migration_lock_timeout
 
 __all__ = ["main"]
 
@@ -83,12 +84,25 @@ def _positive(value: str) -> int:
     return int(value)
 
 
-def _with_database(work: Callable[[Database], Awaitable[Any]]) -> Any:
-    """Run `work` against DATABASE_URL (or the embedded database), then close everything."""
+def _migrator(url: str) -> Migrator:
+    return Migrator(url, lock_timeout=migration_lock_timeout())
+
+
+def _with_database(
+    work: Callable[[Database], Awaitable[Any]], *, prepare: bool = False, migrate: bool = False
+) -> Any:
+    """Run `work` against DATABASE_URL (or the embedded database), then close everything.
+
+    With `prepare`, the schema is brought to this code's version first (see ensure_schema;
+    what it did goes to stderr, stdout being the command's JSON).
+    """
     url, embedded = resolve_database_url()
     try:
 
         async def run() -> Any:
+            if prepare:
+                for line in await ensure_schema(url, embedded, migrate=migrate):
+                    print(f"nurturehub: {line}", file=sys.stderr, flush=True)
             db = Database(url, pool_size=2)
             try:
                 return await work(db)
@@ -101,35 +115,94 @@ def _with_database(work: Callable[[Database], Awaitable[Any]]) -> Any:
             embedded.stop()
 
 
-async def _prepare(db: Database) -> dict[str, Any]:
+async def ensure_schema(url: str, embedded: EmbeddedPostgres | None, *, migrate: bool) -> list[str]:
+    """Bring the database to this code's schema version, or refuse in one line; returns what
+    was done, to print.
+
+    An empty database gets schema.sql. Pending steps are applied on the embedded database after
+    a pg_dump backup into its data folder; on DATABASE_URL only when `migrate` is asked for (a
+    shared database is upgraded by one deliberate `nurturehub db migrate`, not by whichever
+    server starts first). A newer database is served only when its newer steps all keep this
+    version working.
+    """
+    migrator = _migrator(url)
     try:
-        schema = await init_schema(db)
-    except SchemaMismatch as exc:
+        status = await migrator.status()
+        if status.state == "empty":
+            await migrator.migrate()
+            return [f"created the schema at version {migrator.files.head}"]
+        if status.state != "pending":
+            warning = await migrator.startable()
+            return [f"warning: {warning}"] if warning else []
+        lines = []
+        if embedded is not None:
+            path = take_backup(url, embedded.data_dir / "backups", f"v{status.version}")
+            lines.append(f"backed up the database at schema version {status.version} to {path}")
+        elif not migrate:
+            steps = ", ".join(step.name for step in status.pending)
+            raise CommandError(
+                f"the database is at schema version {status.version} and this NurtureHub needs "
+                f"{status.head} ({steps} pending): run './nurturehub db migrate' first, or start "
+                f"with --migrate"
+            )
+        result = await migrator.migrate()
+    except (MigrationError, BackupError) as exc:
         raise CommandError(str(exc)) from None
-    seeded = {path: await load(path)(db) for path in SEEDS}
-    return {"schema": schema, "seeds": seeded}
+    applied = ", ".join(f"{step['name']} ({step['durationMs']} ms)" for step in result["applied"])
+    return [*lines, f"migrated the schema from version {result['from']} to {result['to']}: {applied}"]
+
+
+def _run_migrator(work: Callable[[Migrator], Coroutine[Any, Any, Any]]) -> Any:
+    """Run `work` with a migrator on DATABASE_URL (or the embedded database)."""
+    url, embedded = resolve_database_url()
+    try:
+        return asyncio.run(work(_migrator(url)))
+    except MigrationError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 # Commands ----------------------------------------------------------------------------------------
 
 
 def cmd_db_init(args: argparse.Namespace) -> None:
-    async def work(db: Database) -> str:
-        try:
-            return await init_schema(db)
-        except SchemaMismatch as exc:
-            raise CommandError(str(exc)) from None
+    _print_json({"schema": _run_migrator(lambda m: m.init())})
 
-    _print_json({"schema": _with_database(work)})
+
+def cmd_db_migrate(args: argparse.Namespace) -> None:
+    _print_json(_run_migrator(lambda m: m.migrate()))
+
+
+def cmd_db_status(args: argparse.Namespace) -> None:
+    async def work(migrator: Migrator) -> dict[str, Any]:
+        return (await migrator.status()).as_json()
+
+    _print_json(_run_migrator(work))
+
+
+def cmd_db_check(args: argparse.Namespace) -> None:
+    result = _run_migrator(lambda m: m.check())
+    _print_json(result)
+    if not result["matches"]:
+        raise CommandError(
+            f"the schema differs from version {result['version']}'s in {len(result['differences'])} "
+            f"place(s), listed above"
+        )
+
+
+async def _seed(db: Database) -> dict[str, Any]:
+    return {"seeds": {path: await load(path)(db) for path in SEEDS}}
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
-    _print_json(_with_database(_prepare))
+    _print_json(_with_database(_seed, prepare=True))
 
 
 def cmd_org_create(args: argparse.Namespace) -> None:
     async def work(db: Database) -> dict[str, str]:
-        await _prepare(db)
+        await _seed(db)
         async with db.transaction() as tx:
             issued = await create_organisation(tx, args.name, args.owner_email)
         return {
@@ -138,12 +211,12 @@ def cmd_org_create(args: argparse.Namespace) -> None:
             "token": issued.token,
         }
 
-    _print_json(_with_database(work))
+    _print_json(_with_database(work, prepare=True))
 
 
 def cmd_token_create(args: argparse.Namespace) -> None:
     async def work(db: Database) -> dict[str, str]:
-        await _prepare(db)
+        await _seed(db)
         async with db.transaction() as tx:
             issued = await issue_token(tx, args.org, args.email, args.role, args.name)
         return {
@@ -152,7 +225,7 @@ def cmd_token_create(args: argparse.Namespace) -> None:
             "token": issued.token,
         }
 
-    _print_json(_with_database(work))
+    _print_json(_with_database(work, prepare=True))
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> None:
@@ -268,9 +341,11 @@ def cmd_serve(args: argparse.Namespace) -> None:
         _announce_encryption_keys()
 
         async def prepare() -> dict[str, str] | None:
+            for line in await ensure_schema(url, embedded, migrate=args.migrate):
+                print(f"NurtureHub: {line}", flush=True)
             db = Database(url, pool_size=2)
             try:
-                await _prepare(db)
+                await _seed(db)
                 # Only a database of our own gets demo data; DATABASE_URL gets schema and seeds only.
                 return await _first_start_demo(db)() if embedded is not None else None
             finally:
@@ -330,6 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument("--workers", type=_positive, default=1)
+    serve.add_argument(
+        "--migrate",
+        action="store_true",
+        help="with DATABASE_URL: apply pending schema steps before serving (the embedded database "
+        "is always migrated, after a backup)",
+    )
     serve.set_defaults(run=cmd_serve)
 
     worker = commands.add_parser("worker", help="deliver the CRM writeback queue")
@@ -347,6 +428,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="db_command", required=True, parser_class=_Parser
     )
     db.add_parser("init", help="apply schema.sql to an empty database").set_defaults(run=cmd_db_init)
+    db.add_parser(
+        "migrate", help="apply the pending schema steps (creating the schema in an empty database)"
+    ).set_defaults(run=cmd_db_migrate)
+    db.add_parser("status", help="the database's schema version and pending steps").set_defaults(
+        run=cmd_db_status
+    )
+    db.add_parser(
+        "check", help="compare the live schema with its recorded version's (exit 1 when it differs)"
+    ).set_defaults(run=cmd_db_check)
 
     commands.add_parser("seed", help="seed the CRM provider registry").set_defaults(run=cmd_seed)
 

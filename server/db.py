@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from server.errors import Conflict, ServiceUnavailable
 from server.pool import Pool, PoolTimeout
 
-__all__ = ["Database", "Row", "Statement", "Tx", "sql"]
+__all__ = ["Database", "Row", "Statement", "Tx", "conninfo", "sql"]
 
 Params = Mapping[str, Any]
 Row = dict[str, Any]
@@ -53,7 +53,7 @@ def sql(statement: str, *, last: bool = False) -> Statement:
     return Statement(statement, last=last)
 
 
-def _conninfo(database_url: str) -> str:
+def conninfo(database_url: str) -> str:
     """psycopg takes postgresql:// URLs; SQLAlchemy-style driver suffixes are dropped."""
     for prefix in ("postgresql+psycopg://", "postgres://"):
         if database_url.startswith(prefix):
@@ -216,7 +216,7 @@ class Database:
         pool_timeout: float = 2.0,
         statement_timeout_ms: int = 15_000,
     ) -> None:
-        self.url = _conninfo(database_url)
+        self.url = conninfo(database_url)
         self._statement_timeout_ms = statement_timeout_ms
         # Connections open as demand needs them, so idle processes (a CLI command, a quiet
         # worker, a test server) do not hold pool_size connections each.

@@ -88,6 +88,11 @@ class Settings:
         )
 
 
+def migration_lock_timeout() -> float:
+    """Seconds a migration step waits for a table lock before it gives way and tries again."""
+    return _float_env("NURTUREHUB_MIGRATION_LOCK_TIMEOUT", 5.0)
+
+
 def _suppression_key_from_env() -> bytes | None:
     try:
         return key_from_env()

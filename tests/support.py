@@ -60,14 +60,14 @@ class PostgresServer:
     def create_prepared_database(self, loop: LoopThread) -> str:
         """A new database with the schema applied and the CRM providers seeded."""
         from seeds.crm_providers import seed
-        from server.schema import init_schema
+        from server.migrate import Migrator
 
         url = self.create_database()
 
         async def prepare() -> None:
+            await Migrator(url).init()
             db = Database(url, pool_size=1)
             try:
-                await init_schema(db)
                 await seed(db)
             finally:
                 await db.close()

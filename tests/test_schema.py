@@ -9,7 +9,8 @@ import pytest
 
 from seeds.crm_providers import PROVIDERS, seed
 from server.db import Database
-from server.schema import SchemaMismatch, expected_version, init_schema
+from server.migrate import MigrationError, Migrator
+from server.schema import SCHEMA_PATH, version_of
 from tests.support import query
 
 
@@ -27,6 +28,14 @@ def run(loop, url: str, work):
             await db.close()
 
     return loop.run(go())
+
+
+async def init_schema(db: Database) -> str:
+    return await Migrator(db.url).init()
+
+
+def expected_version() -> int:
+    return version_of(SCHEMA_PATH.read_text())
 
 
 def table_names(url: str) -> set[str]:
@@ -63,17 +72,24 @@ def test_init_again_at_the_same_version_changes_nothing(loop, fresh_url: str) ->
 def test_init_against_another_version_stops_and_says_what_to_do(loop, fresh_url: str) -> None:
     run(loop, fresh_url, init_schema)
     query(fresh_url, "UPDATE schema_version SET version = 999")
-    with pytest.raises(SchemaMismatch) as caught:
+    with pytest.raises(MigrationError) as caught:
         run(loop, fresh_url, init_schema)
     message = str(caught.value)
     assert "999" in message and str(expected_version()) in message
-    assert "DATABASE_URL" in message and "nurturehub db init" in message
+    assert "release that knows version 999" in message
+
+
+def test_init_against_an_older_version_names_db_migrate(loop, fresh_url: str) -> None:
+    run(loop, fresh_url, init_schema)
+    query(fresh_url, "UPDATE schema_version SET version = 1 WHERE version = %s", (expected_version(),))
+    with pytest.raises(MigrationError, match="run 'nurturehub db migrate'"):
+        run(loop, fresh_url, init_schema)
 
 
 def test_init_refuses_a_database_with_our_tables_but_no_version(loop, fresh_url: str) -> None:
     run(loop, fresh_url, init_schema)
     query(fresh_url, "DROP TABLE schema_version")
-    with pytest.raises(SchemaMismatch, match="version is unknown"):
+    with pytest.raises(MigrationError, match="version is unknown"):
         run(loop, fresh_url, init_schema)
 
 

@@ -19,12 +19,12 @@ BIN = Path(sys.executable).parent
 
 
 class Serve:
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], *options: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output = Path(tempfile.mkstemp(prefix="nh-serve-", suffix=".log")[1])
         self.process = subprocess.Popen(
-            [str(BIN / "nurturehub"), "serve", "--port", str(self.port)],
+            [str(BIN / "nurturehub"), "serve", "--port", str(self.port), *options],
             env=env,
             stdout=self.output.open("w"),
             stderr=subprocess.STDOUT,
@@ -94,5 +94,79 @@ def test_serve_with_database_url_creates_only_schema_and_providers(postgres) -> 
         assert query(url, "SELECT count(*) FROM users") == [(0,)]
         assert query(url, "SELECT count(*) FROM crm_providers") == [(5,)]
         assert httpx.get(server.url + "/healthz").json() == {"status": "ok"}
+    finally:
+        assert server.stop() == 0
+
+
+# Issue 16: a database made by an earlier release upgrades in place when serve starts ----------
+
+
+def test_serve_backs_up_then_migrates_an_embedded_database_of_an_earlier_release(tmp_path: Path) -> None:
+    from server.embedded import EmbeddedPostgres
+    from server.schema import SchemaFiles
+    from tests.test_migrations import make_organisation, run_with_database
+
+    files = SchemaFiles.load()
+    earlier = files.head - 1
+    embedded = EmbeddedPostgres(tmp_path / "data")
+    url = embedded.start()
+    try:
+        query(url, files.schema_at(earlier))
+        org = run_with_database(url, make_organisation)
+        for n in range(3):
+            query(url, "INSERT INTO contacts (organisation_id, first_name) VALUES (%s, %s)",
+                  (org["organisationId"], f"Kept{n}"))
+    finally:
+        embedded.stop()
+
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env["NURTUREHUB_DATA_DIR"] = str(tmp_path / "data")
+    server = Serve(env)
+    try:
+        text = server.text()
+        backup = re.search(rf"backed up the database at schema version {earlier} to (\S+\.dump)", text)
+        assert backup, text
+        assert Path(backup.group(1)).stat().st_size > 1000
+        assert Path(backup.group(1)).parent == tmp_path / "data" / "backups"
+        assert f"migrated the schema from version {earlier} to {files.head}" in text
+        assert "Created the demo organisation" not in text
+        listed = httpx.post(
+            server.url + "/rpc",
+            headers={"Authorization": f"Bearer {org['token']}"},
+            json={"jsonrpc": "2.0", "id": 1, "method": "contacts.list", "params": {}},
+        ).json()["result"]["items"]
+        assert sorted(c["firstName"] for c in listed) == ["Kept0", "Kept1", "Kept2"]
+    finally:
+        assert server.stop() == 0
+
+    # The next start finds nothing to do and takes no second backup.
+    again = Serve(env)
+    try:
+        assert "backed up" not in again.text() and "migrated" not in again.text()
+    finally:
+        assert again.stop() == 0
+    assert len(list((tmp_path / "data" / "backups").iterdir())) == 1
+
+
+def test_serve_with_database_url_refuses_pending_steps_unless_asked_to_migrate(postgres) -> None:
+    from server.schema import SchemaFiles
+
+    files = SchemaFiles.load()
+    url = postgres.create_database()
+    query(url, files.schema_at(files.head - 1))
+    env = {**os.environ, "DATABASE_URL": url}
+    refused = subprocess.run(
+        [str(BIN / "nurturehub"), "serve", "--port", str(free_port())],
+        env=env, capture_output=True, text=True, timeout=60,
+    )
+    assert refused.returncode == 1
+    assert "run './nurturehub db migrate' first, or start with --migrate" in refused.stderr
+    assert "listening" not in refused.stdout
+    assert query(url, "SELECT max(version) FROM schema_version") == [(files.head - 1,)]
+
+    server = Serve(env, "--migrate")
+    try:
+        assert f"migrated the schema from version {files.head - 1} to {files.head}" in server.text()
+        assert query(url, "SELECT max(version) FROM schema_version") == [(files.head,)]
     finally:
         assert server.stop() == 0

@@ -1,0 +1,416 @@
+"""Issue 16: every released schema upgrades in place to exactly schema.sql, keeping every row.
+
+Upgrade sources are the released schemas frozen in migrations/released/ (version 1 as of fb1dfbe,
+the last of the version-1 schemas; version 2 as of 42f74cd). A database is built from a source,
+filled through the procedures, migrated, and compared with a fresh database of schema.sql.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from server.backup import pg_tool
+from server.migrate import MigrationError, Migrator, split_statements
+from server.schema import MIGRATIONS_DIR, SCHEMA_PATH, SchemaFiles, SchemaFilesError
+from tests.support import query
+
+BIN = Path(sys.executable).parent
+FILES = SchemaFiles.load()
+SOURCES = sorted(FILES.released)
+TABLES = (
+    "organisations", "users", "memberships", "api_tokens", "contacts", "lead_category_assignments",
+    "crm_providers", "crm_connections", "crm_writeback_queue", "crm_writeback_attempts",
+    "audit_log", "erasure_suppressions",
+)
+
+
+def build(postgres, version: int) -> str:
+    """A new database holding the schema as released at `version`."""
+    url = postgres.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(FILES.schema_at(version).encode())
+    return url
+
+
+def migrate(url: str, files: SchemaFiles | None = None, **options: Any) -> dict[str, Any]:
+    import asyncio
+
+    return asyncio.run(Migrator(url, files, **options).migrate())
+
+
+def versions(url: str) -> list[int]:
+    return [row[0] for row in query(url, "SELECT version FROM schema_version ORDER BY version")]
+
+
+# pg_dump lines that say nothing about the schema: comments, session settings, the random
+# \restrict key of PostgreSQL 15.14+/18, and the per-table attribute option some PostgreSQL
+# builds stamp on every column at creation (pg_attver, a creation counter).
+_NOISE = re.compile(
+    r"^(--.*|SET .*|SELECT pg_catalog\.set_config.*|\\(un)?restrict .*|"
+    r"ALTER TABLE ONLY \S+ ALTER COLUMN \S+ SET \(pg_attver=\d+\);|)$"
+)
+
+
+def schema_dump(url: str) -> list[str]:
+    done = subprocess.run(
+        [str(pg_tool("pg_dump")), "--schema-only", "--no-owner", "--no-privileges", "--dbname", url],
+        capture_output=True, text=True, check=True,
+    )
+    return [line for line in done.stdout.splitlines() if not _NOISE.match(line)]
+
+
+# What must come out of an upgrade the same -----------------------------------------------------
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_an_upgrade_gives_exactly_the_schema_of_schema_sql(postgres, source: int) -> None:
+    fresh = postgres.create_database()
+    migrate(fresh)
+    upgraded = build(postgres, source)
+    result = migrate(upgraded)
+    assert [step["version"] for step in result["applied"]] == list(range(source + 1, FILES.head + 1))
+    fresh_dump, upgraded_dump = schema_dump(fresh), schema_dump(upgraded)
+    assert len(fresh_dump) > 300  # the comparison is of a whole schema, not of an empty dump
+    differing = [line for line in set(fresh_dump) ^ set(upgraded_dump)]
+    assert differing == [] and fresh_dump == upgraded_dump
+    assert versions(upgraded) == list(range(source, FILES.head + 1))
+
+
+def test_schema_sql_changes_only_with_a_step_from_the_previous_version(postgres) -> None:
+    """The CI gate: schema.sql at version N must be what N-1 and its step make (the test above
+    for the newest source), and every version from the oldest source up has a step."""
+    previous = FILES.head - 1
+    assert previous in FILES.released, f"migrations/released/{previous:04d}.sql is missing"
+    assert set(FILES.steps) == set(range(FILES.oldest + 1, FILES.head + 1))
+    for version, path in FILES.released.items():
+        assert f"-- schema-version: {version}\n" in path.read_text(), path
+
+
+def fill(server_url: str, database_url: str) -> dict[str, Any]:
+    """Contacts with category history, a CRM connection with sealed credentials, writeback events
+    in all four statuses with attempts, an erasure's suppression hashes and audit rows, made
+    through the procedures (and SQL where a version lacks the procedure's function)."""
+    from tests.support import Rpc
+
+    rpc = Rpc(server_url)
+    org = run_with_database(database_url, make_organisation)
+    token = org["token"]
+    connection = rpc.call("crm.connect", {
+        "providerId": "street", "credentials": {"apiToken": "street-token-upgrade"},
+    }, token)
+    contacts = []
+    for n, category in enumerate(("seller", "landlord", "active_buyer")):
+        contacts.append(rpc.call("contacts.create", {
+            "firstName": f"Person{n}", "lastName": "Upgrade", "email": f"person{n}@example.co.uk",
+            "phone": f"0790012345{n}", "postcode": "SW1A 1AA", "category": category,
+            "consentStatus": "granted", "consentTimestamp": "2026-11-01T10:00:00Z",
+            "importSource": "crm_sync", "crmConnectionId": connection["id"], "externalId": f"ST{n}",
+            "crmPayload": {"id": f"ST{n}", "type": "applicant"},
+        }, token)["id"])
+    # A second category for the first contact: the history gets a superseded row.
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            "UPDATE lead_category_assignments SET superseded_at = now() WHERE contact_id = %s"
+            " AND superseded_at IS NULL", (contacts[0],))
+        conn.execute(
+            "INSERT INTO lead_category_assignments (organisation_id, contact_id, category, reason)"
+            " VALUES (%s, %s, 'active_seller', 'instructed')", (org["organisationId"], contacts[0]))
+        conn.execute("UPDATE contacts SET active_category = 'active_seller' WHERE id = %s", (contacts[0],))
+    events = [
+        rpc.call("crm.enqueueWriteback", {
+            "contactId": contacts[n % 2], "eventType": "email_opened",
+            "payload": {"subject": f"Offer {n}", "openedAt": "2026-03-20T09:15:00Z"},
+            "idempotencyKey": f"upgrade-{n}",
+        }, token)
+        for n in range(4)
+    ]
+    with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        ids = [e["entries"][0]["id"] for e in events]
+        conn.execute("UPDATE crm_writeback_queue SET status = 'success', attempts = 1,"
+                     " completed_at = now() WHERE id = %s", (ids[0],))
+        conn.execute("UPDATE crm_writeback_queue SET status = 'failed', attempts = 8,"
+                     " last_error = 'HTTP 400' WHERE id = %s", (ids[1],))
+        conn.execute("UPDATE crm_writeback_queue SET status = 'processing', attempts = 1,"
+                     " lease_expires_at = now() + interval '1 hour', locked_by = 'w1' WHERE id = %s",
+                     (ids[2],))
+        conn.execute(
+            "INSERT INTO crm_writeback_attempts (organisation_id, queue_id, attempt, duration_ms,"
+            " status_code, outcome) SELECT organisation_id, id, 1, 12, 201, 'success'"
+            " FROM crm_writeback_queue WHERE id = %s", (ids[0],))
+    rpc.call("contacts.delete", {"id": contacts[2]}, token)
+    rpc.http.close()
+    return {"token": token, "contacts": contacts[:2]}
+
+
+def run_with_database(url: str, work: Any) -> Any:
+    """Run `work(db)` on a pool of the given database (the CLI refuses a database not yet migrated)."""
+    import asyncio
+
+    from server.db import Database
+
+    async def go() -> Any:
+        db = Database(url, pool_size=1)
+        try:
+            return await work(db)
+        finally:
+            await db.close()
+
+    return asyncio.run(go())
+
+
+async def make_organisation(db: Any) -> dict[str, str]:
+    from server.accounts import create_organisation
+
+    async with db.transaction() as tx:
+        issued = await create_organisation(tx, "Upgrade Estates", "owner@upgrade.co.uk")
+    return {"organisationId": str(issued.organisation_id), "token": issued.token}
+
+
+def answers(server_url: str, made: dict[str, Any]) -> dict[str, Any]:
+    from tests.support import Rpc
+
+    rpc = Rpc(server_url, made["token"])
+    try:
+        return {
+            "get": [rpc.call("contacts.get", {"id": c}) for c in made["contacts"]],
+            "list": rpc.call("contacts.list", {"limit": 50}),
+            "history": [rpc.call("contacts.getCategoryHistory", {"id": c}) for c in made["contacts"]],
+            "connections": rpc.call("crm.listConnections", {}),
+            "writeback": rpc.call("crm.listWriteback", {"limit": 50}),
+        }
+    finally:
+        rpc.http.close()
+
+
+def counts(url: str) -> dict[str, int]:
+    return {table: query(url, f"SELECT count(*) FROM {table}")[0][0] for table in TABLES}
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_an_upgrade_keeps_every_row_and_every_answer(postgres, source: int) -> None:
+    from procedures import app_router
+    from seeds.crm_providers import seed
+    from tests.crm_support import KEYRING
+    from tests.support import ServerThread
+
+    url = build(postgres, source)
+    run_with_database(url, seed)
+    server = ServerThread(url, app_router, encryption_keys=KEYRING, suppression_key=b"k" * 32)
+    try:
+        made = fill(server.url, url)
+        before_counts, before = counts(url), answers(server.url, made)
+        assert all(before_counts[t] > 0 for t in TABLES), before_counts
+        assert {e["status"] for e in before["writeback"]["items"]} == {
+            "pending", "processing", "success", "failed"}
+        assert len(before["history"][0]) == 2
+        migrate(url)
+        assert counts(url) == before_counts
+        assert answers(server.url, made) == before
+    finally:
+        server.stop()
+
+
+# The runner ----------------------------------------------------------------------------------------
+
+
+def cli(url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [str(BIN / "nurturehub"), *args], env={**os.environ, "DATABASE_URL": url},
+        capture_output=True, text=True, timeout=120,
+    )
+    return done
+
+
+def test_four_migrate_commands_at_once_apply_each_step_once(postgres) -> None:
+    url = build(postgres, SOURCES[0])
+    command = [str(BIN / "nurturehub"), "db", "migrate"]
+    env = {**os.environ, "DATABASE_URL": url}
+    runs = [subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(4)]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0, 0, 0], [err for _, err in outputs]
+    applied = [json.loads(out)["applied"] for out, _ in outputs]
+    assert sorted(len(a) for a in applied) == [0, 0, 0, FILES.head - SOURCES[0]]
+    assert versions(url) == list(range(SOURCES[0], FILES.head + 1))
+
+
+def test_migrate_prints_each_step_and_status_shows_none_pending(postgres) -> None:
+    url = build(postgres, SOURCES[0])
+    status = json.loads(cli(url, "db", "status").stdout)
+    assert status["state"] == "pending" and status["databaseVersion"] == SOURCES[0]
+    assert [s["name"] for s in status["pending"]] == [FILES.steps[v].name for v in FILES.steps]
+    assert all(s["locks"] for s in status["pending"])
+    done = cli(url, "db", "migrate")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert all(isinstance(step["durationMs"], int) for step in result["applied"])
+    after = json.loads(cli(url, "db", "status").stdout)
+    assert after["state"] == "current" and after["pending"] == []
+    assert [h["version"] for h in after["history"][1:]] == [s["version"] for s in result["applied"]]
+    # Steps before the one that adds schema_version's history columns record their version only.
+    assert after["history"][-1]["name"] == result["applied"][-1]["name"]
+    assert json.loads(cli(url, "db", "migrate").stdout)["applied"] == []
+
+
+def files_with(tmp_path: Path, name: str, text: str) -> SchemaFiles:
+    """This code's schema files plus one more step, `name`, taking schema.sql's version on by one."""
+    folder = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS_DIR, folder)
+    shutil.copy(SCHEMA_PATH, folder / "released" / f"{FILES.head:04d}.sql")
+    (folder / name).write_text(text)
+    schema = tmp_path / "schema.sql"
+    schema.write_text(SCHEMA_PATH.read_text().replace(
+        f"-- schema-version: {FILES.head}", f"-- schema-version: {FILES.head + 1}"))
+    return SchemaFiles.load(folder, schema)
+
+
+def nickname_columns(url: str) -> int:
+    found = query(url, "SELECT count(*) FROM information_schema.columns WHERE column_name = 'nickname'")
+    return int(found[0][0])
+
+
+def next_step(slug: str) -> str:
+    return f"{FILES.head + 1:04d}_{slug}.sql"
+
+
+def test_a_step_that_fails_part_way_leaves_the_previous_version(postgres, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    migrate(url)
+    files = files_with(tmp_path, next_step("boom"), (
+        "-- locks: none\n-- backward-compatible: yes\n"
+        "CREATE TABLE half_done (id int);\n"
+        "ALTER TABLE contacts ADD COLUMN nickname text;\n"
+        "DO $$ BEGIN RAISE EXCEPTION 'the step breaks here'; END $$;\n"
+    ))
+    with pytest.raises(MigrationError, match="stays at the version before it") as caught:
+        migrate(url, files)
+    assert "the step breaks here" in str(caught.value)
+    assert versions(url)[-1] == FILES.head
+    assert query(url, "SELECT to_regclass('half_done')") == [(None,)]
+    assert nickname_columns(url) == 0
+    assert json.loads(cli(url, "db", "check").stdout)["matches"] is True
+
+
+def test_a_step_outside_a_transaction_runs_statement_by_statement(postgres, tmp_path: Path) -> None:
+    url = postgres.create_database()
+    migrate(url)
+    files = files_with(tmp_path, next_step("concurrent_indexes"), (
+        "-- locks: SHARE UPDATE EXCLUSIVE on contacts while each index builds; writes go on\n"
+        "-- backward-compatible: yes\n-- transaction: off\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS contacts_updated_idx ON contacts (updated_at);\n"
+        "/* ; a semicolon in a comment */\n"
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS contacts_names_idx ON contacts (last_name, first_name);\n"
+    ))
+    assert not files.steps[FILES.head + 1].transactional
+    result = migrate(url, files)
+    assert [s["version"] for s in result["applied"]] == [FILES.head + 1]
+    assert query(url, "SELECT count(*) FROM pg_index WHERE indisvalid AND indexrelid::regclass::text"
+                      " IN ('contacts_updated_idx', 'contacts_names_idx')") == [(2,)]
+    assert versions(url)[-1] == FILES.head + 1
+
+
+def test_a_step_behind_a_long_transaction_gives_way_then_stops_with_nothing_changed(
+    postgres, tmp_path: Path
+) -> None:
+    url = postgres.create_database()
+    migrate(url)
+    files = files_with(tmp_path, next_step("nickname"), (
+        "-- locks: ACCESS EXCLUSIVE on contacts, milliseconds\n-- backward-compatible: yes\n"
+        "ALTER TABLE contacts ADD COLUMN nickname text;\n"
+    ))
+    with psycopg.connect(url) as reader:
+        reader.execute("SELECT count(*) FROM contacts")  # an open transaction holds ACCESS SHARE
+        with pytest.raises(MigrationError, match="could not take its locks within 0.1s in 3 tries"):
+            migrate(url, files, lock_timeout=0.1, tries=3, retry_delay=0.05)
+        assert versions(url)[-1] == FILES.head
+        reader.rollback()
+    assert migrate(url, files, lock_timeout=0.1)["applied"][0]["version"] == FILES.head + 1
+    assert nickname_columns(url) == 1
+
+
+def test_a_newer_database_is_served_only_when_its_newer_steps_keep_this_version_working(postgres) -> None:
+    import asyncio
+
+    url = postgres.create_database()
+    migrate(url)
+    query(url, "INSERT INTO schema_version (version, name, backward_compatible)"
+               " VALUES (%s, 'future_expand', true)", (FILES.head + 1,))
+    warning = asyncio.run(Migrator(url).startable())
+    assert warning and "newer" in warning and "keeps version" in warning
+    query(url, "INSERT INTO schema_version (version, name, backward_compatible)"
+               " VALUES (%s, 'future_contract', false)", (FILES.head + 2,))
+    with pytest.raises(MigrationError, match=f"at schema version {FILES.head + 2}, newer than"):
+        asyncio.run(Migrator(url).startable())
+    done = cli(url, "db", "migrate")
+    assert done.returncode == 1 and "newer than this NurtureHub" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_database_whose_schema_drifted_is_listed_by_check_and_not_migrated(postgres) -> None:
+    url = build(postgres, SOURCES[-1])
+    query(url, "DROP INDEX contacts_source_idx")
+    checked = cli(url, "db", "check")
+    assert checked.returncode == 1
+    assert any("contacts_source_idx" in d for d in json.loads(checked.stdout)["differences"])
+    done = cli(url, "db", "migrate")
+    assert done.returncode == 1 and "nurturehub db check" in done.stderr
+    assert versions(url) == [SOURCES[-1]]
+
+
+def git_schema(commit: str) -> str | None:
+    done = subprocess.run(["git", "show", f"{commit}:schema.sql"], capture_output=True, text=True,
+                          cwd=SCHEMA_PATH.parent)
+    return done.stdout if done.returncode == 0 else None
+
+
+@pytest.mark.parametrize("commit", ["64ce061", "86a5535", "d93e89c", "3d8c78f"])
+def test_a_development_build_version_1_is_recognised_and_refused(postgres, commit: str) -> None:
+    text = git_schema(commit)
+    if text is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI needs the git history to build the development schemas")
+        pytest.skip("no git history here")
+    url = postgres.create_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(text.encode())
+    done = cli(url, "db", "migrate")
+    assert done.returncode == 1
+    assert f"development build of NurtureHub ({commit}" in done.stderr and "new database" in done.stderr
+    assert versions(url) == [1]
+
+
+def test_released_schemas_are_the_ones_git_history_released() -> None:
+    for version, commit in ((1, "fb1dfbe"), (2, "42f74cd")):
+        text = git_schema(commit)
+        if text is None:
+            pytest.skip("no git history here")
+        assert FILES.released[version].read_text() == text
+
+
+def test_a_step_without_its_header_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SchemaFilesError, match="what the step locks"):
+        files_with(tmp_path, next_step("no_header"), "ALTER TABLE contacts ADD COLUMN x text;\n")
+
+
+def test_split_statements_keeps_quoted_and_dollar_quoted_semicolons() -> None:
+    text = (
+        "-- a comment; with a semicolon\n"
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'a;b' $body$;\n"
+        "SELECT ';' AS \"x;y\"; /* c; */ SELECT $$;$$;\n"
+    )
+    assert split_statements(text) == [
+        "-- a comment; with a semicolon\n"
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'a;b' $body$",
+        "SELECT ';' AS \"x;y\"",
+        "/* c; */ SELECT $$;$$",
+    ]
