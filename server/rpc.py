@@ -59,10 +59,17 @@ class _Outcome:
 def field_issues(error: pydantic.ValidationError) -> list[dict[str, Any]]:
     """pydantic's errors as wire paths and messages; never the offending values."""
     issues = []
-    for item in error.errors(include_input=False, include_url=False, include_context=False):
+    for item in error.errors(include_input=False, include_url=False):
         path = ".".join(str(part) for part in item["loc"]) or "params"
-        issues.append({"path": path, "message": item["msg"], "type": item["type"]})
+        message = item["msg"]
+        if item["type"] in _OWN_WORDS:
+            # A validator's own message, without the "Value error, " pydantic puts before it.
+            message = str(item.get("ctx", {}).get("error", message))
+        issues.append({"path": path, "message": message, "type": item["type"]})
     return issues
+
+
+_OWN_WORDS = frozenset({"value_error", "assertion_error"})
 
 
 def _invalid_params(error: pydantic.ValidationError) -> InvalidParams:
