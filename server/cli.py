@@ -20,7 +20,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
-from server.accounts import AccountError, create_organisation, issue_token, revoke_token
+from server.accounts import (
+    AccountError,
+    DuplicateOrganisationName,
+    create_organisation,
+    issue_token,
+    revoke_token,
+)
 from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
 from server.embedded import resolve_database_url
@@ -130,8 +136,13 @@ def cmd_seed(args: argparse.Namespace) -> None:
 def cmd_org_create(args: argparse.Namespace) -> None:
     async def work(db: Database) -> dict[str, str]:
         await _prepare(db)
-        async with db.transaction() as tx:
-            issued = await create_organisation(tx, args.name, args.owner_email)
+        try:
+            async with db.transaction() as tx:
+                issued = await create_organisation(
+                    tx, args.name, args.owner_email, allow_duplicate_name=args.allow_duplicate_name
+                )
+        except DuplicateOrganisationName as exc:
+            raise CommandError(f"{exc}: pass --allow-duplicate-name to create another") from None
         return {
             "organisationId": str(issued.organisation_id),
             "userId": str(issued.user_id),
@@ -356,6 +367,9 @@ def build_parser() -> argparse.ArgumentParser:
     org_create = org.add_parser("create", help="create an organisation and its owner's token")
     org_create.add_argument("name")
     org_create.add_argument("--owner-email", required=True)
+    org_create.add_argument(
+        "--allow-duplicate-name", action="store_true", help="create it even if the name is taken"
+    )
     org_create.set_defaults(run=cmd_org_create)
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(
