@@ -14,12 +14,14 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
+from server import listen
 from server.accounts import (
     AccountError,
     DuplicateOrganisationName,
@@ -262,10 +264,17 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from server.http import PROTOCOL as HTTP_PROTOCOL
 
+    try:
+        sock = listen.bind(args.host, args.port)  # first: a busy port starts nothing
+    except listen.PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    with sock:
+        _serve(args, sock, HTTP_PROTOCOL)
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) -> None:
     url, embedded = resolve_database_url()
     try:
         if embedded is not None:
@@ -309,22 +318,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 "Organisations: nurturehub org create NAME --owner-email EMAIL\n",
                 flush=True,
             )
-        print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
         os.environ["DATABASE_URL"] = url  # for worker processes
         # uvicorn re-raises SIGTERM after its graceful shutdown; exit cleanly instead, so the
         # embedded PostgreSQL below is stopped too.
         signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(
+        sock.listen(listen.BACKLOG)  # so the line below is true; calls queue until the app is up
+        print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
+        status = listen.serve(
+            sock,
             "server.asgi:app_from_env",
             factory=True,
-            host=args.host,
+            host=args.host,  # for uvicorn's own log lines; the socket is bound already
             port=args.port,
             workers=args.workers,
             log_config=None,
             access_log=False,
             server_header=False,
-            http=HTTP_PROTOCOL,  # one send per response (server/http.py)
+            http=http_protocol,  # one send per response (server/http.py)
         )
+        if status:
+            raise CommandError("the server could not start (see the log above)")
     finally:
         if embedded is not None:
             embedded.stop()
