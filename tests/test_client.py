@@ -254,6 +254,29 @@ def test_invalid_typed_argument_is_invalid_params(client: Client) -> None:
     assert [issue.path for issue in info.value.issues] == ["email"]
 
 
+def test_arguments_the_client_refuses_are_invalid_params_too(server: ServerThread, org: Org) -> None:
+    """Issue 20: a bad argument the client's own model caught surfaced as a raw pydantic
+    ValidationError; it is the client's InvalidParams, with wire paths, in every flavour."""
+    sent = Counting()
+    client = Client(server.url, token=org.member_token, http_client=httpx.Client(transport=sent))
+    calls = {
+        "sync": lambda: client.contacts.list(limit="many", consent_status="maybe"),  # type: ignore[arg-type]
+        "batch": lambda: client.batch().contacts.list(limit="many", consent_status="maybe"),  # type: ignore[arg-type]
+        "async": lambda: asyncio.run(
+            AsyncClient(server.url).contacts.list(limit="many", consent_status="maybe")  # type: ignore[arg-type]
+        ),
+    }
+    for flavour, call in calls.items():
+        with pytest.raises(nh.InvalidParams) as info:
+            call()
+        assert [issue.path for issue in info.value.issues] == ["consentStatus", "limit"], flavour
+        message = info.value.message
+        assert message.startswith("Invalid params: consentStatus: ") and message.endswith("(and 1 more)")
+        assert info.value.code == "BAD_REQUEST" and info.value.request_id is None
+        assert not isinstance(info.value, pydantic.ValidationError)
+    assert sent.attempts == 0  # refused before anything was sent
+
+
 def test_unexpected_failure_is_internal_error_without_details(probe_server: ServerThread) -> None:
     with Client(probe_server.url) as client, pytest.raises(nh.InternalError) as info:
         client.call("probe.broken", kind="query")

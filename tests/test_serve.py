@@ -122,4 +122,5 @@ def test_serve_on_a_busy_port_says_so_in_one_line_and_starts_nothing(tmp_path: P
                 f"nurturehub: error: port {port} on 127.0.0.1 is in use (is another server running?)"
             ]
     assert not (tmp_path / "data").exists()  # the embedded database was not even started
-    assert query(url, "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'") == [(0,)]
+    tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    assert query(url, tables) == [(0,)]
