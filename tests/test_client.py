@@ -103,8 +103,8 @@ def test_every_procedure_has_a_typed_keyword_only_method(wire: str) -> None:
 def _sample(annotation: Any) -> Any:
     """A plausible value of a client type: enough to reach the procedure, not to succeed."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return _sample(next(a for a in args if a is not type(None)))
+    if origin in (typing.Union, types.UnionType):  # the last type: UUID of `str | UUID`
+        return _sample([a for a in args if a is not type(None)][-1])
     if origin is Literal:
         return args[0]
     if origin is list:
@@ -200,6 +200,37 @@ def test_contact_lifecycle_through_the_client(server: ServerThread, world: World
         with pytest.raises(nh.NotFound) as missing:
             admin.contacts.get(id=created.id)
     assert missing.value.request_id and missing.value.data["httpStatus"] == 404
+
+
+@NEEDS_CONTACTS
+def test_one_category_as_a_string_is_taken_by_server_schema_and_client(
+    server: ServerThread, world: World
+) -> None:
+    """Issue 20: the server took `category: "seller"` while the OpenRPC schema and this client
+    allowed only a list. All three take one category or a list of them."""
+    import jsonschema
+
+    org = world.org()
+    with Client(server.url, token=org.member_token) as client:
+        seller = client.contacts.create(first_name="One", category="seller")
+        client.contacts.create(first_name="Two", category="buyer")
+        assert [c.id for c in client.contacts.list(category="seller").items] == [seller.id]
+        assert [c.id for c in client.contacts.iter_list(category=["seller"])] == [seller.id]
+        with pytest.raises(nh.InvalidParams):
+            client.contacts.list(category="vendor")  # type: ignore[arg-type]
+    raw = httpx.post(
+        server.url + "/rpc",
+        json={"jsonrpc": "2.0", "id": 1, "method": "contacts.list", "params": {"category": "seller"}},
+        headers={"Authorization": f"Bearer {org.member_token}"},
+    ).json()
+    assert [c["id"] for c in raw["result"]["items"]] == [str(seller.id)]
+
+    document = httpx.get(server.url + "/openrpc.json").json()
+    method = next(m for m in document["methods"] if m["name"] == "contacts.list")
+    schema = next(p["schema"] for p in method["params"] if p["name"] == "category")
+    check = jsonschema.Draft7Validator({**schema, "components": document["components"]})
+    assert check.is_valid("seller") and check.is_valid(["seller", "buyer"]) and check.is_valid(None)
+    assert not check.is_valid("vendor") and not check.is_valid([]) and not check.is_valid(["vendor"])
 
 
 def test_bad_token_is_unauthorized(server: ServerThread) -> None:

@@ -196,7 +196,7 @@ class GetCategoryHistoryParams(ParamsModel):
 
 
 class ListContactsParams(ParamsModel):
-    category: list[Category] | None = None
+    category: Category | list[Category] | None = None
     group: Group | None = None
     consent_status: ConsentStatus | None = None
     import_source: ImportSource | None = None

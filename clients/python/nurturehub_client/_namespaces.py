@@ -254,7 +254,7 @@ class ContactsNamespace:
     def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -290,7 +290,7 @@ class ContactsNamespace:
     def iter_list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -473,7 +473,7 @@ class AsyncContactsNamespace:
     async def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -509,7 +509,7 @@ class AsyncContactsNamespace:
     def iter_list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -692,7 +692,7 @@ class ContactsBatchNamespace:
     def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
