@@ -183,6 +183,9 @@ class Catalog:
         if origin is typing.Annotated:
             accepted = _input_type(args[1:]) if role == "params" else None
             return self.ref(args[0] if accepted is None else accepted, role, module)
+        if tp is uuid.UUID and role == "params":
+            # An id read from a CSV file or argv is a str: the server checks it is a UUID.
+            return Ref("", (STR, _SCALARS[uuid.UUID]), union=True)
         if origin is Literal:
             return self._literal(tp, args, module)
         if origin is typing.Union or origin is types.UnionType:

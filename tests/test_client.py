@@ -233,6 +233,18 @@ def test_one_category_as_a_string_is_taken_by_server_schema_and_client(
     assert not check.is_valid("vendor") and not check.is_valid([]) and not check.is_valid(["vendor"])
 
 
+@NEEDS_CONTACTS
+def test_ids_may_be_given_as_strings(client: Client) -> None:
+    """Issue 20: an id read from a CSV file or argv is a str; the server checks it is a UUID."""
+    created = client.contacts.create(first_name="Str", category="buyer")
+    assert client.contacts.get(id=str(created.id)).id == created.id
+    moved = client.contacts.assign_category(id=str(created.id).upper(), category="seller")
+    assert moved.category == "seller"
+    with pytest.raises(nh.InvalidParams) as info:
+        client.contacts.get(id="not-a-uuid")
+    assert [issue.path for issue in info.value.issues] == ["id"] and info.value.request_id
+
+
 def test_bad_token_is_unauthorized(server: ServerThread) -> None:
     with Client(server.url, token="nh_not_a_real_token") as client, pytest.raises(nh.Unauthorized) as info:
         client.auth.whoami()

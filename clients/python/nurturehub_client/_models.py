@@ -108,7 +108,7 @@ class Whoami(ResultModel):
 
 
 class AssignCategoryParams(ParamsModel):
-    id: UUID
+    id: str | UUID
     category: Category
     reason: str | None = None
 
@@ -133,7 +133,7 @@ class CreateContactParams(ParamsModel):
     consent_timestamp: datetime | None = None
     import_source: ImportSource = "manual"
     crm_payload: dict[str, Any] | None = None
-    crm_connection_id: UUID | None = None
+    crm_connection_id: str | UUID | None = None
     external_id: str | None = None
     category: Category | None = None
     reason: str | None = None
@@ -159,7 +159,7 @@ class ContactDetail(ResultModel):
 
 
 class DeleteContactParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class Removed(ResultModel):
@@ -188,11 +188,11 @@ class ContactErasure(ResultModel):
 
 
 class GetContactParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class GetCategoryHistoryParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class ListContactsParams(ParamsModel):
@@ -246,7 +246,7 @@ class CrmProvider(ResultModel):
 class UpdateContactParams(ParamsModel):
     """Absent fields stay as they are; an explicit null clears an optional field."""
 
-    id: UUID
+    id: str | UUID
     first_name: str | None = None
     last_name: str | None = None
     email: str | None = None
@@ -281,7 +281,7 @@ class CrmConnection(ResultModel):
 
 
 class DisconnectParams(ParamsModel):
-    connection_id: UUID
+    connection_id: str | UUID
 
 
 class Disconnected(ResultModel):
@@ -290,7 +290,7 @@ class Disconnected(ResultModel):
 
 
 class EnqueueWritebackParams(ParamsModel):
-    contact_id: UUID
+    contact_id: str | UUID
     event_type: EventType
     payload: dict[str, Any]
     idempotency_key: str | None = None
@@ -332,8 +332,8 @@ class ListConnectionsParams(ParamsModel):
 class ListWritebackParams(ParamsModel):
     status: WritebackStatus | None = None
     event_type: EventType | None = None
-    contact_id: UUID | None = None
-    connection_id: UUID | None = None
+    contact_id: str | UUID | None = None
+    connection_id: str | UUID | None = None
     limit: int = 50
     cursor: str | None = None
 
@@ -344,11 +344,11 @@ class WritebackPage(ResultModel):
 
 
 class RetryWritebackParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class UpdateConnectionParams(ParamsModel):
-    connection_id: UUID
+    connection_id: str | UUID
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None

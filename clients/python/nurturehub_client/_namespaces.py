@@ -156,7 +156,7 @@ class ContactsNamespace:
     def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Assignment:
@@ -180,7 +180,7 @@ class ContactsNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -215,7 +215,7 @@ class ContactsNamespace:
     def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -228,7 +228,7 @@ class ContactsNamespace:
     def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
@@ -241,7 +241,7 @@ class ContactsNamespace:
     def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
@@ -329,7 +329,7 @@ class ContactsNamespace:
     def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -375,7 +375,7 @@ class AsyncContactsNamespace:
     async def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Assignment:
@@ -399,7 +399,7 @@ class AsyncContactsNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -434,7 +434,7 @@ class AsyncContactsNamespace:
     async def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -447,7 +447,7 @@ class AsyncContactsNamespace:
     async def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
@@ -460,7 +460,7 @@ class AsyncContactsNamespace:
     async def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
@@ -548,7 +548,7 @@ class AsyncContactsNamespace:
     async def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -594,7 +594,7 @@ class ContactsBatchNamespace:
     def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Pending[Assignment]:
@@ -618,7 +618,7 @@ class ContactsBatchNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -653,7 +653,7 @@ class ContactsBatchNamespace:
     def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[ContactErasure]:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -666,7 +666,7 @@ class ContactsBatchNamespace:
     def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[ContactDetail]:
         """One contact and its active category assignment (null when it has none).
 
@@ -679,7 +679,7 @@ class ContactsBatchNamespace:
     def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[builtins.list[Assignment]]:
         """Every category assignment of the contact, newest first.
 
@@ -737,7 +737,7 @@ class ContactsBatchNamespace:
     def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -808,7 +808,7 @@ class CrmNamespace:
     def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -821,7 +821,7 @@ class CrmNamespace:
     def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -859,8 +859,8 @@ class CrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
@@ -891,8 +891,8 @@ class CrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
     ) -> Iterator[WritebackEntry]:
         """Every item of `crm.listWriteback`, page after page, fetched as the loop needs them.
@@ -913,7 +913,7 @@ class CrmNamespace:
     def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -926,7 +926,7 @@ class CrmNamespace:
     def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
@@ -980,7 +980,7 @@ class AsyncCrmNamespace:
     async def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -993,7 +993,7 @@ class AsyncCrmNamespace:
     async def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -1031,8 +1031,8 @@ class AsyncCrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
@@ -1063,8 +1063,8 @@ class AsyncCrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
     ) -> AsyncIterator[WritebackEntry]:
         """Every item of `crm.listWriteback`, page after page, fetched as the loop needs them.
@@ -1085,7 +1085,7 @@ class AsyncCrmNamespace:
     async def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -1098,7 +1098,7 @@ class AsyncCrmNamespace:
     async def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
@@ -1152,7 +1152,7 @@ class CrmBatchNamespace:
     def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Pending[Disconnected]:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -1165,7 +1165,7 @@ class CrmBatchNamespace:
     def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -1203,8 +1203,8 @@ class CrmBatchNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> Pending[WritebackPage]:
@@ -1233,7 +1233,7 @@ class CrmBatchNamespace:
     def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[WritebackEntry]:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -1246,7 +1246,7 @@ class CrmBatchNamespace:
     def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
