@@ -47,6 +47,7 @@ CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
+SERVICES = ("serve", "worker")
 
 _HAS_ORGANISATIONS = sql("SELECT EXISTS (SELECT 1 FROM organisations)")
 
@@ -410,9 +411,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(
-        os.environ.get("NURTUREHUB_LOG_LEVEL", "WARNING" if args.command != "serve" else "INFO")
-    )
+    # The long-running services log at INFO (a line per call, per delivery); one-shot commands
+    # print their result and log only warnings.
+    default_level = "INFO" if args.command in SERVICES else "WARNING"
+    configure_logging(os.environ.get("NURTUREHUB_LOG_LEVEL", default_level))
     try:
         args.run(args)
     except (CommandError, AccountError, CryptoError) as exc:
