@@ -43,6 +43,7 @@ from procedures.writeback.adapters import (
     NotDeliverable,
     TransientFailure,
     build_adapters,
+    reaching,
 )
 from procedures.writeback.config import WritebackConfig
 from procedures.writeback.events import PAYLOADS
@@ -387,17 +388,13 @@ class Worker:
             settings=event.settings,
         )
         try:
-            response = await adapter.deliver(http, delivery)
+            response = await reaching(adapter.name, adapter.deliver(http, delivery))
         except AuthRejected as exc:
             return Outcome("auth_error", exc.status_code, str(exc))
         except TransientFailure as exc:
             return Outcome("retry", exc.status_code, str(exc))
         except NotDeliverable as exc:
             return Outcome("failed", error=f"not delivered: {exc}")
-        except httpx.TimeoutException:
-            return Outcome("retry", error=f"{adapter.name} did not answer in time")
-        except httpx.TransportError as exc:
-            return Outcome("retry", error=f"{adapter.name} could not be reached ({type(exc).__name__})")
         except Exception:
             log.exception("writeback delivery failed unexpectedly")
             return Outcome("retry", error="unexpected error in the adapter (see the worker log)")

@@ -20,6 +20,7 @@ __all__ = [
     "Assignment",
     "Category",
     "ConnectParams",
+    "ConnectionCheck",
     "ConnectionStatus",
     "ConsentStatus",
     "Contact",
@@ -47,6 +48,7 @@ __all__ = [
     "Removed",
     "RetryWritebackParams",
     "SkippedConnection",
+    "TestConnectionParams",
     "UpdateConnectionParams",
     "UpdateContactParams",
     "Whoami",
@@ -278,6 +280,7 @@ class CrmConnection(ResultModel):
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    warning: str | None
 
 
 class DisconnectParams(ParamsModel):
@@ -345,6 +348,23 @@ class WritebackPage(ResultModel):
 
 class RetryWritebackParams(ParamsModel):
     id: str | UUID
+
+
+class TestConnectionParams(ParamsModel):
+    connection_id: str | UUID
+
+
+class ConnectionCheck(ResultModel):
+    """What a try of the stored credentials found: `ok`; `refused` (the CRM, or the platform's
+    configuration, says no); `failed` (no usable answer: try again later); `not_checked` (this
+    CRM offers nothing to try them with). `message` says what was tried or what went wrong.
+    """
+
+    connection_id: UUID
+    provider_id: str
+    outcome: Literal["ok", "refused", "failed", "not_checked"]
+    message: str
+    checked_at: datetime
 
 
 class UpdateConnectionParams(ParamsModel):

@@ -21,6 +21,7 @@ from ._models import (
     AssignCategoryParams,
     Assignment,
     Category,
+    ConnectionCheck,
     ConnectParams,
     ConsentStatus,
     Contact,
@@ -45,6 +46,7 @@ from ._models import (
     ListCrmProvidersParams,
     ListWritebackParams,
     RetryWritebackParams,
+    TestConnectionParams,
     UpdateConnectionParams,
     UpdateContactParams,
     Whoami,
@@ -96,6 +98,7 @@ _CRM_ENQUEUE_WRITEBACK = Procedure("crm.enqueueWriteback", "mutation", TypeAdapt
 _CRM_LIST_CONNECTIONS = Procedure("crm.listConnections", "query", TypeAdapter(list[CrmConnection]))
 _CRM_LIST_WRITEBACK = Procedure("crm.listWriteback", "query", TypeAdapter(WritebackPage))
 _CRM_RETRY_WRITEBACK = Procedure("crm.retryWriteback", "mutation", TypeAdapter(WritebackEntry))
+_CRM_TEST_CONNECTION = Procedure("crm.testConnection", "query", TypeAdapter(ConnectionCheck))
 _CRM_UPDATE_CONNECTION = Procedure("crm.updateConnection", "mutation", TypeAdapter(CrmConnection))
 
 
@@ -923,6 +926,22 @@ class CrmNamespace:
         params = RetryWritebackParams(id=id)
         return self._transport.call(_CRM_RETRY_WRITEBACK(params))
 
+    def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> ConnectionCheck:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return self._transport.call(_CRM_TEST_CONNECTION(params))
+
     def update_connection(
         self,
         *,
@@ -1095,6 +1114,22 @@ class AsyncCrmNamespace:
         params = RetryWritebackParams(id=id)
         return await self._transport.call(_CRM_RETRY_WRITEBACK(params))
 
+    async def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> ConnectionCheck:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return await self._transport.call(_CRM_TEST_CONNECTION(params))
+
     async def update_connection(
         self,
         *,
@@ -1242,6 +1277,22 @@ class CrmBatchNamespace:
         """
         params = RetryWritebackParams(id=id)
         return self._batch.add(_CRM_RETRY_WRITEBACK(params))
+
+    def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> Pending[ConnectionCheck]:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return self._batch.add(_CRM_TEST_CONNECTION(params))
 
     def update_connection(
         self,
