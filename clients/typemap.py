@@ -23,6 +23,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 __all__ = ["Catalog", "FieldSpec", "GeneratorError", "ModelSpec", "Ref", "literal"]
 
@@ -180,7 +181,11 @@ class Catalog:
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if origin is typing.Annotated:
-            return self.ref(args[0], role, module)
+            accepted = _input_type(args[1:]) if role == "params" else None
+            return self.ref(args[0] if accepted is None else accepted, role, module)
+        if tp is uuid.UUID and role == "params":
+            # An id read from a CSV file or argv is a str: the server checks it is a UUID.
+            return Ref("", (STR, _SCALARS[uuid.UUID]), union=True)
         if origin is Literal:
             return self._literal(tp, args, module)
         if origin is typing.Union or origin is types.UnionType:
@@ -285,6 +290,16 @@ class Catalog:
             if self._names.get(name, cls) is not cls:
                 raise GeneratorError(f"two server models are both called {cls.__name__}")
         return name
+
+
+def _input_type(metadata: tuple[Any, ...]) -> Any:
+    """What a field takes on the wire when a validator says so (`json_schema_input_type`, as the
+    OpenRPC document shows it), e.g. one category or a list of them; None when nothing says."""
+    for item in metadata:
+        accepted = getattr(item, "json_schema_input_type", PydanticUndefined)
+        if accepted is not PydanticUndefined and accepted is not Any:
+            return accepted
+    return None
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -61,15 +61,37 @@ def _email(value: str) -> str:
     return normalised
 
 
+_UK = 44
+
+
 def _phone(value: str) -> str:
     _no_nul(value)
     try:
         number = phonenumbers.parse(value, "GB")
     except phonenumbers.NumberParseException:
         raise ValueError("is not a phone number") from None
-    if not phonenumbers.is_valid_number(number):
+    if number.country_code == _UK:
+        if not _possible_uk(number):
+            raise ValueError("is not a possible UK phone number (wrong length or prefix)")
+    elif not phonenumbers.is_valid_number(number):
         raise ValueError("is not a valid phone number (UK numbers may omit +44)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _possible_uk(number: phonenumbers.PhoneNumber) -> bool:
+    """A UK number of a possible shape, allocated or not.
+
+    phonenumbers' is_valid_number knows only the ranges allocated when the library was built,
+    and refuses Ofcom's drama range (07700 900xxx) and newly allocated mobile blocks; agents'
+    contacts have those. Its shape check is lenient (seven digits pass), so Ofcom's plan is
+    added: after the trunk 0 come nine or ten digits (ten for 07), never starting with 0.
+    """
+    national = phonenumbers.national_significant_number(number)
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    if reason != phonenumbers.ValidationResult.IS_POSSIBLE:  # too short, too long, or local only
+        return False
+    expected = (10,) if national.startswith("7") else (9, 10)
+    return len(national) in expected and not national.startswith("0")
 
 
 # Royal Mail's formats (A9 9AA, A99 9AA, A9A 9AA, AA9 9AA, AA99 9AA, AA9A 9AA) and GIR 0AA.

@@ -99,9 +99,14 @@ def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
 
+Categories = Annotated[list[Category], Field(min_length=1, max_length=12)]
+
+
 class ListContactsParams(WireModel):
+    # One category or a list: the schema and the clients say so too (json_schema_input_type).
     category: (
-        Annotated[list[Category], BeforeValidator(_one_or_many), Field(min_length=1, max_length=12)] | None
+        Annotated[Categories, BeforeValidator(_one_or_many, json_schema_input_type=Category | Categories)]
+        | None
     ) = None
     group: Group | None = None
     consent_status: ConsentStatus | None = None

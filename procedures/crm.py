@@ -6,19 +6,31 @@ take writeback, and how each is called, is in procedures/writeback/adapters/.
 
 from __future__ import annotations
 
-from datetime import datetime
+import functools
+from datetime import UTC, datetime
 from typing import Any, Literal
 from uuid import UUID, uuid4
 
+import httpx
 import orjson
 import pydantic
 from pydantic import Field
 
-from procedures.crm_credentials import credentials_hint, seal_credentials
-from procedures.writeback.adapters import PROVIDERS, ProviderSpec
+from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
+from procedures.writeback.adapters import (
+    PROVIDERS,
+    Adapter,
+    AuthRejected,
+    NotDeliverable,
+    ProviderSpec,
+    TransientFailure,
+    build_adapters,
+    reaching,
+)
+from procedures.writeback.config import WritebackConfig
 from procedures.writeback.events import PAYLOADS, EventType
 from server.context import Context
-from server.crypto import NoEncryptionKey
+from server.crypto import CryptoError, NoEncryptionKey
 from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Tx, sql
 from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
@@ -51,6 +63,9 @@ class CrmConnection(WireModel):
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    # Why this connection cannot work as the server is configured (e.g. no platform OAuth2
+    # client for Reapit); null when nothing is missing.
+    warning: str | None
 
 
 class ConnectParams(WireModel):
@@ -142,6 +157,22 @@ class RetryWritebackParams(WireModel):
     id: UUID
 
 
+class TestConnectionParams(WireModel):
+    connection_id: UUID
+
+
+class ConnectionCheck(WireModel):
+    """What a try of the stored credentials found: `ok`; `refused` (the CRM, or the platform's
+    configuration, says no); `failed` (no usable answer: try again later); `not_checked` (this
+    CRM offers nothing to try them with). `message` says what was tried or what went wrong."""
+
+    connection_id: UUID
+    provider_id: str
+    outcome: Literal["ok", "refused", "failed", "not_checked"]
+    message: str
+    checked_at: datetime
+
+
 # SQL ---------------------------------------------------------------------------------------------
 
 _CONNECTION_COLUMNS = """
@@ -159,6 +190,10 @@ SELECT_CONNECTION = sql(f"""
     SELECT {_CONNECTION_COLUMNS}
       FROM crm_connections c JOIN crm_providers p ON p.id = c.provider_id
      WHERE c.organisation_id = :organisation_id AND c.id = :id
+""")
+SELECT_SEALED = sql("""
+    SELECT provider_id, encrypted_credentials, settings FROM crm_connections
+     WHERE organisation_id = :organisation_id AND id = :id
 """)
 PROVIDER_EXISTS = sql("SELECT name FROM crm_providers WHERE id = :id")
 INSERT_CONNECTION = sql("""
@@ -300,9 +335,22 @@ def _hint(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str:
     return credentials_hint(str(getattr(credentials, spec.hint_field)))
 
 
+@functools.cache
+def _platform() -> tuple[WritebackConfig, dict[str, Adapter]]:
+    """The CRM configuration and adapters the worker uses, from the same environment, once: the
+    adapters keep the platform's OAuth2 tokens between checks."""
+    config = WritebackConfig.from_env()
+    return config, build_adapters(config)
+
+
 def _connection(row: Any) -> CrmConnection:
+    provider_id = row["provider_id"]
     return CrmConnection.model_validate(
-        {**row, "writeback_supported": PROVIDERS[row["provider_id"]].unsupported is None}
+        {
+            **row,
+            "writeback_supported": PROVIDERS[provider_id].unsupported is None,
+            "warning": _platform()[1][provider_id].setup_problem(),
+        }
     )
 
 
@@ -550,10 +598,52 @@ async def retry_writeback(ctx: Context, params: RetryWritebackParams) -> Writeba
     return WritebackEntry.model_validate(dict(row))
 
 
+@query(guard=ADMIN)
+async def test_connection(ctx: Context, params: TestConnectionParams) -> ConnectionCheck:
+    """Try the connection's stored credentials against the CRM now, with a call that changes
+    nothing there; the answer says ok or why not, never a credential.
+
+    Writes nothing: the connection's status stays the worker's to set.
+    """
+    scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
+    row = await ctx.db.one(SELECT_SEALED, scope)
+    if row is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    config, adapters = _platform()
+    adapter = adapters[row["provider_id"]]
+    outcome, message = "ok", ""
+    try:
+        credentials = open_credentials(
+            ctx.settings.encryption_keys,
+            ctx.organisation_id,
+            params.connection_id,
+            bytes(row["encrypted_credentials"]),
+        )
+        async with httpx.AsyncClient(timeout=config.crm_timeout, follow_redirects=False) as http:
+            tried = await reaching(adapter.name, adapter.check(http, credentials, row["settings"]))
+        message = f"{adapter.name} accepted {tried}"
+    except CryptoError as exc:  # names a key id at most
+        outcome, message = "failed", f"the stored credentials cannot be read: {exc}"
+    except AuthRejected as exc:
+        outcome, message = "refused", str(exc)
+    except TransientFailure as exc:
+        outcome, message = "failed", str(exc)
+    except NotDeliverable as exc:
+        outcome, message = "not_checked", str(exc)
+    return ConnectionCheck(
+        connection_id=params.connection_id,
+        provider_id=row["provider_id"],
+        outcome=outcome,
+        message=message,
+        checked_at=datetime.now(UTC),
+    )
+
+
 router = Router(
     {
         "listConnections": list_connections,
         "connect": connect,
+        "testConnection": test_connection,
         "updateConnection": update_connection,
         "disconnect": disconnect,
         "enqueueWriteback": enqueue_writeback,

@@ -13,6 +13,7 @@ from server.auth import notify_auth_changed
 from server.db import Tx, sql
 
 __all__ = [
+    "DuplicateOrganisationName",
     "IssuedToken",
     "ROLES",
     "create_organisation",
@@ -38,6 +39,12 @@ INSERT_TOKEN = sql("""
     VALUES (:organisation_id, :user_id, :name, :token_hash)
     RETURNING id
 """)
+# No unique index on names (no schema change before migrations exist): a transaction lock on the
+# name makes the check and the insert one step, so two concurrent creates cannot both pass.
+LOCK_ORGANISATION_NAME = sql("SELECT pg_advisory_xact_lock(hashtextextended(lower(:name), 7411025002))")
+ORGANISATION_NAMED = sql("""
+    SELECT id FROM organisations WHERE lower(name) = lower(:name) ORDER BY created_at LIMIT 1
+""")
 ORGANISATION_EXISTS = sql("SELECT EXISTS (SELECT 1 FROM organisations WHERE id = :id)")
 REVOKE_TOKEN = sql("""
     UPDATE api_tokens SET revoked_at = now()
@@ -48,6 +55,14 @@ REVOKE_TOKEN = sql("""
 
 class AccountError(Exception):
     """A request the CLI refuses; the message is safe to print."""
+
+
+class DuplicateOrganisationName(AccountError):
+    """An organisation already has this name (compared without case)."""
+
+    def __init__(self, existing_id: UUID) -> None:
+        super().__init__(f"an organisation with this name already exists (id {existing_id})")
+        self.existing_id = existing_id
 
 
 @dataclass(frozen=True)
@@ -107,10 +122,18 @@ async def issue_token(
     return IssuedToken(organisation_id, user_id, token_id, token)
 
 
-async def create_organisation(tx: Tx, name: str, owner_email: str) -> IssuedToken:
+async def create_organisation(
+    tx: Tx, name: str, owner_email: str, *, allow_duplicate_name: bool = False
+) -> IssuedToken:
+    """The organisation and its owner's token; a name already taken is refused unless allowed."""
     name = name.strip()
     if not 1 <= len(name) <= 200:
         raise AccountError("the organisation name must be 1 to 200 characters")
+    if not allow_duplicate_name:
+        await tx.execute(LOCK_ORGANISATION_NAME, {"name": name})
+        existing = await tx.scalar(ORGANISATION_NAMED, {"name": name})
+        if existing is not None:
+            raise DuplicateOrganisationName(existing)
     organisation_id = await tx.scalar(INSERT_ORGANISATION, {"name": name})
     await _audit(tx, "cli.org.create", organisation_id, "organisation", str(organisation_id), ["name"])
     return await issue_token(tx, organisation_id, owner_email, "owner", name="owner")

@@ -14,13 +14,21 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
 
-from server.accounts import AccountError, create_organisation, issue_token, revoke_token
+from server import listen
+from server.accounts import (
+    AccountError,
+    DuplicateOrganisationName,
+    create_organisation,
+    issue_token,
+    revoke_token,
+)
 from server.backup import BackupError, take_backup
 from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
@@ -40,6 +48,7 @@ CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
+SERVICES = ("serve", "worker")
 
 _HAS_ORGANISATIONS = sql("SELECT EXISTS (SELECT 1 FROM organisations)")
 
@@ -203,8 +212,13 @@ def cmd_seed(args: argparse.Namespace) -> None:
 def cmd_org_create(args: argparse.Namespace) -> None:
     async def work(db: Database) -> dict[str, str]:
         await _seed(db)
-        async with db.transaction() as tx:
-            issued = await create_organisation(tx, args.name, args.owner_email)
+        try:
+            async with db.transaction() as tx:
+                issued = await create_organisation(
+                    tx, args.name, args.owner_email, allow_duplicate_name=args.allow_duplicate_name
+                )
+        except DuplicateOrganisationName as exc:
+            raise CommandError(f"{exc}: pass --allow-duplicate-name to create another") from None
         return {
             "organisationId": str(issued.organisation_id),
             "userId": str(issued.user_id),
@@ -324,10 +338,17 @@ def _exit_quietly(signum: int, frame: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
-    import uvicorn
-
     from server.http import PROTOCOL as HTTP_PROTOCOL
 
+    try:
+        sock = listen.bind(args.host, args.port)  # first: a busy port starts nothing
+    except listen.PortUnavailable as exc:
+        raise CommandError(str(exc)) from None
+    with sock:
+        _serve(args, sock, HTTP_PROTOCOL)
+
+
+def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) -> None:
     url, embedded = resolve_database_url()
     try:
         if embedded is not None:
@@ -373,22 +394,26 @@ def cmd_serve(args: argparse.Namespace) -> None:
                 "Organisations: nurturehub org create NAME --owner-email EMAIL\n",
                 flush=True,
             )
-        print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
         os.environ["DATABASE_URL"] = url  # for worker processes
         # uvicorn re-raises SIGTERM after its graceful shutdown; exit cleanly instead, so the
         # embedded PostgreSQL below is stopped too.
         signal.signal(signal.SIGTERM, _exit_quietly)
-        uvicorn.run(
+        sock.listen(listen.BACKLOG)  # so the line below is true; calls queue until the app is up
+        print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
+        status = listen.serve(
+            sock,
             "server.asgi:app_from_env",
             factory=True,
-            host=args.host,
+            host=args.host,  # for uvicorn's own log lines; the socket is bound already
             port=args.port,
             workers=args.workers,
             log_config=None,
             access_log=False,
             server_header=False,
-            http=HTTP_PROTOCOL,  # one send per response (server/http.py)
+            http=http_protocol,  # one send per response (server/http.py)
         )
+        if status:
+            raise CommandError("the server could not start (see the log above)")
     finally:
         if embedded is not None:
             embedded.stop()
@@ -446,6 +471,9 @@ def build_parser() -> argparse.ArgumentParser:
     org_create = org.add_parser("create", help="create an organisation and its owner's token")
     org_create.add_argument("name")
     org_create.add_argument("--owner-email", required=True)
+    org_create.add_argument(
+        "--allow-duplicate-name", action="store_true", help="create it even if the name is taken"
+    )
     org_create.set_defaults(run=cmd_org_create)
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(
@@ -473,9 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(
-        os.environ.get("NURTUREHUB_LOG_LEVEL", "WARNING" if args.command != "serve" else "INFO")
-    )
+    # The long-running services log at INFO (a line per call, per delivery); one-shot commands
+    # print their result and log only warnings.
+    default_level = "INFO" if args.command in SERVICES else "WARNING"
+    configure_logging(os.environ.get("NURTUREHUB_LOG_LEVEL", default_level))
     try:
         args.run(args)
     except (CommandError, AccountError, CryptoError) as exc:

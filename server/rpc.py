@@ -59,10 +59,17 @@ class _Outcome:
 def field_issues(error: pydantic.ValidationError) -> list[dict[str, Any]]:
     """pydantic's errors as wire paths and messages; never the offending values."""
     issues = []
-    for item in error.errors(include_input=False, include_url=False, include_context=False):
+    for item in error.errors(include_input=False, include_url=False):
         path = ".".join(str(part) for part in item["loc"]) or "params"
-        issues.append({"path": path, "message": item["msg"], "type": item["type"]})
+        message = item["msg"]
+        if item["type"] in _OWN_WORDS:
+            # A validator's own message, without the "Value error, " pydantic puts before it.
+            message = str(item.get("ctx", {}).get("error", message))
+        issues.append({"path": path, "message": message, "type": item["type"]})
     return issues
+
+
+_OWN_WORDS = frozenset({"value_error", "assertion_error"})
 
 
 def _invalid_params(error: pydantic.ValidationError) -> InvalidParams:
@@ -70,6 +77,26 @@ def _invalid_params(error: pydantic.ValidationError) -> InvalidParams:
     first = issues[0]
     more = f" (and {len(issues) - 1} more)" if len(issues) > 1 else ""
     return InvalidParams(f"Invalid params: {first['path']}: {first['message']}{more}", issues=issues)
+
+
+def _too_deep(params: Any) -> InvalidParams:
+    """Input nested deeper than the JSON codecs go (orjson writes 254 levels, pydantic reads
+    about 200, orjson reads 1,024): bad input, named by the field that holds the deepest value."""
+    path = "params"
+    if isinstance(params, dict) and params:
+        path = str(max(params, key=lambda name: _depth(params[name])))[:100]
+    return InvalidParams.for_field(path, "is nested too deeply", "too_deep")
+
+
+def _depth(value: Any) -> int:
+    """How many containers deep `value` goes; a loop, as recursion is what failed."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            stack.extend((inner, level + 1) for inner in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def _valid_id(value: Any) -> bool:
@@ -122,8 +149,11 @@ class Dispatcher:
     async def handle(self, body: bytes, *, authorization: str | None, request_id: str) -> Reply:
         try:
             message = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return self._single(self._error(None, ParseError(), None, request_id))
+        except orjson.JSONDecodeError as exc:
+            # Valid JSON nested past orjson's 1,024 levels is bad input, not a parse error; the
+            # message is only looked at once decoding has failed, so the hot path pays nothing.
+            refusal: RPCError = _too_deep(None) if "depth limit" in exc.msg else ParseError()
+            return self._single(self._error(None, refusal, None, request_id))
 
         principals = _Principals(self.authenticator, authorization)
         if not isinstance(message, list):
@@ -266,7 +296,12 @@ class Dispatcher:
             # Strict JSON-mode validation: "5" is not an int and 1 is not a bool, while strings
             # still become UUIDs, datetimes and enums as JSON has no such types.
             return procedure.params_model.model_validate_json(orjson.dumps(params), strict=True)
+        except orjson.JSONEncodeError:
+            raise _too_deep(params) from None  # JSON orjson just read is refused only for depth
         except pydantic.ValidationError as exc:
+            # The JSON was written just above, so pydantic finds it invalid only for its depth.
+            if any(item["type"] == "json_invalid" for item in exc.errors(include_url=False)):
+                raise _too_deep(params) from None
             raise _invalid_params(exc) from None
 
     @staticmethod

@@ -13,7 +13,7 @@ def unique_email(tag: str = "person") -> str:
 
 
 def unique_phone() -> str:
-    # A valid UK mobile (phonenumbers refuses Ofcom's unallocated 07700 900xxx drama range).
+    # A UK mobile number (any possible one is accepted, allocated or not: issue 20).
     return f"+4479111{uuid.uuid4().int % 100000:05d}"
 
 

@@ -2,7 +2,8 @@
 
 Writes answer from a script of behaviours, consumed in order, then `default`:
 `"ok"` (the provider's 201), an HTTP status (`500`, or `(429, {"Retry-After": "1"})`), or
-`("hang", seconds)`. Every request is recorded; token requests are counted apart.
+`("hang", seconds)`. Reads (GET) answer 200 unless given statuses (`script_reads`). Every
+request is recorded; token requests and reads are kept apart.
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ class FakeCrm:
     requests: list[Seen] = field(default_factory=list)
     token_requests: list[Seen] = field(default_factory=list)
     overlaps: int = 0  # writes for a contact that arrived while another was in flight for it
+    reads: list[Seen] = field(default_factory=list)  # GETs: crm.testConnection's checks
 
     def __post_init__(self) -> None:
         self._script: list[Behaviour] = []
+        self._read_script: list[int] = []  # statuses for the next reads; then 200
         self._lock = threading.Lock()
         self._in_flight: dict[str, int] = defaultdict(int)
         self.port = free_port()
@@ -59,6 +62,7 @@ class FakeCrm:
             routes=[
                 Route("/{provider}/token", self._token, methods=["POST"]),
                 Route("/{provider}/{path:path}", self._write, methods=["POST"]),
+                Route("/{provider}/{path:path}", self._read, methods=["GET"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
@@ -113,6 +117,10 @@ class FakeCrm:
     def script(self, *behaviours: Behaviour) -> None:
         with self._lock:
             self._script.extend(behaviours)
+
+    def script_reads(self, *statuses: int) -> None:
+        with self._lock:
+            self._read_script.extend(statuses)
 
     def writes(self, provider: str | None = None) -> list[Seen]:
         with self._lock:
@@ -178,6 +186,15 @@ class FakeCrm:
         finally:
             with self._lock:
                 self._in_flight[key] -= 1
+
+    async def _read(self, request: Request) -> Response:
+        seen = await self._seen(request)
+        with self._lock:
+            self.reads.append(seen)
+            status = self._read_script.pop(0) if self._read_script else 200
+        # A refusal echoes the request's credentials back, as a careless CRM might.
+        body = {"data": []} if status == 200 else {"error": "nope", "yourHeaders": seen.headers}
+        return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     async def _answer(self, seen: Seen, behaviour: Behaviour) -> Response:
         if isinstance(behaviour, tuple) and behaviour[0] == "hang":

@@ -35,6 +35,29 @@ def test_org_create_prints_ids_and_a_working_token(database_url: str, rpc: Rpc) 
     assert me["role"] == "owner"
 
 
+def test_org_create_refuses_a_name_already_taken_unless_asked(database_url: str) -> None:
+    """Issue 20: an organisation created twice with the same name is refused unless asked for."""
+    name = f"Quayside Homes {uuid.uuid4().hex[:6]}"
+    first = nurturehub(database_url, "org", "create", name, "--owner-email", "a@quayside.co.uk")
+    assert first.returncode == 0, first.stderr
+    first_id = json.loads(first.stdout)["organisationId"]
+
+    shouted = f" {name.upper()} "
+    again = nurturehub(database_url, "org", "create", shouted, "--owner-email", "b@quayside.co.uk")
+    assert again.returncode == 1 and again.stdout == ""
+    lines = again.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("nurturehub: error:"), again.stderr
+    assert first_id in lines[0] and "--allow-duplicate-name" in lines[0]
+    same_name = "SELECT count(*) FROM organisations WHERE lower(name) = lower(%s)"
+    assert query(database_url, same_name, (name,)) == [(1,)]
+
+    asked = nurturehub(
+        database_url, "org", "create", name, "--owner-email", "b@quayside.co.uk", "--allow-duplicate-name"
+    )
+    assert asked.returncode == 0, asked.stderr
+    assert json.loads(asked.stdout)["organisationId"] != first_id
+
+
 def test_token_create_adds_the_member_and_revoke_takes_effect(database_url: str, rpc: Rpc, world) -> None:
     org = world.org()
     done = nurturehub(

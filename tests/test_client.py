@@ -103,8 +103,8 @@ def test_every_procedure_has_a_typed_keyword_only_method(wire: str) -> None:
 def _sample(annotation: Any) -> Any:
     """A plausible value of a client type: enough to reach the procedure, not to succeed."""
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return _sample(next(a for a in args if a is not type(None)))
+    if origin in (typing.Union, types.UnionType):  # the last type: UUID of `str | UUID`
+        return _sample([a for a in args if a is not type(None)][-1])
     if origin is Literal:
         return args[0]
     if origin is list:
@@ -202,6 +202,49 @@ def test_contact_lifecycle_through_the_client(server: ServerThread, world: World
     assert missing.value.request_id and missing.value.data["httpStatus"] == 404
 
 
+@NEEDS_CONTACTS
+def test_one_category_as_a_string_is_taken_by_server_schema_and_client(
+    server: ServerThread, world: World
+) -> None:
+    """Issue 20: the server took `category: "seller"` while the OpenRPC schema and this client
+    allowed only a list. All three take one category or a list of them."""
+    import jsonschema
+
+    org = world.org()
+    with Client(server.url, token=org.member_token) as client:
+        seller = client.contacts.create(first_name="One", category="seller")
+        client.contacts.create(first_name="Two", category="buyer")
+        assert [c.id for c in client.contacts.list(category="seller").items] == [seller.id]
+        assert [c.id for c in client.contacts.iter_list(category=["seller"])] == [seller.id]
+        with pytest.raises(nh.InvalidParams):
+            client.contacts.list(category="vendor")  # type: ignore[arg-type]
+    raw = httpx.post(
+        server.url + "/rpc",
+        json={"jsonrpc": "2.0", "id": 1, "method": "contacts.list", "params": {"category": "seller"}},
+        headers={"Authorization": f"Bearer {org.member_token}"},
+    ).json()
+    assert [c["id"] for c in raw["result"]["items"]] == [str(seller.id)]
+
+    document = httpx.get(server.url + "/openrpc.json").json()
+    method = next(m for m in document["methods"] if m["name"] == "contacts.list")
+    schema = next(p["schema"] for p in method["params"] if p["name"] == "category")
+    check = jsonschema.Draft7Validator({**schema, "components": document["components"]})
+    assert check.is_valid("seller") and check.is_valid(["seller", "buyer"]) and check.is_valid(None)
+    assert not check.is_valid("vendor") and not check.is_valid([]) and not check.is_valid(["vendor"])
+
+
+@NEEDS_CONTACTS
+def test_ids_may_be_given_as_strings(client: Client) -> None:
+    """Issue 20: an id read from a CSV file or argv is a str; the server checks it is a UUID."""
+    created = client.contacts.create(first_name="Str", category="buyer")
+    assert client.contacts.get(id=str(created.id)).id == created.id
+    moved = client.contacts.assign_category(id=str(created.id).upper(), category="seller")
+    assert moved.category == "seller"
+    with pytest.raises(nh.InvalidParams) as info:
+        client.contacts.get(id="not-a-uuid")
+    assert [issue.path for issue in info.value.issues] == ["id"] and info.value.request_id
+
+
 def test_bad_token_is_unauthorized(server: ServerThread) -> None:
     with Client(server.url, token="nh_not_a_real_token") as client, pytest.raises(nh.Unauthorized) as info:
         client.auth.whoami()
@@ -252,6 +295,29 @@ def test_invalid_typed_argument_is_invalid_params(client: Client) -> None:
     with pytest.raises(nh.InvalidParams) as info:
         client.contacts.create(email="not an email")
     assert [issue.path for issue in info.value.issues] == ["email"]
+
+
+def test_arguments_the_client_refuses_are_invalid_params_too(server: ServerThread, org: Org) -> None:
+    """Issue 20: a bad argument the client's own model caught surfaced as a raw pydantic
+    ValidationError; it is the client's InvalidParams, with wire paths, in every flavour."""
+    sent = Counting()
+    client = Client(server.url, token=org.member_token, http_client=httpx.Client(transport=sent))
+    calls = {
+        "sync": lambda: client.contacts.list(limit="many", consent_status="maybe"),  # type: ignore[arg-type]
+        "batch": lambda: client.batch().contacts.list(limit="many", consent_status="maybe"),  # type: ignore[arg-type]
+        "async": lambda: asyncio.run(
+            AsyncClient(server.url).contacts.list(limit="many", consent_status="maybe")  # type: ignore[arg-type]
+        ),
+    }
+    for flavour, call in calls.items():
+        with pytest.raises(nh.InvalidParams) as info:
+            call()
+        assert [issue.path for issue in info.value.issues] == ["consentStatus", "limit"], flavour
+        message = info.value.message
+        assert message.startswith("Invalid params: consentStatus: ") and message.endswith("(and 1 more)")
+        assert info.value.code == "BAD_REQUEST" and info.value.request_id is None
+        assert not isinstance(info.value, pydantic.ValidationError)
+    assert sent.attempts == 0  # refused before anything was sent
 
 
 def test_unexpected_failure_is_internal_error_without_details(probe_server: ServerThread) -> None:

@@ -92,21 +92,40 @@ client.contacts.assign_category(category="seller")
 """
 
 
+# Issue 20: ids typed UUID only made a script passing an id read from argv or a CSV fail mypy.
+STR_IDS = """\
+import csv
+import sys
+from uuid import UUID
+
+from nurturehub_client import Client
+
+client = Client("http://127.0.0.1:1")
+client.contacts.get(id=sys.argv[1])
+client.contacts.get(id=UUID(sys.argv[1]))
+for row in csv.DictReader(open("contacts.csv")):
+    client.contacts.assign_category(id=row["id"], category="seller")
+client.crm.disconnect(connection_id="7b0c3f9e-2d4a-4c57-9f0e-1a2b3c4d5e6f")
+"""
+
+
 @pytest.mark.skipif("contacts.assignCategory" not in app_router, reason="contacts.* not there yet")
 def test_mypy_passes_the_example_and_rejects_wrong_calls(tmp_path: Path) -> None:
     """One mypy --strict run, with the client package's own config (no pydantic plugin, as a
     script author would have): the example is clean, each wrong call is an error."""
     wrong = tmp_path / "wrong_call.py"
     wrong.write_text(WRONG)
+    str_ids = tmp_path / "str_ids.py"
+    str_ids.write_text(STR_IDS)
     env = {**os.environ, "MYPYPATH": str(CLIENT)}  # an editable install is invisible to mypy
     run = subprocess.run(
         [sys.executable, "-m", "mypy", "--config-file", str(CLIENT / "pyproject.toml"),
-         "--cache-dir", str(ROOT / ".cache" / "mypy-client"), str(EXAMPLE), str(wrong)],
+         "--cache-dir", str(ROOT / ".cache" / "mypy-client"), str(EXAMPLE), str(wrong), str(str_ids)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300,
     )  # fmt: skip
     out = run.stdout
     assert run.returncode == 1, out + run.stderr
-    assert "export_sellers.py" not in out, out
+    assert "export_sellers.py" not in out and "str_ids.py" not in out, out
     assert 'wrong_call.py:6: error: Argument "category"' in out and "sellr" in out, out
     assert 'wrong_call.py:7: error: Missing named argument "id"' in out, out
     assert "Found 2 errors in 1 file" in out, out

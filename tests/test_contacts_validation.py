@@ -40,7 +40,11 @@ CREATE_CASES: list[tuple[str, dict[str, Any], str]] = [
     ("email without a domain dot", {"email": f"{SECRET}@localhost"}, "email"),
     ("malformed phone", {"phone": f"call {SECRET}"}, "phone"),
     ("too short a phone", {"phone": "01234"}, "phone"),
-    ("invalid UK number", {"phone": "07700 900123"}, "phone"),
+    ("mobile a digit short", {"phone": "07700 90012"}, "phone"),
+    ("mobile a digit long", {"phone": "07700 9001234"}, "phone"),
+    ("UK number of zeros", {"phone": "00000 000000"}, "phone"),
+    ("local number without area code", {"phone": "496 0000"}, "phone"),
+    ("impossible foreign number", {"phone": "+33 1 42"}, "phone"),
     ("malformed postcode", {"postcode": "SW1A 1A"}, "postcode"),
     ("first name not a string", {"firstName": 5}, "firstName"),
     ("consent status not a string", {"consentStatus": True}, "consentStatus"),
@@ -187,3 +191,34 @@ def test_mutations_of_a_contact_refuse_bad_input(
 def test_params_must_be_an_object(rpc: Rpc, org: Org) -> None:
     error = rpc.error("contacts.list", [1, 2], org.member_token)  # type: ignore[arg-type]
     assert error["code"] == -32602 and error["data"]["issues"][0]["path"] == "params"
+
+
+# Issue 20: well-formed UK numbers from ranges phonenumbers thinks unallocated were refused.
+@pytest.mark.parametrize(
+    "phone, stored",
+    [
+        ("07700 900123", "+447700900123"),  # Ofcom's drama range
+        ("07911 555123", "+447911555123"),
+        ("+44 (0)7700 900123", "+447700900123"),
+        ("0044 7700 900123", "+447700900123"),
+        ("020 7946 0958", "+442079460958"),
+        ("016977 3999", "+44169773999"),  # nine digits after the 0
+        ("+33 1 42 68 53 00", "+33142685300"),  # foreign numbers: valid ones, as before
+    ],
+)
+def test_possible_uk_numbers_are_stored_as_e164(rpc: Rpc, org: Org, phone: str, stored: str) -> None:
+    assert create(rpc, org, phone=phone)["phone"] == stored
+
+
+@pytest.mark.parametrize(
+    "phone, message",
+    [
+        ("call me", "is not a phone number"),
+        ("01234", "is not a possible UK phone number (wrong length or prefix)"),
+        ("+33 1 42", "is not a valid phone number (UK numbers may omit +44)"),
+    ],
+)
+def test_refusals_carry_no_library_prefix(rpc: Rpc, org: Org, phone: str, message: str) -> None:
+    error = rpc.error("contacts.create", {"phone": phone}, org.member_token)
+    assert error["data"]["issues"] == [{"path": "phone", "message": message, "type": "value_error"}]
+    assert error["message"] == f"Invalid params: phone: {message}"

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import base64
+import uuid
+from collections.abc import Callable
+from typing import Any
 
-from tests.crm_support import KEYRING, connect, enqueue, make_contact, opened
-from tests.support import Org, Rpc, ServerThread, World, query
+import pytest
+
+from procedures.writeback.adapters import build_adapters
+from tests.crm_support import KEYRING, connect, connection_status, enqueue, make_contact, opened
+from tests.fake_crm import FakeCrm
+from tests.support import Org, Rpc, ServerThread, World, free_port, query
 
 STREET_TOKEN = "street-token-0123456789abcdef"
 
@@ -299,3 +306,99 @@ def test_erasing_a_contact_removes_its_queued_events(crm: Rpc, agency: Org, data
     ) == [(0,)]
     remaining = crm.call("crm.listWriteback", {}, agency.admin_token)["items"]
     assert [i["contactId"] for i in remaining] == [keep]
+
+
+# Issue 20: crm.connect accepted a connection that cannot work, and nothing could try one.
+
+
+@pytest.fixture
+def platform(fake: FakeCrm, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Point the server's CRM adapters at the fake CRM (with `overrides` to its configuration)."""
+    import procedures.crm
+
+    def use(**overrides: Any) -> None:
+        config = fake.config(**overrides)
+        adapters = build_adapters(config)
+        monkeypatch.setattr(procedures.crm, "_platform", lambda: (config, adapters))
+
+    use()
+    return use
+
+
+def check(crm: Rpc, org: Org, connection_id: str) -> dict[str, Any]:
+    result: dict[str, Any] = crm.call("crm.testConnection", {"connectionId": connection_id}, org.admin_token)
+    assert result["connectionId"] == connection_id and result["checkedAt"]
+    return result
+
+
+def test_test_connection_tries_the_stored_credentials_and_writes_nothing(
+    crm: Rpc, agency: Org, fake: FakeCrm, platform: Callable[..., None], database_url: str
+) -> None:
+    token = "street-token-" + uuid.uuid4().hex
+    connection = connect(crm, agency, "street", {"apiToken": token})
+    assert connection["warning"] is None
+    ok = check(crm, agency, connection["id"])
+    assert (ok["outcome"], ok["providerId"]) == ("ok", "street")
+    (read,) = fake.reads
+    assert read.path == "/street/people" and read.headers["authorization"] == f"Bearer {token}"
+
+    fake.script_reads(401, 503)
+    refused = check(crm, agency, connection["id"])
+    assert refused["outcome"] == "refused"
+    assert refused["message"] == "Street refused the credentials (HTTP 401)"
+    failed = check(crm, agency, connection["id"])
+    assert (failed["outcome"], failed["message"]) == ("failed", "Street answered HTTP 503")
+    assert token not in str([ok, refused, failed])
+    assert fake.writes() == []  # a check writes nothing to the CRM
+    assert connection_status(database_url, connection["id"]) == ("pending", None)  # nor here
+    audited = "SELECT count(*) FROM audit_log WHERE organisation_id = %s AND action = 'crm.testConnection'"
+    assert query(database_url, audited, (agency.id,)) == [(0,)]
+
+    params = {"connectionId": connection["id"]}
+    assert crm.error("crm.testConnection", params, agency.member_token)["data"]["code"] == "FORBIDDEN"
+    unknown = {"connectionId": str(uuid.uuid4())}
+    assert crm.error("crm.testConnection", unknown, agency.admin_token)["data"]["code"] == "NOT_FOUND"
+
+
+def test_reapit_check_takes_the_platform_token_and_reads_as_the_customer(
+    crm: Rpc, agency: Org, fake: FakeCrm, platform: Callable[..., None]
+) -> None:
+    connection = connect(crm, agency, "reapit", {"customerId": "SBOX"})
+    assert connection["warning"] is None
+    assert check(crm, agency, connection["id"])["outcome"] == "ok"
+    (read,) = fake.reads
+    assert read.path == "/reapit/journalEntries/" and read.headers["reapit-customer"] == "SBOX"
+    assert read.headers["authorization"].startswith("Bearer tok-") and len(fake.token_requests) == 1
+
+
+def test_reapit_without_the_platform_credentials_is_a_warning_and_a_refusal(
+    crm: Rpc, agency: Org, fake: FakeCrm, platform: Callable[..., None]
+) -> None:
+    platform(reapit_client_id="", reapit_client_secret="")
+    connection = connect(crm, agency, "reapit")
+    warning = (
+        "the platform's Reapit client credentials are not configured on the server "
+        "(NURTUREHUB_REAPIT_CLIENT_ID and NURTUREHUB_REAPIT_CLIENT_SECRET): "
+        "nothing reaches Reapit until they are"
+    )
+    assert connection["warning"] == warning
+    assert crm.call("crm.listConnections", {}, agency.member_token)[0]["warning"] == warning
+    refused = check(crm, agency, connection["id"])
+    assert refused["outcome"] == "refused" and "not configured" in refused["message"]
+    assert fake.reads == [] and fake.token_requests == []
+
+    platform()  # configured: the warning goes, and the check passes
+    assert crm.call("crm.listConnections", {}, agency.member_token)[0]["warning"] is None
+    assert check(crm, agency, connection["id"])["outcome"] == "ok"
+
+
+def test_an_unreachable_crm_fails_the_check_and_agentos_is_not_checked(
+    crm: Rpc, agency: Org, platform: Callable[..., None]
+) -> None:
+    platform(street_api_url=f"http://127.0.0.1:{free_port()}/street")
+    street = connect(crm, agency, "street")
+    failed = check(crm, agency, street["id"])
+    assert (failed["outcome"], failed["message"]) == ("failed", "Street could not be reached (ConnectError)")
+    agentos = connect(crm, agency, "agentos")
+    skipped = check(crm, agency, agentos["id"])
+    assert skipped["outcome"] == "not_checked" and "agentOS" in skipped["message"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -30,15 +31,24 @@ class WorkerProcess:
     """`nurturehub worker` in its own process, configured for the fake CRM; output to files, as
     a pipe nobody reads would fill up and stall the worker."""
 
-    def __init__(self, database_url: str, fake: FakeCrm, concurrency: int = 4, **env: str) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        fake: FakeCrm,
+        concurrency: int = 4,
+        log_level: str | None = "INFO",
+        **env: str,
+    ) -> None:
         full = {
             **os.environ,
             **fake.env(**env),
             "DATABASE_URL": database_url,
             "NURTUREHUB_ENCRYPTION_KEYS": KEY_SPEC,
-            "NURTUREHUB_LOG_LEVEL": "INFO",
         }
         full.pop("NURTUREHUB_ENCRYPTION_KEYS_FILE", None)
+        full.pop("NURTUREHUB_LOG_LEVEL", None)
+        if log_level is not None:  # None: the command's own default
+            full["NURTUREHUB_LOG_LEVEL"] = log_level
         self.out, self.err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "server.cli", "worker", "--concurrency", str(concurrency)],
@@ -224,3 +234,50 @@ def test_sigterm_releases_what_it_cannot_finish_in_the_grace_period(
     released = entry(database_url, entry_id)
     assert released["status"] == "pending" and released["attempts"] == 0
     assert released["lease_expires_at"] is None
+
+
+def test_the_worker_logs_each_outcome_with_its_reason_by_default_and_nothing_personal(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str
+) -> None:
+    """Issue 20: with the default log level (WARNING for commands other than serve) a failed
+    delivery left no line in the worker's log."""
+    token = "street-secret-" + os.urandom(8).hex()
+    connection = connect(crm, agency, "street", {"apiToken": token})
+    people = [
+        {"firstName": f"Quentin{n}", "lastName": "Zebedee", "email": f"q{n}.zebedee@example.co.uk",
+         "phone": f"07700 90{n:04d}"}
+        for n in range(4)
+    ]  # fmt: skip
+    contacts = [make_contact(crm, agency, connection["id"], f"ST-{n}", **p) for n, p in enumerate(people)]
+    ids = [enqueue(crm, agency, c, payload=opened(f"Private subject {n}"))["entries"][0]["id"]
+           for n, c in enumerate(contacts)]  # fmt: skip
+    fake.script("ok", 500, 422, 401)  # claimed one at a time, in the order queued
+    process = WorkerProcess(
+        database_url, fake, concurrency=1, log_level=None, NURTUREHUB_WRITEBACK_BACKOFF_BASE="60"
+    )
+    try:
+        until(lambda: all(attempts(database_url, i) for i in ids), timeout=30)
+    finally:
+        code, out, err = process.stop()
+    assert code == 0, err
+    lines = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    logged = {line["event"]: line for line in lines if line.get("logger") == "nurturehub.worker"}
+    assert set(logged) == set(ids), err
+    expected = [
+        ("success", "info", None),
+        ("retry", "warning", "Street answered HTTP 500"),
+        ("failed", "warning", "Street rejected the entry (HTTP 422)"),
+        ("auth_error", "warning", "Street refused the credentials (HTTP 401)"),
+    ]
+    for entry_id, (outcome, level, reason) in zip(ids, expected, strict=True):
+        line = logged[entry_id]
+        assert (line["outcome"], line["level"], line.get("reason")) == (outcome, level, reason), line
+        assert line["provider"] == "street" and line["connection"] == connection["id"]
+    assert logged[ids[1]]["status"] == "pending" and logged[ids[1]]["retryInSeconds"] > 0
+    everything = out + err
+    for person in people:
+        for value in person.values():
+            assert value not in everything
+        assert f"+447700{person['phone'][6:].replace(' ', '')}" not in everything  # as stored
+    for secret in (token, KEY_SPEC.split(":", 1)[1], "Private subject", "zebedee"):
+        assert secret not in everything

@@ -228,3 +228,60 @@ def test_callers_request_id_is_kept_when_plain(rpc: Rpc) -> None:
         "/rpc", json={"jsonrpc": "2.0", "method": "nope", "id": 1}, headers={"X-Request-Id": "<script>"}
     )
     assert odd.headers["x-request-id"] != "<script>"
+
+
+# Issue 20: params nested a thousand levels deep answered -32603 with HTTP 500.
+
+
+def nested(depth: int, kind: str) -> str:
+    """A JSON value `depth` containers deep, written by hand: json.dumps recurses too."""
+    opener, closer = ('{"a":', "}") if kind == "object" else ("[", "]")
+    return opener * depth + '"x"' + closer * depth
+
+
+def call_body(method: str, params: str, id_: int = 1) -> str:
+    return f'{{"jsonrpc":"2.0","id":{id_},"method":"{method}","params":{params}}}'
+
+
+# (method, params around the deep value, the field the error names while orjson can read it)
+DEEP_PARAMS = [
+    ("contacts.get", '{{"id":{}}}', "id"),
+    ("contacts.list", '{{"category":{}}}', "category"),
+    ("contacts.create", '{{"importSource":"crm_sync","crmPayload":{{"a":{}}}}}', "crmPayload"),
+    ("contacts.create", "{}", None),  # params themselves nested deep
+    ("crm.connect", '{{"provider":"agentos","credentials":{{"apiKey":{}}}}}', "credentials"),
+]
+
+
+@pytest.mark.parametrize("depth", [254, 300, 1000, 1030, 5000])
+@pytest.mark.parametrize("kind", ["object", "array"])
+@pytest.mark.parametrize("method, template, field", DEEP_PARAMS)
+def test_deeply_nested_params_are_invalid_params(
+    rpc: Rpc, world, method: str, template: str, field: str | None, kind: str, depth: int
+) -> None:
+    org = world.org()
+    response = rpc.raw(call_body(method, template.format(nested(depth, kind))), org.admin_token)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == -32602, error
+    if depth > 1024:  # past what orjson reads: the field cannot be found
+        field = "params"
+    elif field is None:  # the params are the deep value: an object's key, or not an object
+        field = "a" if kind == "object" else "params"
+    assert [issue["path"] for issue in error["data"]["issues"]] == [field], error
+    assert "Value error" not in error["message"] and "recursion" not in error["message"]
+
+
+def test_deeply_nested_params_in_a_batch_are_answered_one_by_one(rpc: Rpc, world) -> None:
+    org = world.org()
+    deep = call_body("contacts.get", '{{"id":{}}}'.format(nested(1000, "object")), 2)
+    body = "[" + ",".join([json_whoami(1), deep, json_whoami(3)]) + "]"
+    response = rpc.raw(body, org.member_token)
+    assert response.status_code == 207
+    by_id = {item["id"]: item for item in response.json()}
+    assert by_id[2]["error"]["code"] == -32602
+    assert by_id[1]["result"]["role"] == by_id[3]["result"]["role"] == "member"
+
+
+def json_whoami(id_: int) -> str:
+    return f'{{"jsonrpc":"2.0","method":"auth.whoami","params":{{}},"id":{id_}}}'

@@ -110,3 +110,15 @@ def test_listcrmproviders_result_schema_is_camel_case(rpc: Rpc) -> None:
     document = rpc.call("rpc.discover")
     provider = document["components"]["schemas"]["CrmProvider"]
     assert set(provider["properties"]) == {"id", "name", "authType", "webhookPath"}
+
+
+def test_crm_test_connection_and_the_connection_warning_are_described(rpc: Rpc) -> None:
+    """Issue 20: crm.testConnection is an admin query (not audited: it writes nothing), and a
+    connection says why it cannot work in `warning`."""
+    document = rpc.call("rpc.discover")
+    method = next(m for m in document["methods"] if m["name"] == "crm.testConnection")
+    assert (method["x-kind"], method["x-guard"], "x-audited" in method) == ("query", "admin", False)
+    assert [(p["name"], p["required"]) for p in method["params"]] == [("connectionId", True)]
+    check = document["components"]["schemas"]["ConnectionCheck"]
+    assert check["properties"]["outcome"]["enum"] == ["ok", "refused", "failed", "not_checked"]
+    assert "warning" in document["components"]["schemas"]["CrmConnection"]["properties"]

@@ -6,6 +6,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -170,3 +171,30 @@ def test_serve_with_database_url_refuses_pending_steps_unless_asked_to_migrate(p
         assert query(url, "SELECT max(version) FROM schema_version") == [(files.head,)]
     finally:
         assert server.stop() == 0
+
+
+def test_serve_on_a_busy_port_says_so_in_one_line_and_starts_nothing(tmp_path: Path, postgres) -> None:
+    """Issue 20: it printed "listening", then exited 3 with the cause in a JSON log line."""
+    url = postgres.create_database()
+    embedded_env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    embedded_env["NURTUREHUB_DATA_DIR"] = str(tmp_path / "data")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for env in ({**os.environ, "DATABASE_URL": url}, embedded_env):
+            done = subprocess.run(
+                [str(BIN / "nurturehub"), "serve", "--port", str(port)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 1, done
+            assert done.stdout == "", done.stdout  # no banner, no "listening"
+            assert done.stderr.splitlines() == [
+                f"nurturehub: error: port {port} on 127.0.0.1 is in use (is another server running?)"
+            ]
+    assert not (tmp_path / "data").exists()  # the embedded database was not even started
+    tables = "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+    assert query(url, tables) == [(0,)]

@@ -43,6 +43,7 @@ from procedures.writeback.adapters import (
     NotDeliverable,
     TransientFailure,
     build_adapters,
+    reaching,
 )
 from procedures.writeback.config import WritebackConfig
 from procedures.writeback.events import PAYLOADS
@@ -190,6 +191,23 @@ class _Claimed:
         return f"_Claimed(id={self.id})"
 
 
+@dataclass(frozen=True)
+class _Recorded:
+    attempt: int
+    status: str  # the queue entry's status now
+    retry_in: float | None  # seconds until the next try, for a retry
+
+
+# The entry's status after each outcome, unless the update says (a retry may spend the last try).
+_STATUS_AFTER = {"success": "success", "retry": "pending", "auth_error": "pending", "failed": "failed"}
+_LOG_MESSAGES = {
+    "success": "writeback delivered",
+    "retry": "writeback not delivered, will retry",
+    "auth_error": "writeback held: the CRM refused the credentials",
+    "failed": "writeback failed, no more tries",
+}
+
+
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds before try `attempt + 1`: base * 4**(attempt-1), capped, with +-25% jitter."""
     delay: float = min(cap, base * 4.0 ** max(0, attempt - 1))
@@ -315,20 +333,35 @@ class Worker:
             raise
         duration_ms = round((time.perf_counter() - started) * 1000)
         try:
-            await self._finish(event, outcome, started_at, duration_ms)
+            recorded = await self._finish(event, outcome, started_at, duration_ms)
         except Exception:
             # The lease runs out and another worker (or this one) delivers it again.
             log.exception("recording a writeback outcome failed")
             return
-        log.info(
-            "writeback",
+        if recorded is not None:
+            self._log(event, outcome, recorded, duration_ms)
+
+    def _log(self, event: _Claimed, outcome: Outcome, recorded: _Recorded, duration_ms: int) -> None:
+        """One line per delivery: ids, codes and our own reason; never the payload, the
+        contact's details or a credential (the reason is written here or by an adapter)."""
+        status = recorded.status
+        message = _LOG_MESSAGES[outcome.kind if status != "failed" else "failed"]
+        log.log(
+            logging.INFO if outcome.kind == "success" else logging.WARNING,
+            message,
             extra={
                 "rpc": {
                     "event": str(event.id),
+                    "organisationId": str(event.organisation_id),
+                    "connection": str(event.connection_id),
                     "provider": event.provider_id,
                     "eventType": event.event_type,
                     "outcome": outcome.kind,
                     "statusCode": outcome.status_code,
+                    "reason": outcome.error,
+                    "attempt": recorded.attempt,
+                    "status": status,
+                    "retryInSeconds": recorded.retry_in,
                     "durationMs": duration_ms,
                     "worker": self.worker_id,
                 }
@@ -355,17 +388,13 @@ class Worker:
             settings=event.settings,
         )
         try:
-            response = await adapter.deliver(http, delivery)
+            response = await reaching(adapter.name, adapter.deliver(http, delivery))
         except AuthRejected as exc:
             return Outcome("auth_error", exc.status_code, str(exc))
         except TransientFailure as exc:
             return Outcome("retry", exc.status_code, str(exc))
         except NotDeliverable as exc:
             return Outcome("failed", error=f"not delivered: {exc}")
-        except httpx.TimeoutException:
-            return Outcome("retry", error=f"{adapter.name} did not answer in time")
-        except httpx.TransportError as exc:
-            return Outcome("retry", error=f"{adapter.name} could not be reached ({type(exc).__name__})")
         except Exception:
             log.exception("writeback delivery failed unexpectedly")
             return Outcome("retry", error="unexpected error in the adapter (see the worker log)")
@@ -373,9 +402,11 @@ class Worker:
 
     async def _finish(
         self, event: _Claimed, outcome: Outcome, started_at: datetime, duration_ms: int
-    ) -> None:
+    ) -> _Recorded | None:
+        """Record the outcome; None when the event is no longer ours (cancelled, re-claimed)."""
         mine = {"organisation_id": event.organisation_id, "id": event.id, "worker": self.worker_id}
         scope = {"organisation_id": event.organisation_id, "connection_id": event.connection_id}
+        delay: float | None = None
         async with self.db.transaction() as tx:
             if outcome.kind == "success":
                 row = await tx.one(FINISH_SUCCESS, {**mine, "external_id": outcome.external_id})
@@ -398,7 +429,7 @@ class Worker:
             else:
                 row = await tx.one(FINISH_FAILED, {**mine, "error": outcome.error})
             if row is None:
-                return  # the event was cancelled or re-claimed meanwhile: nothing of ours to log
+                return None  # the event was cancelled or re-claimed meanwhile: nothing to log
             await tx.execute(
                 INSERT_ATTEMPT,
                 {
@@ -412,6 +443,8 @@ class Worker:
                     "error": outcome.error[:500] if outcome.error else None,
                 },
             )
+        status = row.get("status") or _STATUS_AFTER[outcome.kind]
+        return _Recorded(row["attempts"], status, delay if status == "pending" else None)
 
     async def _release(self, event: _Claimed) -> None:
         try:

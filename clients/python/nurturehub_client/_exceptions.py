@@ -4,6 +4,7 @@ answer came back (TransportError).
     NurtureHubError
     +-- ConfigurationError       no server URL given
     +-- RPCError                 the server answered with a JSON-RPC error; subclasses by code
+                                 (InvalidParams also for arguments refused before sending)
     +-- TransportError           no usable answer
         +-- ConnectionFailed     could not reach the server (queries are retried first)
         +-- Timeout              the server did not answer in time

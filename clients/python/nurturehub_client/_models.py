@@ -20,6 +20,7 @@ __all__ = [
     "Assignment",
     "Category",
     "ConnectParams",
+    "ConnectionCheck",
     "ConnectionStatus",
     "ConsentStatus",
     "Contact",
@@ -47,6 +48,7 @@ __all__ = [
     "Removed",
     "RetryWritebackParams",
     "SkippedConnection",
+    "TestConnectionParams",
     "UpdateConnectionParams",
     "UpdateContactParams",
     "Whoami",
@@ -108,7 +110,7 @@ class Whoami(ResultModel):
 
 
 class AssignCategoryParams(ParamsModel):
-    id: UUID
+    id: str | UUID
     category: Category
     reason: str | None = None
 
@@ -133,7 +135,7 @@ class CreateContactParams(ParamsModel):
     consent_timestamp: datetime | None = None
     import_source: ImportSource = "manual"
     crm_payload: dict[str, Any] | None = None
-    crm_connection_id: UUID | None = None
+    crm_connection_id: str | UUID | None = None
     external_id: str | None = None
     category: Category | None = None
     reason: str | None = None
@@ -159,7 +161,7 @@ class ContactDetail(ResultModel):
 
 
 class DeleteContactParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class Removed(ResultModel):
@@ -188,15 +190,15 @@ class ContactErasure(ResultModel):
 
 
 class GetContactParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class GetCategoryHistoryParams(ParamsModel):
-    id: UUID
+    id: str | UUID
 
 
 class ListContactsParams(ParamsModel):
-    category: list[Category] | None = None
+    category: Category | list[Category] | None = None
     group: Group | None = None
     consent_status: ConsentStatus | None = None
     import_source: ImportSource | None = None
@@ -246,7 +248,7 @@ class CrmProvider(ResultModel):
 class UpdateContactParams(ParamsModel):
     """Absent fields stay as they are; an explicit null clears an optional field."""
 
-    id: UUID
+    id: str | UUID
     first_name: str | None = None
     last_name: str | None = None
     email: str | None = None
@@ -278,10 +280,11 @@ class CrmConnection(ResultModel):
     last_synced_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    warning: str | None
 
 
 class DisconnectParams(ParamsModel):
-    connection_id: UUID
+    connection_id: str | UUID
 
 
 class Disconnected(ResultModel):
@@ -290,7 +293,7 @@ class Disconnected(ResultModel):
 
 
 class EnqueueWritebackParams(ParamsModel):
-    contact_id: UUID
+    contact_id: str | UUID
     event_type: EventType
     payload: dict[str, Any]
     idempotency_key: str | None = None
@@ -332,8 +335,8 @@ class ListConnectionsParams(ParamsModel):
 class ListWritebackParams(ParamsModel):
     status: WritebackStatus | None = None
     event_type: EventType | None = None
-    contact_id: UUID | None = None
-    connection_id: UUID | None = None
+    contact_id: str | UUID | None = None
+    connection_id: str | UUID | None = None
     limit: int = 50
     cursor: str | None = None
 
@@ -344,11 +347,28 @@ class WritebackPage(ResultModel):
 
 
 class RetryWritebackParams(ParamsModel):
-    id: UUID
+    id: str | UUID
+
+
+class TestConnectionParams(ParamsModel):
+    connection_id: str | UUID
+
+
+class ConnectionCheck(ResultModel):
+    """What a try of the stored credentials found: `ok`; `refused` (the CRM, or the platform's
+    configuration, says no); `failed` (no usable answer: try again later); `not_checked` (this
+    CRM offers nothing to try them with). `message` says what was tried or what went wrong.
+    """
+
+    connection_id: UUID
+    provider_id: str
+    outcome: Literal["ok", "refused", "failed", "not_checked"]
+    message: str
+    checked_at: datetime
 
 
 class UpdateConnectionParams(ParamsModel):
-    connection_id: UUID
+    connection_id: str | UUID
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None

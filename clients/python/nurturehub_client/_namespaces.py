@@ -21,6 +21,7 @@ from ._models import (
     AssignCategoryParams,
     Assignment,
     Category,
+    ConnectionCheck,
     ConnectParams,
     ConsentStatus,
     Contact,
@@ -45,6 +46,7 @@ from ._models import (
     ListCrmProvidersParams,
     ListWritebackParams,
     RetryWritebackParams,
+    TestConnectionParams,
     UpdateConnectionParams,
     UpdateContactParams,
     Whoami,
@@ -96,6 +98,7 @@ _CRM_ENQUEUE_WRITEBACK = Procedure("crm.enqueueWriteback", "mutation", TypeAdapt
 _CRM_LIST_CONNECTIONS = Procedure("crm.listConnections", "query", TypeAdapter(list[CrmConnection]))
 _CRM_LIST_WRITEBACK = Procedure("crm.listWriteback", "query", TypeAdapter(WritebackPage))
 _CRM_RETRY_WRITEBACK = Procedure("crm.retryWriteback", "mutation", TypeAdapter(WritebackEntry))
+_CRM_TEST_CONNECTION = Procedure("crm.testConnection", "query", TypeAdapter(ConnectionCheck))
 _CRM_UPDATE_CONNECTION = Procedure("crm.updateConnection", "mutation", TypeAdapter(CrmConnection))
 
 
@@ -156,7 +159,7 @@ class ContactsNamespace:
     def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Assignment:
@@ -180,7 +183,7 @@ class ContactsNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -215,7 +218,7 @@ class ContactsNamespace:
     def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -228,7 +231,7 @@ class ContactsNamespace:
     def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
@@ -241,7 +244,7 @@ class ContactsNamespace:
     def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
@@ -254,7 +257,7 @@ class ContactsNamespace:
     def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -290,7 +293,7 @@ class ContactsNamespace:
     def iter_list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -329,7 +332,7 @@ class ContactsNamespace:
     def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -375,7 +378,7 @@ class AsyncContactsNamespace:
     async def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Assignment:
@@ -399,7 +402,7 @@ class AsyncContactsNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -434,7 +437,7 @@ class AsyncContactsNamespace:
     async def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactErasure:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -447,7 +450,7 @@ class AsyncContactsNamespace:
     async def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> ContactDetail:
         """One contact and its active category assignment (null when it has none).
 
@@ -460,7 +463,7 @@ class AsyncContactsNamespace:
     async def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> builtins.list[Assignment]:
         """Every category assignment of the contact, newest first.
 
@@ -473,7 +476,7 @@ class AsyncContactsNamespace:
     async def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -509,7 +512,7 @@ class AsyncContactsNamespace:
     def iter_list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -548,7 +551,7 @@ class AsyncContactsNamespace:
     async def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -594,7 +597,7 @@ class ContactsBatchNamespace:
     def assign_category(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         category: Category,
         reason: str | None | NotGiven = NOT_GIVEN,
     ) -> Pending[Assignment]:
@@ -618,7 +621,7 @@ class ContactsBatchNamespace:
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
-        crm_connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        crm_connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
@@ -653,7 +656,7 @@ class ContactsBatchNamespace:
     def delete(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[ContactErasure]:
         """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out.
 
@@ -666,7 +669,7 @@ class ContactsBatchNamespace:
     def get(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[ContactDetail]:
         """One contact and its active category assignment (null when it has none).
 
@@ -679,7 +682,7 @@ class ContactsBatchNamespace:
     def get_category_history(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[builtins.list[Assignment]]:
         """Every category assignment of the contact, newest first.
 
@@ -692,7 +695,7 @@ class ContactsBatchNamespace:
     def list(
         self,
         *,
-        category: builtins.list[Category] | None | NotGiven = NOT_GIVEN,
+        category: Category | builtins.list[Category] | None | NotGiven = NOT_GIVEN,
         group: Group | None | NotGiven = NOT_GIVEN,
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
@@ -737,7 +740,7 @@ class ContactsBatchNamespace:
     def update(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
         first_name: str | None | NotGiven = NOT_GIVEN,
         last_name: str | None | NotGiven = NOT_GIVEN,
         email: str | None | NotGiven = NOT_GIVEN,
@@ -808,7 +811,7 @@ class CrmNamespace:
     def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -821,7 +824,7 @@ class CrmNamespace:
     def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -859,8 +862,8 @@ class CrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
@@ -891,8 +894,8 @@ class CrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
     ) -> Iterator[WritebackEntry]:
         """Every item of `crm.listWriteback`, page after page, fetched as the loop needs them.
@@ -913,7 +916,7 @@ class CrmNamespace:
     def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -923,10 +926,26 @@ class CrmNamespace:
         params = RetryWritebackParams(id=id)
         return self._transport.call(_CRM_RETRY_WRITEBACK(params))
 
+    def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> ConnectionCheck:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return self._transport.call(_CRM_TEST_CONNECTION(params))
+
     def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
@@ -980,7 +999,7 @@ class AsyncCrmNamespace:
     async def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Disconnected:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -993,7 +1012,7 @@ class AsyncCrmNamespace:
     async def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -1031,8 +1050,8 @@ class AsyncCrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> WritebackPage:
@@ -1063,8 +1082,8 @@ class AsyncCrmNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
     ) -> AsyncIterator[WritebackEntry]:
         """Every item of `crm.listWriteback`, page after page, fetched as the loop needs them.
@@ -1085,7 +1104,7 @@ class AsyncCrmNamespace:
     async def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> WritebackEntry:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -1095,10 +1114,26 @@ class AsyncCrmNamespace:
         params = RetryWritebackParams(id=id)
         return await self._transport.call(_CRM_RETRY_WRITEBACK(params))
 
+    async def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> ConnectionCheck:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return await self._transport.call(_CRM_TEST_CONNECTION(params))
+
     async def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
@@ -1152,7 +1187,7 @@ class CrmBatchNamespace:
     def disconnect(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
     ) -> Pending[Disconnected]:
         """Delete a connection and its credentials; its queued events are cancelled, and say so.
 
@@ -1165,7 +1200,7 @@ class CrmBatchNamespace:
     def enqueue_writeback(
         self,
         *,
-        contact_id: UUID,
+        contact_id: str | UUID,
         event_type: EventType,
         payload: dict[str, Any],
         idempotency_key: str | None | NotGiven = NOT_GIVEN,
@@ -1203,8 +1238,8 @@ class CrmBatchNamespace:
         *,
         status: WritebackStatus | None | NotGiven = NOT_GIVEN,
         event_type: EventType | None | NotGiven = NOT_GIVEN,
-        contact_id: UUID | None | NotGiven = NOT_GIVEN,
-        connection_id: UUID | None | NotGiven = NOT_GIVEN,
+        contact_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
     ) -> Pending[WritebackPage]:
@@ -1233,7 +1268,7 @@ class CrmBatchNamespace:
     def retry_writeback(
         self,
         *,
-        id: UUID,
+        id: str | UUID,
     ) -> Pending[WritebackEntry]:
         """Send a failed entry again, with a fresh set of attempts.
 
@@ -1243,10 +1278,26 @@ class CrmBatchNamespace:
         params = RetryWritebackParams(id=id)
         return self._batch.add(_CRM_RETRY_WRITEBACK(params))
 
+    def test_connection(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> Pending[ConnectionCheck]:
+        """Try the connection's stored credentials against the CRM now, with a call that changes
+        nothing there; the answer says ok or why not, never a credential.
+
+        Writes nothing: the connection's status stays the worker's to set.
+
+        Procedure `crm.testConnection`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = TestConnectionParams(connection_id=connection_id)
+        return self._batch.add(_CRM_TEST_CONNECTION(params))
+
     def update_connection(
         self,
         *,
-        connection_id: UUID,
+        connection_id: str | UUID,
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,

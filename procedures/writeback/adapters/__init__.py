@@ -15,6 +15,7 @@ from procedures.writeback.adapters.base import (
     Delivery,
     NotDeliverable,
     TransientFailure,
+    reaching,
 )
 from procedures.writeback.config import WritebackConfig
 from server.models import WireModel
@@ -28,6 +29,7 @@ __all__ = [
     "ProviderSpec",
     "TransientFailure",
     "build_adapters",
+    "reaching",
 ]
 
 

@@ -41,6 +41,20 @@ class AltoAdapter:
         self._config = config
         self._tokens = TokenCache(self.name)
 
+    def setup_problem(self) -> str | None:
+        c = self._config
+        return self._tokens.missing(c.alto_client_id, c.alto_client_secret, "NURTUREHUB_ALTO")
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        # Alto documents no read that would prove an AgencyRef without touching its data, so
+        # only the platform's token is tried; the first delivery shows whether the AgencyRef works.
+        Credentials.model_validate(credentials)
+        c = self._config
+        await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
+        return "the platform's client credentials (the AgencyRef is first tried by a delivery)"
+
     async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
         c = self._config
         settings = ConnectionSettings.model_validate(delivery.settings)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 import httpx
@@ -23,7 +24,11 @@ __all__ = [
     "NotDeliverable",
     "TokenCache",
     "TransientFailure",
+    "check_answer",
+    "reaching",
 ]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,39 @@ class Adapter(Protocol):
         """The CRM's id for what was written, when its response names one."""
         ...
 
+    def setup_problem(self) -> str | None:
+        """What the server's own configuration lacks for this CRM to work; None if nothing."""
+        ...
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        """Try the credentials with a call that changes nothing in the CRM; says what was tried.
+
+        Raises AuthRejected (refused), TransientFailure (no usable answer) or NotDeliverable
+        (nothing this CRM offers can be tried).
+        """
+        ...
+
+
+async def reaching(name: str, call: Awaitable[T]) -> T:
+    """`call`, with a CRM that cannot be reached or answers too late as a TransientFailure."""
+    try:
+        return await call
+    except httpx.TimeoutException:
+        raise TransientFailure(f"{name} did not answer in time") from None
+    except httpx.TransportError as exc:
+        raise TransientFailure(f"{name} could not be reached ({type(exc).__name__})") from None
+
+
+def check_answer(name: str, response: httpx.Response) -> None:
+    """A check's answer: 2xx passes; anything else is refused (401, 403) or inconclusive."""
+    code = response.status_code
+    if code in (401, 403):
+        raise AuthRejected(f"{name} refused the credentials (HTTP {code})", code)
+    if not 200 <= code < 300:
+        raise TransientFailure(f"{name} answered HTTP {code}", code)
+
 
 class WriteUnsupported:
     """An adapter for a CRM whose public API takes no writes: every event is refused, saying why."""
@@ -87,6 +125,14 @@ class WriteUnsupported:
 
     def external_id(self, response: httpx.Response) -> str | None:
         return None
+
+    def setup_problem(self) -> str | None:
+        return None
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        raise NotDeliverable(f"{self.name} takes no writeback, so its credentials are not tried")
 
 
 @dataclass
@@ -111,6 +157,16 @@ class TokenCache:
 
     def forget(self, token_url: str, client_id: str) -> None:
         self._tokens.pop((token_url, client_id), None)
+
+    def missing(self, client_id: str, client_secret: str, env_prefix: str) -> str | None:
+        """Why no token can be had from this configuration; None when it has the credentials."""
+        if client_id and client_secret:
+            return None
+        return (
+            f"the platform's {self._name} client credentials are not configured on the server "
+            f"({env_prefix}_CLIENT_ID and {env_prefix}_CLIENT_SECRET): "
+            f"nothing reaches {self._name} until they are"
+        )
 
     async def get(self, http: httpx.AsyncClient, token_url: str, client_id: str, client_secret: str) -> str:
         if not client_id or not client_secret:

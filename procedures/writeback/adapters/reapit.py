@@ -9,12 +9,12 @@ every customer accepts, so it is the default. Reapit answers 201 with the new en
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, TokenCache
+from procedures.writeback.adapters.base import Delivery, TokenCache, check_answer
 from procedures.writeback.config import WritebackConfig
 from procedures.writeback.events import describe
 from server.models import WireModel
@@ -47,6 +47,28 @@ class ReapitAdapter:
         c = self._config
         return await self._tokens.get(http, c.reapit_token_url, c.reapit_client_id, c.reapit_client_secret)
 
+    def _headers(self, token: str, credentials: Credentials) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "reapit-customer": credentials.customer_id,
+            "api-version": self._config.reapit_api_version,
+        }
+
+    def setup_problem(self) -> str | None:
+        c = self._config
+        return self._tokens.missing(c.reapit_client_id, c.reapit_client_secret, "NURTUREHUB_REAPIT")
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        # Reading one journal entry needs the platform's token and an app installed by this
+        # customer, and changes nothing.
+        customer = Credentials.model_validate(credentials)
+        headers = self._headers(await self._token(http), customer)
+        url = f"{self._config.reapit_api_url}/journalEntries/"
+        check_answer(self.name, await http.get(url, params={"pageSize": 1}, headers=headers))
+        return "the platform's client credentials and this customer id (one journal entry read)"
+
     async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
         settings = ConnectionSettings.model_validate(delivery.settings)
         credentials = Credentials.model_validate(delivery.credentials)
@@ -61,11 +83,7 @@ class ReapitAdapter:
             body["negotiatorId"] = settings.negotiator_id
         url = f"{self._config.reapit_api_url}/journalEntries/"
         for fresh in (False, True):
-            headers = {
-                "Authorization": f"Bearer {await self._token(http)}",
-                "reapit-customer": credentials.customer_id,
-                "api-version": self._config.reapit_api_version,
-            }
+            headers = self._headers(await self._token(http), credentials)
             response = await http.post(url, json=body, headers=headers)
             if response.status_code != 401 or fresh:
                 return response

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery
+from procedures.writeback.adapters.base import Delivery, check_answer
 from procedures.writeback.config import WritebackConfig
 from procedures.writeback.events import EmailSentPayload, describe
 from server.models import WireModel
@@ -60,14 +60,29 @@ class StreetAdapter:
         }
         return "/notes", {"data": {"type": "note", "attributes": attributes, "relationships": person}}
 
-    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
-        credentials = Credentials.model_validate(delivery.credentials)
-        path, body = self._request(delivery)
-        headers = {
+    @staticmethod
+    def _headers(credentials: Credentials) -> dict[str, str]:
+        return {
             "Authorization": f"Bearer {credentials.api_token}",
             "Content-Type": JSON_API,
             "Accept": JSON_API,
         }
+
+    def setup_problem(self) -> str | None:
+        return None  # all Street needs is the agency's own token
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        headers = self._headers(Credentials.model_validate(credentials))
+        url = f"{self._config.street_api_url}/people"
+        check_answer(self.name, await http.get(url, params={"page[size]": 1}, headers=headers))
+        return "the API token (one person read)"
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        credentials = Credentials.model_validate(delivery.credentials)
+        path, body = self._request(delivery)
+        headers = self._headers(credentials)
         return await http.post(f"{self._config.street_api_url}{path}", json=body, headers=headers)
 
     def external_id(self, response: httpx.Response) -> str | None:
