@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 3
+-- schema-version: 4
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -275,6 +275,24 @@ CREATE TABLE erasure_suppressions (
     PRIMARY KEY (organisation_id, identifier_hash)
 );
 
+-- Each lifted suppression, as evidence of why a person erased at their request may be held
+-- again: which identifier (its keyed hash, never the value), when it was suppressed, who lifted
+-- it, when and why (the reason is the admin's words: procedures ask for no personal data in it).
+CREATE TABLE erasure_suppression_lifts (
+    organisation_id uuid NOT NULL REFERENCES organisations (id) ON DELETE CASCADE,
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    identifier_hash bytea NOT NULL CHECK (octet_length(identifier_hash) = 32),
+    kind            text NOT NULL CHECK (kind IN ('email', 'phone', 'external_id')),
+    suppressed_at   timestamptz NOT NULL,
+    lifted_at       timestamptz NOT NULL DEFAULT now(),
+    lifted_by       uuid REFERENCES users (id) ON DELETE SET NULL,
+    reason          text NOT NULL CHECK (char_length(reason) BETWEEN 1 AND 500),
+    request_id      text CHECK (char_length(request_id) <= 100),
+    PRIMARY KEY (organisation_id, id)
+);
+CREATE INDEX erasure_suppression_lifts_hash_idx
+    ON erasure_suppression_lifts (organisation_id, identifier_hash);
+
 -- CRM writeback -----------------------------------------------------------------------------------
 
 -- One row per (event, connection). Delivered by `nurturehub worker`: a worker claims due rows with
@@ -373,4 +391,4 @@ $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
-INSERT INTO schema_version (version, name) VALUES (3, 'schema.sql');
+INSERT INTO schema_version (version, name) VALUES (4, 'schema.sql');

@@ -10,6 +10,7 @@ from uuid import UUID
 import orjson
 from pydantic import AwareDatetime, BeforeValidator, Field
 
+from procedures import suppression
 from procedures.contact_fields import (
     Category,
     ConsentStatus,
@@ -30,15 +31,15 @@ from server.context import Context
 from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Row, Statement, sql
 from server.encoded import Encoded, encode, wire_columns
-from server.errors import Conflict, InvalidParams, NotFound, ServiceUnavailable
-from server.keys import keyed_hash
+from server.errors import Conflict, InvalidParams, NotFound
 from server.models import WireModel
 from server.procedure import ADMIN, AUTHED, Router, mutation, query
 
 ALL_CATEGORIES: tuple[str, ...] = typing.get_args(Category)
 NIL_UUID = UUID(int=0)
-# Sources that bring people in without an agent choosing to: an erased person must stay out.
-SUPPRESSED_SOURCES = frozenset({"crm_sync", "apify", "land_registry"})
+# The one source an agent chooses to bring a person in from: an admin may override the erasure
+# suppression list there (procedures/suppression.py); imports must have it lifted first.
+OVERRIDABLE_SOURCE = "manual"
 # A client clock a little ahead of ours is not "a consent given in the future".
 CLOCK_SKEW = timedelta(seconds=60)
 
@@ -136,6 +137,7 @@ class CreateContactParams(WireModel):
     external_id: ExternalId | None = None
     category: Category | None = None
     reason: Reason | None = None
+    suppression_override: suppression.SuppressionOverride | None = None
 
 
 class UpdateContactParams(WireModel):
@@ -152,6 +154,7 @@ class UpdateContactParams(WireModel):
     crm_payload: CrmPayload | None = None
     category: Category | None = None
     reason: Reason | None = None
+    suppression_override: suppression.SuppressionOverride | None = None
 
 
 class AssignCategoryParams(WireModel):
@@ -192,6 +195,26 @@ class ContactErasure(WireModel):
     removed: Removed
     suppressed: list[Literal["email", "phone", "external_id"]]
     crms_still_holding: list[CrmHolder]
+
+
+class CheckSuppressionParams(WireModel):
+    """One or more identifiers of a person, normalised as contacts.create normalises them."""
+
+    email: Email | None = None
+    phone: Phone | None = None
+    external_id: ExternalId | None = None
+
+
+class LiftSuppressionParams(CheckSuppressionParams):
+    reason: Reason = Field(min_length=1, description="Why (no personal data): kept as evidence")
+
+
+class SuppressionStatus(WireModel):
+    suppressed: list[suppression.IdentifierKind]
+
+
+class SuppressionLifted(WireModel):
+    lifted: list[suppression.IdentifierKind]
 
 
 # SQL ---------------------------------------------------------------------------------------------
@@ -338,27 +361,26 @@ SELECT_ID_BY_EXTERNAL = sql("""
        AND external_id = :external_id
 """)
 
-SELECT_SUPPRESSED_KINDS = sql("""
-    SELECT DISTINCT kind FROM erasure_suppressions
-     WHERE organisation_id = :organisation_id AND identifier_hash = ANY (CAST(:hashes AS bytea[]))
-     ORDER BY kind
-""")
-
 # Conflicts on the email are answered with the existing contact's id; others are CONFLICT.
 # The contact, with a category its first assignment, and the audit row, in one statement: the
-# whole transaction (a conflict returns no row and writes nothing).
+# whole transaction (a conflict or a suppressed identifier returns no row and writes nothing).
 INSERT_CONTACT = sql(f"""
     WITH c AS (
     INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
                           crm_connection_id, external_id, active_category)
-    VALUES (:organisation_id, :first_name, :last_name, :email, :phone, :postcode,
-            coalesce(CAST(:consent_status AS text), 'unknown'),
-            CASE WHEN CAST(:consent_timestamp AS timestamptz) IS NOT NULL
-                     THEN CAST(:consent_timestamp AS timestamptz)
-                 WHEN CAST(:consent_status AS text) IS NOT NULL THEN now() END,
-            :import_source, CAST(:crm_payload AS jsonb), :crm_connection_id, :external_id,
-            :category)
+    SELECT CAST(:organisation_id AS uuid), CAST(:first_name AS text), CAST(:last_name AS text),
+           CAST(:email AS text), CAST(:phone AS text), CAST(:postcode AS text),
+           coalesce(CAST(:consent_status AS text), 'unknown'),
+           CASE WHEN CAST(:consent_timestamp AS timestamptz) IS NOT NULL
+                    THEN CAST(:consent_timestamp AS timestamptz)
+                WHEN CAST(:consent_status AS text) IS NOT NULL THEN now() END,
+           CAST(:import_source AS text), CAST(:crm_payload AS jsonb), CAST(:crm_connection_id AS uuid),
+           CAST(:external_id AS text), CAST(:category AS text)
+     -- The erasure suppression list, checked in the same statement (procedures/suppression.py).
+     WHERE NOT EXISTS (SELECT 1 FROM erasure_suppressions AS s
+                        WHERE s.organisation_id = :organisation_id
+                          AND s.identifier_hash = ANY (CAST(:suppression_hashes AS bytea[])))
     ON CONFLICT (organisation_id, email) WHERE email IS NOT NULL DO NOTHING
     RETURNING c.*),
     a AS (
@@ -504,46 +526,6 @@ async def _lock(ctx: Context, contact_id: UUID) -> Row:
     if row is None:
         raise _not_found()
     return row
-
-
-def _suppression_key(ctx: Context) -> bytes:
-    key = ctx.settings.suppression_key
-    if key is None:
-        # Fail closed: without the key we can neither record an erasure nor honour one.
-        raise ServiceUnavailable(
-            "Service unavailable: erasure and import suppression need the server's "
-            "NURTUREHUB_SUPPRESSION_KEY, which is not configured"
-        )
-    return key
-
-
-def _identifiers(email: str | None, phone: str | None, external_id: str | None) -> list[tuple[str, str]]:
-    pairs = [("email", email), ("phone", phone), ("external_id", external_id)]
-    return [(kind, value) for kind, value in pairs if value is not None]
-
-
-def _hash(key: bytes, organisation_id: UUID, kind: str, value: str) -> bytes:
-    # Scoped to the organisation, so two agencies' lists cannot be matched against each other.
-    return keyed_hash(key, str(organisation_id), kind, value)
-
-
-async def _refuse_if_suppressed(ctx: Context, params: CreateContactParams) -> None:
-    identifiers = _identifiers(params.email, params.phone, params.external_id)
-    if params.import_source not in SUPPRESSED_SOURCES or not identifiers:
-        return
-    key = _suppression_key(ctx)
-    hashes = [_hash(key, ctx.organisation_id, kind, value) for kind, value in identifiers]
-    rows = await ctx.db.all(
-        SELECT_SUPPRESSED_KINDS, {"organisation_id": ctx.organisation_id, "hashes": hashes}
-    )
-    if rows:
-        kinds = [row["kind"] for row in rows]
-        raise Conflict(
-            "Conflict: this person was erased at their request (GDPR) and is on the erasure "
-            f"suppression list ({', '.join(kinds)}); an admin must lift it before an import "
-            "may bring them back",
-            data={"suppressed": kinds},
-        )
 
 
 def _check_consent_time(value: datetime | None) -> None:
@@ -708,7 +690,12 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
         CONNECTION_EXISTS, {"organisation_id": org, "id": params.crm_connection_id}
     ):
         raise InvalidParams.for_field("crmConnectionId", "is not a CRM connection of this organisation")
-    await _refuse_if_suppressed(ctx, params)
+    found = suppression.identifiers(params.email, params.phone, params.external_id)
+    if params.suppression_override is not None:
+        await suppression.refuse_or_override(
+            ctx, found, params.suppression_override,
+            can_override=params.import_source == OVERRIDABLE_SOURCE,
+        )
     if params.external_id is not None:
         existing = await ctx.db.scalar(
             SELECT_ID_BY_EXTERNAL,
@@ -729,10 +716,22 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
         orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
     )
     given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
-    values.update(organisation_id=org, assigned_by=ctx.user.user_id)
+    values.update(
+        organisation_id=org,
+        assigned_by=ctx.user.user_id,
+        suppression_hashes=suppression.hashes(suppression.suppression_key(ctx), org, found) if found else [],
+    )
     row = await ctx.db.one(INSERT_CONTACT, ctx.audited(values, "contact", given))
     if row is None:
-        # The insert was the transaction, and wrote nothing: look the holder up on its own.
+        # The insert was the transaction, and wrote nothing: say why, from reads on their own.
+        suppressed = await ctx.db.afterwards(
+            suppression.SELECT_SUPPRESSED, {"organisation_id": org, "hashes": values["suppression_hashes"]}
+        )
+        if suppressed:
+            raise suppression.suppressed_conflict(
+                sorted({r["kind"] for r in suppressed}),
+                can_override=params.import_source == OVERRIDABLE_SOURCE,
+            )
         holders = await ctx.db.afterwards(
             SELECT_ID_BY_EMAIL, {"organisation_id": org, "email": params.email, "except_id": None}
         )
@@ -772,6 +771,14 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     changed = {
         column for column in _UPDATABLE if column in given and getattr(params, column) != current[column]
     }
+    lifted = await suppression.refuse_or_override(
+        ctx,
+        suppression.identifiers(
+            params.email if "email" in changed else None, params.phone if "phone" in changed else None, None
+        ),
+        params.suppression_override,
+        can_override=True,
+    )
     if "email" in changed:
         await _check_email_free(ctx, params.email, params.id)
     # A new consent status without a time of its own was given now.
@@ -788,6 +795,8 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
             {**values, "consent_now": consent_now, "organisation_id": ctx.organisation_id, "id": params.id},
         )
     fields = [_UPDATABLE[column] for column in changed]
+    if lifted:
+        fields.append("suppressionOverride")
     if consent_now:
         fields.append("consentTimestamp")
     if "category" in given and params.category != current["active_category"]:
@@ -822,7 +831,7 @@ async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -
 @mutation(guard=ADMIN)
 async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactErasure:
     """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out."""
-    key = _suppression_key(ctx)
+    key = suppression.suppression_key(ctx)
     org = ctx.organisation_id
     contact = await _lock(ctx, params.id)
     keys = {"organisation_id": org, "contact_id": params.id}
@@ -830,7 +839,7 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
     counts = await ctx.db.one(COUNT_DEPENDENTS, keys)
     assert counts is not None
 
-    identifiers = _identifiers(contact["email"], contact["phone"], contact["external_id"])
+    identifiers = suppression.identifiers(contact["email"], contact["phone"], contact["external_id"])
     needles = [value.lower() for _, value in identifiers]
     if contact["phone"] is not None and contact["phone"].startswith("+44"):
         needles.append("0" + contact["phone"][3:])
@@ -840,7 +849,7 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
         {
             "organisation_id": org,
             "created_by": ctx.user.user_id,
-            "hashes": [_hash(key, org, kind, value) for kind, value in identifiers],
+            "hashes": suppression.hashes(key, org, identifiers),
             "kinds": [kind for kind, _ in identifiers],
         },
     )
@@ -866,6 +875,33 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
     )
 
 
+def _given_identifiers(params: CheckSuppressionParams) -> list[tuple[suppression.IdentifierKind, str]]:
+    found = suppression.identifiers(params.email, params.phone, params.external_id)
+    if not found:
+        raise InvalidParams.for_field("email", "give at least one of email, phone and externalId")
+    return found
+
+
+@query(guard=AUTHED)
+async def check_suppression(ctx: Context, params: CheckSuppressionParams) -> SuppressionStatus:
+    """Which of these identifiers are on the erasure suppression list (a person erased at their
+    request, whom imports and creates refuse)."""
+    rows = await suppression.check(ctx, _given_identifiers(params))
+    return SuppressionStatus(suppressed=sorted({row["kind"] for row in rows}))
+
+
+@mutation(guard=ADMIN)
+async def lift_suppression(ctx: Context, params: LiftSuppressionParams) -> SuppressionLifted:
+    """Take identifiers off the erasure suppression list, with the reason kept as evidence, so
+    the person may be created or synced again (for one who came back and consented)."""
+    lifted = await suppression.lift(ctx, _given_identifiers(params), params.reason)
+    if not lifted:
+        raise NotFound("Not found: none of these identifiers is on the erasure suppression list")
+    # The audit row names the kinds lifted; the identifiers themselves appear nowhere.
+    ctx.record("erasure_suppression", None, lifted)
+    return SuppressionLifted(lifted=lifted)
+
+
 router = Router(
     {
         "list": list_contacts,
@@ -875,6 +911,8 @@ router = Router(
         "assignCategory": assign_category,
         "getCategoryHistory": get_category_history,
         "delete": delete_contact,
+        "checkSuppression": check_suppression,
+        "liftSuppression": lift_suppression,
         "listCrmProviders": list_crm_providers,
     }
 )

@@ -105,9 +105,10 @@ def prepare_for_serve(data_dir: Path | None) -> str:
         return f"NurtureHub: erasure suppression key from {KEY_ENV}"
     if data_dir is None:
         return (
-            f"NurtureHub: warning: {KEY_ENV} is not set, so contacts.delete and imports "
-            "(crm_sync, apify, land_registry) will be refused, and list cursors last only until "
-            "a restart; set it to `openssl rand -base64 32`"
+            f"NurtureHub: warning: {KEY_ENV} is not set, so contacts.delete and every write "
+            "that brings in an email, phone or CRM id (checked against the erasure suppression "
+            "list) will be refused, and list cursors last only until a restart; set it to "
+            "`openssl rand -base64 32`"
         )
     key, path, created = ensure_key_file(data_dir)
     os.environ[KEY_ENV] = base64.b64encode(key).decode()  # for the server's worker processes

@@ -33,6 +33,8 @@ def test_every_contacts_procedure_is_covered() -> None:
         "contacts.list",
         "contacts.create",
         "contacts.listCrmProviders",
+        "contacts.checkSuppression",  # per organisation: test below
+        "contacts.liftSuppression",
     }
     assert covered == {name for name in app_router if name.startswith("contacts.")}
 
@@ -90,3 +92,18 @@ def test_another_organisations_crm_connection_cannot_be_used(
         b.member_token,
     )
     assert error["code"] == -32602 and error["data"]["issues"][0]["path"] == "crmConnectionId"
+
+
+def test_another_organisations_suppressions_can_be_neither_seen_nor_lifted(
+    rpc: Rpc, world: Any, database_url: str
+) -> None:
+    """Issue 18: the suppression list is scoped to its organisation."""
+    a, b = world.org("Agency A"), world.org("Agency B")
+    erased = create(rpc, a)
+    rpc.call("contacts.delete", {"id": erased["id"]}, a.admin_token)
+    identifier = {"email": erased["email"]}
+    assert rpc.call("contacts.checkSuppression", identifier, a.member_token) == {"suppressed": ["email"]}
+    assert rpc.call("contacts.checkSuppression", identifier, b.member_token) == {"suppressed": []}
+    error = rpc.error("contacts.liftSuppression", {**identifier, "reason": "not ours"}, b.admin_token)
+    assert error["data"]["code"] == "NOT_FOUND"
+    assert rpc.call("contacts.checkSuppression", identifier, a.member_token) == {"suppressed": ["email"]}

@@ -390,7 +390,7 @@ def test_a_development_build_version_1_is_recognised_and_refused(postgres, commi
 
 
 def test_released_schemas_are_the_ones_git_history_released() -> None:
-    for version, commit in ((1, "fb1dfbe"), (2, "42f74cd")):
+    for version, commit in ((1, "fb1dfbe"), (2, "42f74cd"), (3, "3c6d814")):
         text = git_schema(commit)
         if text is None:
             pytest.skip("no git history here")

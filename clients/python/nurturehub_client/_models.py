@@ -19,6 +19,7 @@ __all__ = [
     "AssignCategoryParams",
     "Assignment",
     "Category",
+    "CheckSuppressionParams",
     "ConnectParams",
     "ConnectionCheck",
     "ConnectionStatus",
@@ -41,6 +42,7 @@ __all__ = [
     "GetContactParams",
     "Group",
     "ImportSource",
+    "LiftSuppressionParams",
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
@@ -48,6 +50,9 @@ __all__ = [
     "Removed",
     "RetryWritebackParams",
     "SkippedConnection",
+    "SuppressionLifted",
+    "SuppressionOverride",
+    "SuppressionStatus",
     "TestConnectionParams",
     "UpdateConnectionParams",
     "UpdateContactParams",
@@ -125,6 +130,24 @@ class Assignment(ResultModel):
     reason: str | None
 
 
+class CheckSuppressionParams(ParamsModel):
+    """One or more identifiers of a person, normalised as contacts.create normalises them."""
+
+    email: str | None = None
+    phone: str | None = None
+    external_id: str | None = None
+
+
+class SuppressionStatus(ResultModel):
+    suppressed: list[Literal["email", "phone", "external_id"]]
+
+
+class SuppressionOverride(ParamsModel):
+    """An admin's decision to hold a person again who was erased at their request."""
+
+    reason: str
+
+
 class CreateContactParams(ParamsModel):
     first_name: str | None = None
     last_name: str | None = None
@@ -139,6 +162,7 @@ class CreateContactParams(ParamsModel):
     external_id: str | None = None
     category: Category | None = None
     reason: str | None = None
+    suppression_override: SuppressionOverride | None = None
 
 
 class ContactDetail(ResultModel):
@@ -195,6 +219,17 @@ class GetContactParams(ParamsModel):
 
 class GetCategoryHistoryParams(ParamsModel):
     id: str | UUID
+
+
+class LiftSuppressionParams(ParamsModel):
+    email: str | None = None
+    phone: str | None = None
+    external_id: str | None = None
+    reason: str
+
+
+class SuppressionLifted(ResultModel):
+    lifted: list[Literal["email", "phone", "external_id"]]
 
 
 class ListContactsParams(ParamsModel):
@@ -259,6 +294,7 @@ class UpdateContactParams(ParamsModel):
     crm_payload: dict[str, Any] | None = None
     category: Category | None = None
     reason: str | None = None
+    suppression_override: SuppressionOverride | None = None
 
 
 class ConnectParams(ParamsModel):

@@ -21,6 +21,7 @@ from ._models import (
     AssignCategoryParams,
     Assignment,
     Category,
+    CheckSuppressionParams,
     ConnectionCheck,
     ConnectParams,
     ConsentStatus,
@@ -41,11 +42,15 @@ from ._models import (
     GetContactParams,
     Group,
     ImportSource,
+    LiftSuppressionParams,
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
     ListWritebackParams,
     RetryWritebackParams,
+    SuppressionLifted,
+    SuppressionOverride,
+    SuppressionStatus,
     TestConnectionParams,
     UpdateConnectionParams,
     UpdateContactParams,
@@ -77,6 +82,11 @@ _CONTACTS_ASSIGN_CATEGORY = Procedure(
     "mutation",
     TypeAdapter(Assignment),
 )
+_CONTACTS_CHECK_SUPPRESSION = Procedure(
+    "contacts.checkSuppression",
+    "query",
+    TypeAdapter(SuppressionStatus),
+)
 _CONTACTS_CREATE = Procedure("contacts.create", "mutation", TypeAdapter(ContactDetail))
 _CONTACTS_DELETE = Procedure("contacts.delete", "mutation", TypeAdapter(ContactErasure))
 _CONTACTS_GET = Procedure("contacts.get", "query", TypeAdapter(ContactDetail))
@@ -84,6 +94,11 @@ _CONTACTS_GET_CATEGORY_HISTORY = Procedure(
     "contacts.getCategoryHistory",
     "query",
     TypeAdapter(list[Assignment]),
+)
+_CONTACTS_LIFT_SUPPRESSION = Procedure(
+    "contacts.liftSuppression",
+    "mutation",
+    TypeAdapter(SuppressionLifted),
 )
 _CONTACTS_LIST = Procedure("contacts.list", "query", TypeAdapter(ContactPage))
 _CONTACTS_LIST_CRM_PROVIDERS = Procedure(
@@ -171,6 +186,24 @@ class ContactsNamespace:
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return self._transport.call(_CONTACTS_ASSIGN_CATEGORY(params))
 
+    def check_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+    ) -> SuppressionStatus:
+        """Which of these identifiers are on the erasure suppression list (a person erased at their
+        request, whom imports and creates refuse).
+
+        One or more identifiers of a person, normalised as contacts.create normalises them.
+
+        Procedure `contacts.checkSuppression`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
+        """
+        params = CheckSuppressionParams(**given(email=email, phone=phone, external_id=external_id))
+        return self._transport.call(_CONTACTS_CHECK_SUPPRESSION(params))
+
     def create(
         self,
         *,
@@ -187,6 +220,7 @@ class ContactsNamespace:
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -211,6 +245,7 @@ class ContactsNamespace:
                 external_id=external_id,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return self._transport.call(_CONTACTS_CREATE(params))
@@ -253,6 +288,29 @@ class ContactsNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    def lift_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+        reason: str,
+    ) -> SuppressionLifted:
+        """Take identifiers off the erasure suppression list, with the reason kept as evidence, so
+        the person may be created or synced again (for one who came back and consented).
+
+        Procedure `contacts.liftSuppression`, a mutation (writes, with an audit entry; never
+        retried). Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reason: Why (no personal data): kept as evidence.
+        """
+        params = LiftSuppressionParams(
+            reason=reason,
+            **given(email=email, phone=phone, external_id=external_id),
+        )
+        return self._transport.call(_CONTACTS_LIFT_SUPPRESSION(params))
 
     def list(
         self,
@@ -343,6 +401,7 @@ class ContactsNamespace:
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -364,6 +423,7 @@ class ContactsNamespace:
                 crm_payload=crm_payload,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return self._transport.call(_CONTACTS_UPDATE(params))
@@ -390,6 +450,24 @@ class AsyncContactsNamespace:
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return await self._transport.call(_CONTACTS_ASSIGN_CATEGORY(params))
 
+    async def check_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+    ) -> SuppressionStatus:
+        """Which of these identifiers are on the erasure suppression list (a person erased at their
+        request, whom imports and creates refuse).
+
+        One or more identifiers of a person, normalised as contacts.create normalises them.
+
+        Procedure `contacts.checkSuppression`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
+        """
+        params = CheckSuppressionParams(**given(email=email, phone=phone, external_id=external_id))
+        return await self._transport.call(_CONTACTS_CHECK_SUPPRESSION(params))
+
     async def create(
         self,
         *,
@@ -406,6 +484,7 @@ class AsyncContactsNamespace:
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -430,6 +509,7 @@ class AsyncContactsNamespace:
                 external_id=external_id,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return await self._transport.call(_CONTACTS_CREATE(params))
@@ -472,6 +552,29 @@ class AsyncContactsNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return await self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    async def lift_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+        reason: str,
+    ) -> SuppressionLifted:
+        """Take identifiers off the erasure suppression list, with the reason kept as evidence, so
+        the person may be created or synced again (for one who came back and consented).
+
+        Procedure `contacts.liftSuppression`, a mutation (writes, with an audit entry; never
+        retried). Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reason: Why (no personal data): kept as evidence.
+        """
+        params = LiftSuppressionParams(
+            reason=reason,
+            **given(email=email, phone=phone, external_id=external_id),
+        )
+        return await self._transport.call(_CONTACTS_LIFT_SUPPRESSION(params))
 
     async def list(
         self,
@@ -562,6 +665,7 @@ class AsyncContactsNamespace:
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -583,6 +687,7 @@ class AsyncContactsNamespace:
                 crm_payload=crm_payload,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return await self._transport.call(_CONTACTS_UPDATE(params))
@@ -609,6 +714,24 @@ class ContactsBatchNamespace:
         params = AssignCategoryParams(id=id, category=category, **given(reason=reason))
         return self._batch.add(_CONTACTS_ASSIGN_CATEGORY(params))
 
+    def check_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+    ) -> Pending[SuppressionStatus]:
+        """Which of these identifiers are on the erasure suppression list (a person erased at their
+        request, whom imports and creates refuse).
+
+        One or more identifiers of a person, normalised as contacts.create normalises them.
+
+        Procedure `contacts.checkSuppression`, a query (reads only; retried when the connection
+        fails). Guard: authed, any member of the organisation.
+        """
+        params = CheckSuppressionParams(**given(email=email, phone=phone, external_id=external_id))
+        return self._batch.add(_CONTACTS_CHECK_SUPPRESSION(params))
+
     def create(
         self,
         *,
@@ -625,6 +748,7 @@ class ContactsBatchNamespace:
         external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> Pending[ContactDetail]:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -649,6 +773,7 @@ class ContactsBatchNamespace:
                 external_id=external_id,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return self._batch.add(_CONTACTS_CREATE(params))
@@ -691,6 +816,29 @@ class ContactsBatchNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return self._batch.add(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    def lift_suppression(
+        self,
+        *,
+        email: str | None | NotGiven = NOT_GIVEN,
+        phone: str | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
+        reason: str,
+    ) -> Pending[SuppressionLifted]:
+        """Take identifiers off the erasure suppression list, with the reason kept as evidence, so
+        the person may be created or synced again (for one who came back and consented).
+
+        Procedure `contacts.liftSuppression`, a mutation (writes, with an audit entry; never
+        retried). Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reason: Why (no personal data): kept as evidence.
+        """
+        params = LiftSuppressionParams(
+            reason=reason,
+            **given(email=email, phone=phone, external_id=external_id),
+        )
+        return self._batch.add(_CONTACTS_LIFT_SUPPRESSION(params))
 
     def list(
         self,
@@ -751,6 +899,7 @@ class ContactsBatchNamespace:
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
+        suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
     ) -> Pending[ContactDetail]:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -772,6 +921,7 @@ class ContactsBatchNamespace:
                 crm_payload=crm_payload,
                 category=category,
                 reason=reason,
+                suppression_override=suppression_override,
             ),
         )
         return self._batch.add(_CONTACTS_UPDATE(params))
