@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from procedures import auth, contacts, crm
+from procedures import audit, auth, contacts, crm
 from server.procedure import Router
 
 __all__ = ["app_router"]
 
 app_router = Router.merge(
     {
+        "audit": audit.router,
         "auth": auth.router,
         "contacts": contacts.router,
         "crm": crm.router,

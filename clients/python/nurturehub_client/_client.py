@@ -7,9 +7,12 @@ from __future__ import annotations
 from ._base import AsyncClientBase, ClientBase
 from ._batch import AsyncBatchBase, BatchBase
 from ._namespaces import (
+    AsyncAuditNamespace,
     AsyncAuthNamespace,
     AsyncContactsNamespace,
     AsyncCrmNamespace,
+    AuditBatchNamespace,
+    AuditNamespace,
     AuthBatchNamespace,
     AuthNamespace,
     ContactsBatchNamespace,
@@ -31,16 +34,18 @@ class Client(ClientBase):
     """A NurtureHub client for scripts.
 
         with Client() as client:  # NURTUREHUB_URL and NURTUREHUB_TOKEN
-            client.auth.whoami(...)
+            client.audit.list(...)
 
     Errors raise the RPCError subclass of their code (NotFound, Forbidden, ...).
     """
 
+    audit: AuditNamespace
     auth: AuthNamespace
     contacts: ContactsNamespace
     crm: CrmNamespace
 
     def _bind(self, transport: SyncTransport) -> None:
+        self.audit = AuditNamespace(transport)
         self.auth = AuthNamespace(transport)
         self.contacts = ContactsNamespace(transport)
         self.crm = CrmNamespace(transport)
@@ -53,11 +58,13 @@ class Client(ClientBase):
 class AsyncClient(AsyncClientBase):
     """The asyncio twin of Client: `async with AsyncClient() as client:`."""
 
+    audit: AsyncAuditNamespace
     auth: AsyncAuthNamespace
     contacts: AsyncContactsNamespace
     crm: AsyncCrmNamespace
 
     def _bind(self, transport: AsyncTransport) -> None:
+        self.audit = AsyncAuditNamespace(transport)
         self.auth = AsyncAuthNamespace(transport)
         self.contacts = AsyncContactsNamespace(transport)
         self.crm = AsyncCrmNamespace(transport)
@@ -72,11 +79,13 @@ class Batch(BatchBase):
     call's result or raises its error. Each call succeeds or fails on its own.
     """
 
+    audit: AuditBatchNamespace
     auth: AuthBatchNamespace
     contacts: ContactsBatchNamespace
     crm: CrmBatchNamespace
 
     def _bind(self) -> None:
+        self.audit = AuditBatchNamespace(self)
         self.auth = AuthBatchNamespace(self)
         self.contacts = ContactsBatchNamespace(self)
         self.crm = CrmBatchNamespace(self)
@@ -87,11 +96,13 @@ class AsyncBatch(AsyncBatchBase):
     call's result or raises its error. Each call succeeds or fails on its own.
     """
 
+    audit: AuditBatchNamespace
     auth: AuthBatchNamespace
     contacts: ContactsBatchNamespace
     crm: CrmBatchNamespace
 
     def _bind(self) -> None:
+        self.audit = AuditBatchNamespace(self)
         self.auth = AuthBatchNamespace(self)
         self.contacts = ContactsBatchNamespace(self)
         self.crm = CrmBatchNamespace(self)

@@ -18,6 +18,8 @@ from ._wire import ParamsModel, ResultModel
 __all__ = [
     "AssignCategoryParams",
     "Assignment",
+    "AuditEntry",
+    "AuditPage",
     "Category",
     "CheckSuppressionParams",
     "ConnectParams",
@@ -43,6 +45,7 @@ __all__ = [
     "Group",
     "ImportSource",
     "LiftSuppressionParams",
+    "ListAuditParams",
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
@@ -92,6 +95,34 @@ EventType = Literal[
     "hot_alert_fired",
 ]
 WritebackStatus = Literal["pending", "processing", "success", "failed"]
+
+
+class ListAuditParams(ParamsModel):
+    actor_user_id: str | UUID | None = None
+    action: str | None = None
+    target_type: str | None = None
+    target_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class AuditEntry(ResultModel):
+    id: int
+    actor_user_id: UUID | None
+    actor_token_id: UUID | None
+    action: str
+    target_type: str | None
+    target_id: str | None
+    changed_fields: list[str]
+    request_id: str | None
+    created_at: datetime
+
+
+class AuditPage(ResultModel):
+    items: list[AuditEntry]
+    next_cursor: str | None
 
 
 class WhoamiParams(ParamsModel):

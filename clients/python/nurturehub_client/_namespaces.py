@@ -20,6 +20,8 @@ from ._batch import Collector, Pending
 from ._models import (
     AssignCategoryParams,
     Assignment,
+    AuditEntry,
+    AuditPage,
     Category,
     CheckSuppressionParams,
     ConnectionCheck,
@@ -43,6 +45,7 @@ from ._models import (
     Group,
     ImportSource,
     LiftSuppressionParams,
+    ListAuditParams,
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
@@ -65,9 +68,12 @@ from ._transport import AsyncTransport, Procedure, SyncTransport
 from ._wire import NOT_GIVEN, NotGiven, given
 
 __all__ = [
+    "AsyncAuditNamespace",
     "AsyncAuthNamespace",
     "AsyncContactsNamespace",
     "AsyncCrmNamespace",
+    "AuditBatchNamespace",
+    "AuditNamespace",
     "AuthBatchNamespace",
     "AuthNamespace",
     "ContactsBatchNamespace",
@@ -76,6 +82,7 @@ __all__ = [
     "CrmNamespace",
 ]
 
+_AUDIT_LIST = Procedure("audit.list", "query", TypeAdapter(AuditPage))
 _AUTH_WHOAMI = Procedure("auth.whoami", "query", TypeAdapter(Whoami))
 _CONTACTS_ASSIGN_CATEGORY = Procedure(
     "contacts.assignCategory",
@@ -115,6 +122,203 @@ _CRM_LIST_WRITEBACK = Procedure("crm.listWriteback", "query", TypeAdapter(Writeb
 _CRM_RETRY_WRITEBACK = Procedure("crm.retryWriteback", "mutation", TypeAdapter(WritebackEntry))
 _CRM_TEST_CONNECTION = Procedure("crm.testConnection", "query", TypeAdapter(ConnectionCheck))
 _CRM_UPDATE_CONNECTION = Procedure("crm.updateConnection", "mutation", TypeAdapter(CrmConnection))
+
+
+class AuditNamespace:
+    """audit.*: the organisation's audit log, for its compliance admins."""
+
+    def __init__(self, transport: SyncTransport) -> None:
+        self._transport = transport
+
+    def list(
+        self,
+        *,
+        actor_user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        action: str | None | NotGiven = NOT_GIVEN,
+        target_type: str | None | NotGiven = NOT_GIVEN,
+        target_id: str | None | NotGiven = NOT_GIVEN,
+        since: datetime | None | NotGiven = NOT_GIVEN,
+        until: datetime | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+        cursor: str | None | NotGiven = NOT_GIVEN,
+    ) -> AuditPage:
+        """The audit log, newest first, filtered by actor, action, target and time.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
+
+        Procedure `audit.list`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            action: a procedure, e.g. contacts.delete.
+            target_type: e.g. contact.
+            since: entries at or after this time.
+            until: entries before this time.
+            limit: Left out, the server uses 50.
+        """
+        params = ListAuditParams(
+            **given(
+                actor_user_id=actor_user_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+        return self._transport.call(_AUDIT_LIST(params))
+
+    def iter_list(
+        self,
+        *,
+        actor_user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        action: str | None | NotGiven = NOT_GIVEN,
+        target_type: str | None | NotGiven = NOT_GIVEN,
+        target_id: str | None | NotGiven = NOT_GIVEN,
+        since: datetime | None | NotGiven = NOT_GIVEN,
+        until: datetime | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> Iterator[AuditEntry]:
+        """Every item of `audit.list`, page after page, fetched as the loop needs them.
+
+        Takes the arguments of list() except the cursor, which it handles.
+        """
+        return iter_items(
+            lambda cursor: self.list(
+                actor_user_id=actor_user_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor or NOT_GIVEN,
+            )
+        )
+
+
+class AsyncAuditNamespace:
+    """audit.*: the organisation's audit log, for its compliance admins."""
+
+    def __init__(self, transport: AsyncTransport) -> None:
+        self._transport = transport
+
+    async def list(
+        self,
+        *,
+        actor_user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        action: str | None | NotGiven = NOT_GIVEN,
+        target_type: str | None | NotGiven = NOT_GIVEN,
+        target_id: str | None | NotGiven = NOT_GIVEN,
+        since: datetime | None | NotGiven = NOT_GIVEN,
+        until: datetime | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+        cursor: str | None | NotGiven = NOT_GIVEN,
+    ) -> AuditPage:
+        """The audit log, newest first, filtered by actor, action, target and time.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
+
+        Procedure `audit.list`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            action: a procedure, e.g. contacts.delete.
+            target_type: e.g. contact.
+            since: entries at or after this time.
+            until: entries before this time.
+            limit: Left out, the server uses 50.
+        """
+        params = ListAuditParams(
+            **given(
+                actor_user_id=actor_user_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+        return await self._transport.call(_AUDIT_LIST(params))
+
+    def iter_list(
+        self,
+        *,
+        actor_user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        action: str | None | NotGiven = NOT_GIVEN,
+        target_type: str | None | NotGiven = NOT_GIVEN,
+        target_id: str | None | NotGiven = NOT_GIVEN,
+        since: datetime | None | NotGiven = NOT_GIVEN,
+        until: datetime | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> AsyncIterator[AuditEntry]:
+        """Every item of `audit.list`, page after page, fetched as the loop needs them.
+
+        Takes the arguments of list() except the cursor, which it handles.
+        """
+        return aiter_items(
+            lambda cursor: self.list(
+                actor_user_id=actor_user_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor or NOT_GIVEN,
+            )
+        )
+
+
+class AuditBatchNamespace:
+    """audit.*: the organisation's audit log, for its compliance admins."""
+
+    def __init__(self, batch: Collector) -> None:
+        self._batch = batch
+
+    def list(
+        self,
+        *,
+        actor_user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        action: str | None | NotGiven = NOT_GIVEN,
+        target_type: str | None | NotGiven = NOT_GIVEN,
+        target_id: str | None | NotGiven = NOT_GIVEN,
+        since: datetime | None | NotGiven = NOT_GIVEN,
+        until: datetime | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+        cursor: str | None | NotGiven = NOT_GIVEN,
+    ) -> Pending[AuditPage]:
+        """The audit log, newest first, filtered by actor, action, target and time.
+
+        Pass `nextCursor` back as `cursor` (with the same filters) for the next page.
+
+        Procedure `audit.list`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            action: a procedure, e.g. contacts.delete.
+            target_type: e.g. contact.
+            since: entries at or after this time.
+            until: entries before this time.
+            limit: Left out, the server uses 50.
+        """
+        params = ListAuditParams(
+            **given(
+                actor_user_id=actor_user_id,
+                action=action,
+                target_type=target_type,
+                target_id=target_id,
+                since=since,
+                until=until,
+                limit=limit,
+                cursor=cursor,
+            ),
+        )
+        return self._batch.add(_AUDIT_LIST(params))
 
 
 class AuthNamespace:
