@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 4
+-- schema-version: 5
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -165,6 +165,12 @@ CREATE TABLE contacts (
         contact_search_vector(first_name, last_name, email, phone, postcode)) STORED,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- Consent per channel, as the CRMs hold it, beside consent_status (marketing consent as a
+    -- whole); null: never asked, 'unknown' on the wire. How they combine: README, Consent.
+    consent_email     consent_status,
+    consent_sms       consent_status,
+    consent_phone     consent_status,
+    consent_post      consent_status,
     PRIMARY KEY (organisation_id, id),
     FOREIGN KEY (organisation_id, crm_connection_id)
         REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (crm_connection_id),
@@ -202,6 +208,29 @@ CREATE UNIQUE INDEX lead_category_assignments_active_key
     ON lead_category_assignments (organisation_id, contact_id) WHERE superseded_at IS NULL;
 CREATE INDEX lead_category_assignments_history_idx
     ON lead_category_assignments (organisation_id, contact_id, assigned_at DESC);
+
+-- The evidence of consent: every change of a contact's consent, overall or on one channel, with
+-- the time of consent its source gave, how it reached us and who or what made it. Erased with
+-- the contact.
+CREATE TABLE contact_consent_events (
+    organisation_id   uuid NOT NULL,
+    id                uuid NOT NULL DEFAULT gen_random_uuid(),
+    contact_id        uuid NOT NULL,
+    channel           text NOT NULL CHECK (channel IN ('overall', 'email', 'sms', 'phone', 'post')),
+    status            consent_status NOT NULL,
+    consented_at      timestamptz,
+    recorded_at       timestamptz NOT NULL DEFAULT now(),
+    source            text NOT NULL CHECK (source IN ('manual', 'import', 'crm_sync', 'api')),
+    actor_user_id     uuid,
+    actor_token_id    uuid,
+    crm_connection_id uuid,
+    request_id        text CHECK (char_length(request_id) <= 100),
+    PRIMARY KEY (organisation_id, id),
+    FOREIGN KEY (organisation_id, contact_id)
+        REFERENCES contacts (organisation_id, id) ON DELETE CASCADE
+);
+CREATE INDEX contact_consent_events_contact_idx
+    ON contact_consent_events (organisation_id, contact_id, recorded_at DESC);
 
 -- A category change: take the contact's row lock, then, unless the contact already has this
 -- category, end the active assignment, set the contact's category and insert the new assignment,
@@ -391,4 +420,4 @@ $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
-INSERT INTO schema_version (version, name) VALUES (4, 'schema.sql');
+INSERT INTO schema_version (version, name) VALUES (5, 'schema.sql');

@@ -10,7 +10,7 @@ from uuid import UUID
 import orjson
 from pydantic import AwareDatetime, BeforeValidator, Field
 
-from procedures import suppression
+from procedures import consent, suppression
 from procedures.contact_fields import (
     Category,
     ConsentStatus,
@@ -138,6 +138,7 @@ class CreateContactParams(WireModel):
     category: Category | None = None
     reason: Reason | None = None
     suppression_override: suppression.SuppressionOverride | None = None
+    consent_channels: consent.ConsentChannels | None = None
 
 
 class UpdateContactParams(WireModel):
@@ -155,6 +156,7 @@ class UpdateContactParams(WireModel):
     category: Category | None = None
     reason: Reason | None = None
     suppression_override: suppression.SuppressionOverride | None = None
+    consent_channels: consent.ConsentChannels | None = None
 
 
 class AssignCategoryParams(WireModel):
@@ -195,6 +197,29 @@ class ContactErasure(WireModel):
     removed: Removed
     suppressed: list[Literal["email", "phone", "external_id"]]
     crms_still_holding: list[CrmHolder]
+
+
+class GetConsentParams(WireModel):
+    id: UUID
+
+
+class ChannelConsents(WireModel):
+    email: ConsentStatus
+    sms: ConsentStatus
+    phone: ConsentStatus
+    post: ConsentStatus
+
+
+class ContactConsent(WireModel):
+    """A contact's consent: overall, per channel as held, per channel as it may be used
+    (`effective`: the less permissive of the two), and every change with its evidence."""
+
+    contact_id: UUID
+    status: ConsentStatus
+    consent_timestamp: datetime | None
+    channels: ChannelConsents
+    effective: ChannelConsents
+    history: list[consent.ConsentEvent]
 
 
 class CheckSuppressionParams(WireModel):
@@ -339,7 +364,8 @@ SELECT_CONTACT = sql(f"""
 # Every change to a contact's category starts here, so concurrent changes queue on the row.
 LOCK_CONTACT = sql("""
     SELECT id, first_name, last_name, email, phone, postcode, consent_status, consent_timestamp,
-           import_source, crm_payload, crm_connection_id, external_id, active_category
+           import_source, crm_payload, crm_connection_id, external_id, active_category,
+           consent_email, consent_sms, consent_phone, consent_post
       FROM contacts WHERE organisation_id = :organisation_id AND id = :id
        FOR UPDATE
 """)
@@ -368,7 +394,8 @@ INSERT_CONTACT = sql(f"""
     WITH c AS (
     INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
-                          crm_connection_id, external_id, active_category)
+                          crm_connection_id, external_id, active_category, consent_email,
+                          consent_sms, consent_phone, consent_post)
     SELECT CAST(:organisation_id AS uuid), CAST(:first_name AS text), CAST(:last_name AS text),
            CAST(:email AS text), CAST(:phone AS text), CAST(:postcode AS text),
            coalesce(CAST(:consent_status AS text), 'unknown'),
@@ -376,7 +403,8 @@ INSERT_CONTACT = sql(f"""
                     THEN CAST(:consent_timestamp AS timestamptz)
                 WHEN CAST(:consent_status AS text) IS NOT NULL THEN now() END,
            CAST(:import_source AS text), CAST(:crm_payload AS jsonb), CAST(:crm_connection_id AS uuid),
-           CAST(:external_id AS text), CAST(:category AS text)
+           CAST(:external_id AS text), CAST(:category AS text), CAST(:consent_email AS text),
+           CAST(:consent_sms AS text), CAST(:consent_phone AS text), CAST(:consent_post AS text)
      -- The erasure suppression list, checked in the same statement (procedures/suppression.py).
      WHERE NOT EXISTS (SELECT 1 FROM erasure_suppressions AS s
                         WHERE s.organisation_id = :organisation_id
@@ -391,6 +419,15 @@ INSERT_CONTACT = sql(f"""
         RETURNING a.id AS a_id, a.category AS a_category, a.category_group AS a_group,
                   a.assigned_at AS a_assigned_at, a.superseded_at AS a_superseded_at,
                   a.assigned_by AS a_assigned_by, a.reason AS a_reason),
+    -- The evidence of the consent given with the contact (procedures/consent.py).
+    consent AS (
+        INSERT INTO contact_consent_events
+               (organisation_id, contact_id, channel, status, consented_at, source, actor_user_id,
+                actor_token_id, crm_connection_id, request_id)
+        SELECT c.organisation_id, c.id, e.channel, e.status, c.consent_timestamp, :consent_source,
+               :audit_actor_user_id, :audit_actor_token_id, c.crm_connection_id, :audit_request_id
+          FROM c CROSS JOIN unnest(CAST(:consent_channels AS text[]), CAST(:consent_statuses AS text[]))
+                            AS e (channel, status)),
     {audit_cte("c", "c.id")}
     SELECT {_CONTACT_COLUMNS}, a.* FROM c LEFT JOIN a ON true CROSS JOIN audit
 """, last=True)
@@ -411,6 +448,10 @@ UPDATE_CONTACT = sql("""
                                  ELSE consent_timestamp END,
         crm_payload = CASE WHEN :set_crm_payload THEN CAST(:crm_payload AS jsonb)
                            ELSE crm_payload END,
+        consent_email = coalesce(CAST(:consent_email AS text), consent_email),
+        consent_sms = coalesce(CAST(:consent_sms AS text), consent_sms),
+        consent_phone = coalesce(CAST(:consent_phone AS text), consent_phone),
+        consent_post = coalesce(CAST(:consent_post AS text), consent_post),
         updated_at = now()
      WHERE organisation_id = :organisation_id AND id = :id
 """)
@@ -435,6 +476,11 @@ ASSIGN_CATEGORY = sql(f"""
         "ELSE CAST('{}' AS text[]) END"))}
     SELECT result.* FROM result CROSS JOIN audit
 """, last=True)
+
+SELECT_CONSENT = sql("""
+    SELECT consent_status, consent_timestamp, consent_email, consent_sms, consent_phone, consent_post
+      FROM contacts WHERE organisation_id = :organisation_id AND id = :id
+""")
 
 SELECT_HISTORY = sql(f"""
     SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
@@ -716,10 +762,18 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
         orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
     )
     given = params.model_dump(by_alias=True, exclude_unset=True, exclude={"reason"})
+    channels = params.consent_channels.model_dump() if params.consent_channels else {}
+    given_consent = {name: value for name, value in channels.items() if value is not None}
+    if params.consent_status is not None:
+        given_consent = {"overall": params.consent_status, **given_consent}
     values.update(
         organisation_id=org,
         assigned_by=ctx.user.user_id,
         suppression_hashes=suppression.hashes(suppression.suppression_key(ctx), org, found) if found else [],
+        consent_source=consent.source_of(params.import_source),
+        consent_channels=list(given_consent),
+        consent_statuses=list(given_consent.values()),
+        **{f"consent_{name}": channels.get(name) for name in consent.CHANNELS},
     )
     row = await ctx.db.one(INSERT_CONTACT, ctx.audited(values, "contact", given))
     if row is None:
@@ -783,18 +837,33 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
         await _check_email_free(ctx, params.email, params.id)
     # A new consent status without a time of its own was given now.
     consent_now = "consent_status" in changed and "consent_timestamp" not in given
-    if changed:
+    channels = params.consent_channels.model_dump() if params.consent_channels else {}
+    consent_changes = {
+        name: value
+        for name, value in channels.items()
+        if value is not None and value != (current[f"consent_{name}"] or "unknown")
+    }
+    if "consent_status" in changed:
+        consent_changes = {"overall": str(params.consent_status), **consent_changes}
+    if changed or consent_changes:
         values: dict[str, Any] = {f"set_{column}": column in changed for column in _UPDATABLE}
         values.update({column: getattr(params, column) for column in _UPDATABLE})
         values["crm_payload"] = (
             orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
         )
         values["consent_status"] = params.consent_status if "consent_status" in changed else None
+        values.update({f"consent_{name}": consent_changes.get(name) for name in consent.CHANNELS})
         await ctx.db.execute(
             UPDATE_CONTACT,
             {**values, "consent_now": consent_now, "organisation_id": ctx.organisation_id, "id": params.id},
         )
+    await consent.record_changes(
+        ctx, params.id, consent_changes, source="manual",
+        consented_at=params.consent_timestamp or datetime.now(UTC),
+    )
     fields = [_UPDATABLE[column] for column in changed]
+    if set(consent_changes) - {"overall"}:
+        fields.append("consentChannels")
     if lifted:
         fields.append("suppressionOverride")
     if consent_now:
@@ -875,6 +944,25 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
     )
 
 
+@query(guard=AUTHED)
+async def get_consent(ctx: Context, params: GetConsentParams) -> ContactConsent:
+    """The contact's consent, overall and per channel, with every change and its evidence."""
+    row = await ctx.db.one(SELECT_CONSENT, {"organisation_id": ctx.organisation_id, "id": params.id})
+    if row is None:
+        raise _not_found()
+    held = {name: row[f"consent_{name}"] for name in consent.CHANNELS}
+    return ContactConsent(
+        contact_id=params.id,
+        status=row["consent_status"],
+        consent_timestamp=row["consent_timestamp"],
+        channels=ChannelConsents(**{name: value or "unknown" for name, value in held.items()}),
+        effective=ChannelConsents(
+            **{name: consent.effective(row["consent_status"], value) for name, value in held.items()}
+        ),
+        history=await consent.history(ctx, params.id),
+    )
+
+
 def _given_identifiers(params: CheckSuppressionParams) -> list[tuple[suppression.IdentifierKind, str]]:
     found = suppression.identifiers(params.email, params.phone, params.external_id)
     if not found:
@@ -910,6 +998,7 @@ router = Router(
         "update": update_contact,
         "assignCategory": assign_category,
         "getCategoryHistory": get_category_history,
+        "getConsent": get_consent,
         "delete": delete_contact,
         "checkSuppression": check_suppression,
         "liftSuppression": lift_suppression,

@@ -17,6 +17,7 @@ BY_ID: list[tuple[str, dict[str, Any]]] = [
     ("contacts.update", {"category": "seller"}),
     ("contacts.assignCategory", {"category": "landlord"}),
     ("contacts.getCategoryHistory", {}),
+    ("contacts.getConsent", {}),
     ("contacts.delete", {}),
 ]
 

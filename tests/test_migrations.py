@@ -98,33 +98,40 @@ def test_schema_sql_changes_only_with_a_step_from_the_previous_version(postgres)
 
 def fill(server_url: str, database_url: str) -> dict[str, Any]:
     """Contacts with category history, a CRM connection with sealed credentials, writeback events
-    in all four statuses with attempts, an erasure's suppression hashes and audit rows, made
-    through the procedures (and SQL where a version lacks the procedure's function)."""
+    in all four statuses with attempts, an erasure's suppression hashes and audit rows.
+
+    Written with the columns every released schema has: through procedures whose statements
+    run on every source (crm.connect, crm.enqueueWriteback), else in SQL, since this code's
+    contacts.create and contacts.delete use columns older schemas lack."""
     from tests.support import Rpc
 
     rpc = Rpc(server_url)
     org = run_with_database(database_url, make_organisation)
-    token = org["token"]
+    token, org_id = org["token"], org["organisationId"]
     connection = rpc.call("crm.connect", {
         "providerId": "street", "credentials": {"apiToken": "street-token-upgrade"},
     }, token)
     contacts = []
-    for n, category in enumerate(("seller", "landlord", "active_buyer")):
-        contacts.append(rpc.call("contacts.create", {
-            "firstName": f"Person{n}", "lastName": "Upgrade", "email": f"person{n}@example.co.uk",
-            "phone": f"0790012345{n}", "postcode": "SW1A 1AA", "category": category,
-            "consentStatus": "granted", "consentTimestamp": "2026-11-01T10:00:00Z",
-            "importSource": "crm_sync", "crmConnectionId": connection["id"], "externalId": f"ST{n}",
-            "crmPayload": {"id": f"ST{n}", "type": "applicant"},
-        }, token)["id"])
-    # A second category for the first contact: the history gets a superseded row.
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
+        for n, category in enumerate(("seller", "landlord", "active_buyer")):
+            contacts.append(str(conn.execute(
+                "INSERT INTO contacts (organisation_id, first_name, last_name, email, phone, postcode,"
+                " consent_status, consent_timestamp, import_source, crm_connection_id, external_id,"
+                " crm_payload, active_category) VALUES (%s, %s, 'Upgrade', %s, %s, 'SW1A 1AA', 'granted',"
+                " '2026-11-01T10:00:00Z', 'crm_sync', %s, %s, %s, %s) RETURNING id",
+                (org_id, f"Person{n}", f"person{n}@example.co.uk", f"+44790012345{n}", connection["id"],
+                 f"ST{n}", json.dumps({"id": f"ST{n}", "type": "applicant"}), category),
+            ).fetchone()[0]))  # type: ignore[index]
+            conn.execute(
+                "INSERT INTO lead_category_assignments (organisation_id, contact_id, category, reason)"
+                " VALUES (%s, %s, %s, 'first')", (org_id, contacts[-1], category))
+        # A second category for the first contact: the history gets a superseded row.
         conn.execute(
             "UPDATE lead_category_assignments SET superseded_at = now() WHERE contact_id = %s"
             " AND superseded_at IS NULL", (contacts[0],))
         conn.execute(
             "INSERT INTO lead_category_assignments (organisation_id, contact_id, category, reason)"
-            " VALUES (%s, %s, 'active_seller', 'instructed')", (org["organisationId"], contacts[0]))
+            " VALUES (%s, %s, 'active_seller', 'instructed')", (org_id, contacts[0]))
         conn.execute("UPDATE contacts SET active_category = 'active_seller' WHERE id = %s", (contacts[0],))
     events = [
         rpc.call("crm.enqueueWriteback", {
@@ -147,9 +154,24 @@ def fill(server_url: str, database_url: str) -> dict[str, Any]:
             "INSERT INTO crm_writeback_attempts (organisation_id, queue_id, attempt, duration_ms,"
             " status_code, outcome) SELECT organisation_id, id, 1, 12, 201, 'success'"
             " FROM crm_writeback_queue WHERE id = %s", (ids[0],))
-    rpc.call("contacts.delete", {"id": contacts[2]}, token)
+        # An erasure, as contacts.delete leaves it: the row gone, keyed hashes, an audit row.
+        conn.execute("DELETE FROM contacts WHERE id = %s", (contacts[2],))
+        for kind in ("email", "phone", "external_id"):
+            conn.execute("INSERT INTO erasure_suppressions (organisation_id, identifier_hash, kind)"
+                         " VALUES (%s, %s, %s)", (org_id, os.urandom(32), kind))
+        conn.execute("INSERT INTO audit_log (organisation_id, action, target_type, target_id)"
+                     " VALUES (%s, 'contacts.delete', 'contact', %s)", (org_id, contacts[2]))
     rpc.http.close()
     return {"token": token, "contacts": contacts[:2]}
+
+
+def rows(url: str) -> dict[str, list[dict[str, Any]]]:
+    """Every row of every table, as JSON objects in a stable order."""
+    found = {}
+    for table in TABLES:
+        values = query(url, f"SELECT to_jsonb(t) FROM {table} AS t")
+        found[table] = sorted((v[0] for v in values), key=lambda r: json.dumps(r, sort_keys=True))
+    return found
 
 
 def run_with_database(url: str, work: Any) -> Any:
@@ -213,9 +235,14 @@ def test_an_upgrade_keeps_every_row_and_every_answer(postgres, source: int) -> N
         assert {e["status"] for e in before["writeback"]["items"]} == {
             "pending", "processing", "success", "failed"}
         assert len(before["history"][0]) == 2
+        before_rows = rows(url)
         migrate(url)
         assert counts(url) == before_counts
         assert answers(server.url, made) == before
+        # Every row keeps every value it had; columns a step added are all it gains.
+        after_rows = rows(url)
+        for table, kept in before_rows.items():
+            assert [{k: r[k] for k in kept[0]} for r in after_rows[table]] == kept, table
     finally:
         server.stop()
 

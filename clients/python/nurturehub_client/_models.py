@@ -21,12 +21,18 @@ __all__ = [
     "AuditEntry",
     "AuditPage",
     "Category",
+    "Channel",
+    "ChannelConsents",
     "CheckSuppressionParams",
     "ConnectParams",
     "ConnectionCheck",
     "ConnectionStatus",
+    "ConsentChannels",
+    "ConsentEvent",
+    "ConsentSource",
     "ConsentStatus",
     "Contact",
+    "ContactConsent",
     "ContactDetail",
     "ContactErasure",
     "ContactPage",
@@ -41,6 +47,7 @@ __all__ = [
     "Enqueued",
     "EventType",
     "GetCategoryHistoryParams",
+    "GetConsentParams",
     "GetContactParams",
     "Group",
     "ImportSource",
@@ -85,6 +92,8 @@ Category = Literal[
 Group = Literal["prospect", "existing_client"]
 ConsentStatus = Literal["granted", "denied", "unknown", "pending"]
 ImportSource = Literal["crm_sync", "manual", "apify", "land_registry"]
+Channel = Literal["overall", "email", "sms", "phone", "post"]
+ConsentSource = Literal["manual", "import", "crm_sync", "api"]
 ConnectionStatus = Literal["active", "paused", "error", "pending"]
 EventType = Literal[
     "email_sent",
@@ -179,6 +188,15 @@ class SuppressionOverride(ParamsModel):
     reason: str
 
 
+class ConsentChannels(ParamsModel):
+    """Consent per channel; an absent channel is left as it is (never asked: unknown)."""
+
+    email: ConsentStatus | None = None
+    sms: ConsentStatus | None = None
+    phone: ConsentStatus | None = None
+    post: ConsentStatus | None = None
+
+
 class CreateContactParams(ParamsModel):
     first_name: str | None = None
     last_name: str | None = None
@@ -194,6 +212,7 @@ class CreateContactParams(ParamsModel):
     category: Category | None = None
     reason: str | None = None
     suppression_override: SuppressionOverride | None = None
+    consent_channels: ConsentChannels | None = None
 
 
 class ContactDetail(ResultModel):
@@ -250,6 +269,42 @@ class GetContactParams(ParamsModel):
 
 class GetCategoryHistoryParams(ParamsModel):
     id: str | UUID
+
+
+class GetConsentParams(ParamsModel):
+    id: str | UUID
+
+
+class ChannelConsents(ResultModel):
+    email: ConsentStatus
+    sms: ConsentStatus
+    phone: ConsentStatus
+    post: ConsentStatus
+
+
+class ConsentEvent(ResultModel):
+    channel: Channel
+    status: ConsentStatus
+    consented_at: datetime | None
+    recorded_at: datetime
+    source: ConsentSource
+    actor_user_id: UUID | None
+    actor_token_id: UUID | None
+    crm_connection_id: UUID | None
+    request_id: str | None
+
+
+class ContactConsent(ResultModel):
+    """A contact's consent: overall, per channel as held, per channel as it may be used
+    (`effective`: the less permissive of the two), and every change with its evidence.
+    """
+
+    contact_id: UUID
+    status: ConsentStatus
+    consent_timestamp: datetime | None
+    channels: ChannelConsents
+    effective: ChannelConsents
+    history: list[ConsentEvent]
 
 
 class LiftSuppressionParams(ParamsModel):
@@ -326,6 +381,7 @@ class UpdateContactParams(ParamsModel):
     category: Category | None = None
     reason: str | None = None
     suppression_override: SuppressionOverride | None = None
+    consent_channels: ConsentChannels | None = None
 
 
 class ConnectParams(ParamsModel):

@@ -26,8 +26,10 @@ from ._models import (
     CheckSuppressionParams,
     ConnectionCheck,
     ConnectParams,
+    ConsentChannels,
     ConsentStatus,
     Contact,
+    ContactConsent,
     ContactDetail,
     ContactErasure,
     ContactPage,
@@ -41,6 +43,7 @@ from ._models import (
     EnqueueWritebackParams,
     EventType,
     GetCategoryHistoryParams,
+    GetConsentParams,
     GetContactParams,
     Group,
     ImportSource,
@@ -102,6 +105,7 @@ _CONTACTS_GET_CATEGORY_HISTORY = Procedure(
     "query",
     TypeAdapter(list[Assignment]),
 )
+_CONTACTS_GET_CONSENT = Procedure("contacts.getConsent", "query", TypeAdapter(ContactConsent))
 _CONTACTS_LIFT_SUPPRESSION = Procedure(
     "contacts.liftSuppression",
     "mutation",
@@ -425,6 +429,7 @@ class ContactsNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -450,6 +455,7 @@ class ContactsNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return self._transport.call(_CONTACTS_CREATE(params))
@@ -492,6 +498,19 @@ class ContactsNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    def get_consent(
+        self,
+        *,
+        id: str | UUID,
+    ) -> ContactConsent:
+        """The contact's consent, overall and per channel, with every change and its evidence.
+
+        Procedure `contacts.getConsent`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetConsentParams(id=id)
+        return self._transport.call(_CONTACTS_GET_CONSENT(params))
 
     def lift_suppression(
         self,
@@ -606,6 +625,7 @@ class ContactsNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -628,6 +648,7 @@ class ContactsNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return self._transport.call(_CONTACTS_UPDATE(params))
@@ -689,6 +710,7 @@ class AsyncContactsNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -714,6 +736,7 @@ class AsyncContactsNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return await self._transport.call(_CONTACTS_CREATE(params))
@@ -756,6 +779,19 @@ class AsyncContactsNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return await self._transport.call(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    async def get_consent(
+        self,
+        *,
+        id: str | UUID,
+    ) -> ContactConsent:
+        """The contact's consent, overall and per channel, with every change and its evidence.
+
+        Procedure `contacts.getConsent`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetConsentParams(id=id)
+        return await self._transport.call(_CONTACTS_GET_CONSENT(params))
 
     async def lift_suppression(
         self,
@@ -870,6 +906,7 @@ class AsyncContactsNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> ContactDetail:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -892,6 +929,7 @@ class AsyncContactsNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return await self._transport.call(_CONTACTS_UPDATE(params))
@@ -953,6 +991,7 @@ class ContactsBatchNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> Pending[ContactDetail]:
         """Create a contact, with its first category assignment when a category is given.
 
@@ -978,6 +1017,7 @@ class ContactsBatchNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return self._batch.add(_CONTACTS_CREATE(params))
@@ -1020,6 +1060,19 @@ class ContactsBatchNamespace:
         """
         params = GetCategoryHistoryParams(id=id)
         return self._batch.add(_CONTACTS_GET_CATEGORY_HISTORY(params))
+
+    def get_consent(
+        self,
+        *,
+        id: str | UUID,
+    ) -> Pending[ContactConsent]:
+        """The contact's consent, overall and per channel, with every change and its evidence.
+
+        Procedure `contacts.getConsent`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetConsentParams(id=id)
+        return self._batch.add(_CONTACTS_GET_CONSENT(params))
 
     def lift_suppression(
         self,
@@ -1104,6 +1157,7 @@ class ContactsBatchNamespace:
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
+        consent_channels: ConsentChannels | None | NotGiven = NOT_GIVEN,
     ) -> Pending[ContactDetail]:
         """Change some fields; a new category supersedes the active assignment, keeping history.
 
@@ -1126,6 +1180,7 @@ class ContactsBatchNamespace:
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
+                consent_channels=consent_channels,
             ),
         )
         return self._batch.add(_CONTACTS_UPDATE(params))
