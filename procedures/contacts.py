@@ -682,13 +682,13 @@ async def list_contacts(ctx: Context, params: ListContactsParams) -> Encoded[Con
     return encode({"items": page, "nextCursor": next_cursor})
 
 
-@query(guard=AUTHED)
+@query(guard=AUTHED, errors=(NotFound,))
 async def get_contact(ctx: Context, params: GetContactParams) -> ContactDetail:
     """One contact and its active category assignment (null when it has none)."""
     return await _detail(ctx, params.id)
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(Conflict,))
 async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDetail:
     """Create a contact, with its first category assignment when a category is given."""
     if params.crm_payload is not None and params.import_source != "crm_sync":
@@ -750,7 +750,7 @@ _UPDATABLE = {
 }
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(NotFound, Conflict))
 async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDetail:
     """Change some fields; a new category supersedes the active assignment, keeping history."""
     given = params.model_fields_set
@@ -794,7 +794,7 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     return await _detail(ctx, params.id)
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(NotFound,))
 async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
     """(Re)assign the contact's category; the current category again changes nothing."""
     change = _category_change(ctx, params.id, params.category, params.reason)
@@ -804,7 +804,7 @@ async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignm
     return _assignment(row)
 
 
-@query(guard=AUTHED)
+@query(guard=AUTHED, errors=(NotFound,))
 async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -> list[Assignment]:
     """Every category assignment of the contact, newest first."""
     keys = {"organisation_id": ctx.organisation_id, "id": params.id}
@@ -814,7 +814,7 @@ async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -
     return [_assignment(row) for row in rows]
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound,))
 async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactErasure:
     """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out."""
     key = _suppression_key(ctx)

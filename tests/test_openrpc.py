@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +18,15 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
 from procedures import app_router
+from server.errors import (
+    Forbidden,
+    InvalidParams,
+    NotFound,
+    RPCError,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from server.procedure import Guard
 from tests.support import Rpc
 
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "openrpc-meta"
@@ -110,3 +122,73 @@ def test_listcrmproviders_result_schema_is_camel_case(rpc: Rpc) -> None:
     document = rpc.call("rpc.discover")
     provider = document["components"]["schemas"]["CrmProvider"]
     assert set(provider["properties"]) == {"id", "name", "authType", "webhookPath"}
+
+
+# Issue 19: named types once, referenced; each method's real errors ------------------------------
+
+NAMED = {
+    "Category": 12,
+    "Group": 2,
+    "ConsentStatus": 4,
+    "ImportSource": 4,
+    "ConnectionStatus": 4,
+    "WritebackStatus": 4,
+}
+
+
+def test_named_literal_types_are_components_and_are_referenced(rpc: Rpc) -> None:
+    document = rpc.call("rpc.discover")
+    schemas = document["components"]["schemas"]
+    for name, count in NAMED.items():
+        assert schemas[name]["type"] == "string" and len(schemas[name]["enum"]) == count, name
+    text = json.dumps(document)
+    # Each value list is written once, in its component; every use is a $ref to it.
+    assert text.count(json.dumps(schemas["Category"]["enum"])) == 1
+    assert text.count(json.dumps(schemas["ConsentStatus"]["enum"])) == 1
+    contact = schemas["Contact"]["properties"]
+    assert contact["consentStatus"] == {"$ref": "#/components/schemas/ConsentStatus"}
+    assert {"$ref": "#/components/schemas/Category"} in contact["category"]["anyOf"]
+    list_params = {p["name"]: p["schema"] for p in document["methods"][1]["params"]}
+    assert list_params["category"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/Category"}
+
+
+def _raised(procedure: Any) -> set[type[RPCError]]:
+    """RPCError classes named in a handler or in the module-level functions it reaches."""
+    module = sys.modules[procedure.handler.__module__]
+    tree = ast.parse(inspect.getsource(module))
+    functions = {n.name: n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    found: set[type[RPCError]] = set()
+    seen: set[str] = set()
+    pending = [procedure.handler.__name__]
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for node in ast.walk(functions[name]):
+            if isinstance(node, ast.Name):
+                value = getattr(module, node.id, None)
+                if isinstance(value, type) and issubclass(value, RPCError):
+                    found.add(value)
+                elif node.id in functions:
+                    pending.append(node.id)
+    return found
+
+
+# Raised by code a procedure reaches but cannot meet: connect re-reads the row it just inserted.
+UNREACHABLE = {"crm.connect": {NotFound}}
+
+
+@pytest.mark.parametrize("name", sorted(app_router))
+def test_each_method_lists_the_errors_its_handler_really_raises(rpc: Rpc, name: str) -> None:
+    procedure = app_router[name]
+    method = next(m for m in rpc.call("rpc.discover")["methods"] if m["name"] == name)
+    listed = {(e["code"], e["data"]["code"]) for e in method["errors"]}
+    always: set[type[RPCError]] = {InvalidParams, ServiceUnavailable}
+    always |= {Guard.PUBLIC: set(), Guard.AUTHED: {Unauthorized}, Guard.ADMIN: {Unauthorized, Forbidden}}[
+        procedure.guard
+    ]
+    raised = _raised(procedure) - UNREACHABLE.get(name, set())
+    assert set(procedure.errors) <= raised, "declares an error its handler never raises"
+    assert raised - always <= set(procedure.errors), "raises an error it does not declare"
+    assert listed == {(e.rpc_code, e.code) for e in always | set(procedure.errors)}
