@@ -27,6 +27,7 @@ from ._errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from ._exceptions import (
     ConfigurationError,
@@ -143,6 +144,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnexpectedResponse",
+    "UnsupportedMediaType",
     "UpdateConnectionParams",
     "UpdateContactParams",
     "Whoami",
