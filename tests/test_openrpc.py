@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -42,7 +43,11 @@ def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
     schema_file = target / "schema.json"
     if not schema_file.exists():
         if shutil.which("npm") is None or shutil.which("node") is None:
-            pytest.fail("npm and node are needed to fetch the official OpenRPC meta-schema")
+            # Without Node the suite still runs, saying what it skipped; CI has Node, so fails.
+            reason = "npm and node are needed to fetch the official OpenRPC meta-schema"
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"CI=true, and this test cannot run: {reason}")
+            pytest.skip(reason)
         target.mkdir(parents=True, exist_ok=True)
         packed = (
             subprocess.run(

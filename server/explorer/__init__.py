@@ -16,7 +16,7 @@ __all__ = ["CSP", "explorer_routes"]
 
 HERE = Path(__file__).resolve().parent
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _FILES = {

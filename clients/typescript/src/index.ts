@@ -5,6 +5,7 @@ import { isRpcError, Transport } from './runtime.js';
 import type { CallOptions, ClientErrorCode, ClientOptions, RpcError } from './runtime.js';
 
 export * from './models.gen.js';
+export { PROCEDURES } from './procedures.gen.js';
 export type { EnvelopeErrorCode, NurtureHubClient, Procedures, ServerErrorCode } from './procedures.gen.js';
 export { isRpcError, RpcError } from './runtime.js';
 export type { CallOptions, ClientErrorCode, ClientOptions, ErrorCode, HeadersHook, Issue } from './runtime.js';
