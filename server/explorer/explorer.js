@@ -74,7 +74,7 @@ function fieldInput(param) {
   };
   const row = $('div', { class: 'field' },
     $('label', { for: id }, param.name, param.required ? $('span', { class: 'req', title: 'required' }, ' *') : null, $('small', {}, typeLabel(param.schema))),
-    $('div', {}, input, isNull ? $('label', { class: 'muted' }, isNull, ' null') : null, param.schema.description ? $('small', {}, param.schema.description) : null));
+    $('div', {}, input, isNull ? $('label', { class: 'muted null' }, isNull, 'send null') : null, param.schema.description ? $('small', {}, param.schema.description) : null));
   return { name: param.name, row, value };
 }
 
@@ -203,6 +203,19 @@ async function main() {
   ]));
   const wanted = doc.methods.find((m) => m.name === decodeURIComponent(location.hash.slice(1)));
   if (wanted) show(wanted);
+  else overview(groups);
+}
+
+// The landing view: every procedure, by namespace, with its kind, guard and summary.
+function overview(groups) {
+  document.getElementById('detail').replaceChildren(
+    $('h2', {}, `${doc.info.title} ${doc.info.version}: ${doc.methods.length} procedures`),
+    ...[...groups.entries()].sort().map(([ns, methods]) => $('table', { class: 'overview' },
+      $('caption', {}, ns),
+      methods.map((m) => $('tr', {},
+        $('td', {}, $('a', { href: `#${m.name}`, onclick: () => show(m) }, m.name)),
+        $('td', {}, badges(m)),
+        $('td', {}, m.summary))))));
 }
 
 main();

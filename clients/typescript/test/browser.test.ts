@@ -105,6 +105,10 @@ describe('the explorer', () => {
     assert.deepEqual(groups, ['auth', 'contacts', 'crm']);
     const badges = await page.textContent('nav button[data-name="contacts.delete"]');
     assert.match(badges ?? '', /mutation.*admin/);
+    // The landing view lists them too, each with its summary (the first line of its description).
+    const rows = await page.$$eval('table.overview tr', (trs) => trs.map((tr) => tr.textContent ?? ''));
+    assert.equal(rows.length, PROCEDURES.length);
+    assert.ok(rows.some((row) => row.startsWith('contacts.getqueryauthed') && row.length > 'contacts.getqueryauthed'.length));
   });
 
   test('a call with the token succeeds and shows status, body, request id and time', async () => {
