@@ -10,11 +10,12 @@ import shutil
 import subprocess
 import sys
 import uuid
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
+from clients import ts_generator
 from clients.generator import DEFAULT_OUT, GeneratorError, build, build_all
 from procedures import app_router
 from server.cli import main
@@ -215,3 +216,33 @@ def test_two_members_with_one_name_are_refused() -> None:
     router = Router.merge({"diary": Router({"list": list_slots, "iterList": iter_list})})
     with pytest.raises(GeneratorError, match="iter_list"):
         build(router, "tests:diary")
+
+
+def test_typescript_for_shapes_today_s_procedures_do_not_use() -> None:
+    files = ts_generator.build(Router.merge({"diary": Router({"list": list_slots})}), "tests:diary")
+    models, procedures = files["typescript/src/models.gen.ts"], files["typescript/src/procedures.gen.ts"]
+    assert 'export const COLOURS = ["red", "green"] as const;' in models
+    assert "export type Colour = (typeof COLOURS)[number];" in models
+    assert "  date: IsoDate;\n  colour: Colour;\n  tags: string[];\n" in models  # a result: all present
+    assert "  cursor?: string | null;\n  on?: IsoDate | null;\n" in models  # params: defaults optional
+    assert 'list: PagedQueryProcedure<"diary.list">;' in procedures and "item: M.Slot;" in procedures
+
+
+class Interval(WireModel):
+    length: timedelta
+
+
+@query(guard=PUBLIC)
+async def interval(ctx: Context, params: ListSlotsParams) -> Interval:
+    """A type the TypeScript client has no name for."""
+    raise NotImplementedError
+
+
+def test_a_type_typescript_cannot_name_is_refused_not_made_unknown() -> None:
+    with pytest.raises(GeneratorError, match="timedelta"):
+        ts_generator.build(Router.merge({"diary": Router({"interval": interval})}), "tests:diary")
+
+
+def test_errors_must_be_rpc_errors() -> None:
+    with pytest.raises(TypeError, match="RPCError"):
+        query(guard=PUBLIC, errors=(ValueError,))  # type: ignore[arg-type]
