@@ -27,10 +27,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from clients import ts_generator
-from clients.registry import Method, Namespace, walk
+from clients.registry import Method, Namespace, error_classes, walk
 from clients.typemap import Catalog, FieldSpec, GeneratorError, camel
 from server.app import VERSION
-from server.errors import RPCError
 from server.procedure import Guard, Kind, Procedure
 
 __all__ = ["DEFAULT_OUT", "GeneratorError", "build", "build_all", "run"]
@@ -189,20 +188,10 @@ def all_list(names: Iterable[str]) -> list[str]:
 # Errors ------------------------------------------------------------------------------------------
 
 
-def _error_classes() -> list[type[RPCError]]:
-    found: list[type[RPCError]] = []
-    pending = list(RPCError.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        found.append(cls)
-        pending[:0] = cls.__subclasses__()
-    return [cls for cls in found if cls.__module__ == RPCError.__module__]
-
-
 def errors_module(source: str) -> str:
     body: list[str] = []
     names = []
-    for cls in _error_classes():
+    for cls in error_classes():
         names.append(cls.__name__)
         doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "") or cls.default_message.rstrip(".") + "."
         doc += f"\n\n{cls.code}, JSON-RPC {cls.rpc_code}, HTTP {cls.http_status}."
@@ -576,7 +565,7 @@ def init_module(catalog: Catalog, source: str) -> str:
     exports: dict[str, list[str]] = {
         "._batch": ["Pending"],
         "._client": ["AsyncBatch", "AsyncClient", "Batch", "Client"],
-        "._errors": [cls.__name__ for cls in _error_classes()],
+        "._errors": [cls.__name__ for cls in error_classes()],
         "._exceptions": _public_names(DEFAULT_OUT / PACKAGE / "_exceptions.py"),
         "._models": list(catalog.aliases) + [spec.name for spec in catalog.models.values()],
         "._wire": ["NOT_GIVEN", "NotGiven"],

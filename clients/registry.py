@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel
 
 from clients.typemap import Catalog, GeneratorError, ModelSpec, Ref
+from server.errors import RPCError
 from server.procedure import Kind, Procedure
 
-__all__ = ["Method", "Namespace", "walk"]
+__all__ = ["Method", "Namespace", "error_classes", "walk"]
 
 
 @dataclass
@@ -92,3 +93,14 @@ def _page_item(catalog: Catalog, method: Method) -> Ref | None:
     if items is None or cursor is None or items.type.name != "list":
         return None
     return items.type.args[0]
+
+
+def error_classes() -> list[type[RPCError]]:
+    """server.errors' classes, parents before children: one client error per server code."""
+    found: list[type[RPCError]] = []
+    pending = list(RPCError.__subclasses__())
+    while pending:
+        cls = pending.pop(0)
+        found.append(cls)
+        pending[:0] = cls.__subclasses__()
+    return [cls for cls in found if cls.__module__ == RPCError.__module__]

@@ -16,7 +16,7 @@ import json
 import re
 from collections.abc import Mapping
 
-from clients.registry import Method, Namespace, walk
+from clients.registry import Method, Namespace, error_classes, walk
 from clients.typemap import Catalog, FieldSpec, GeneratorError, ModelSpec, Ref
 from server.errors import RPCError
 from server.openrpc import method_errors
@@ -146,16 +146,6 @@ def _codes(errors: list[type[RPCError]]) -> str:
     return " | ".join(json.dumps(code) for code in dict.fromkeys(e.code for e in errors))
 
 
-def _all_errors() -> list[type[RPCError]]:
-    found: list[type[RPCError]] = []
-    pending = list(RPCError.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        found.append(cls)
-        pending[:0] = cls.__subclasses__()
-    return [cls for cls in found if cls.__module__ == RPCError.__module__]
-
-
 def _method_doc(method: Method) -> str:
     procedure = method.procedure
     kind = "query" if procedure.kind is Kind.QUERY else "mutation (audited; never retried)"
@@ -179,7 +169,7 @@ def _interface(node: Namespace, indent: str) -> list[str]:
 
 def procedures_module(root: Namespace, methods: list[Method], source: str) -> str:
     used: set[str] = set()
-    everything = _all_errors()
+    everything = error_classes()
     # A code some procedures answer with and others not is theirs; the rest may answer any call.
     lists = [set(method_errors(m.procedure)) for m in methods]
     everywhere = set(lists[0]) if lists else set()
