@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import enum
 import importlib.util
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +23,7 @@ from procedures import app_router
 from server.cli import main
 from server.context import Context
 from server.models import WireModel
+from server.openrpc import openrpc_document
 from server.procedure import ADMIN, PUBLIC, Router, mutation, query
 from tests.support import ServerThread, World
 
@@ -246,3 +249,20 @@ def test_a_type_typescript_cannot_name_is_refused_not_made_unknown() -> None:
 def test_errors_must_be_rpc_errors() -> None:
     with pytest.raises(TypeError, match="RPCError"):
         query(guard=PUBLIC, errors=(ValueError,))  # type: ignore[arg-type]
+
+
+def test_typescript_enumerations_are_the_openrpc_document_s_named_types() -> None:
+    """The document and the TypeScript client name the same enumerations, with the same values."""
+    document = openrpc_document(app_router, title="t", version="1")
+    named = {
+        name: schema["enum"]
+        for name, schema in document["components"]["schemas"].items()
+        if "enum" in schema and "properties" not in schema
+    }
+    models = ts_generator.build(app_router, "procedures:app_router")["typescript/src/models.gen.ts"]
+    found = {}
+    for _array, values, name in re.findall(
+        r"export const (\w+) = \[([^\]]*)\] as const;\nexport type (\w+) = \(typeof \1\)\[number\];", models
+    ):
+        found[name] = json.loads(f"[{values.rstrip().rstrip(',')}]")
+    assert found == named and "Category" in found and len(found["Category"]) == 12
