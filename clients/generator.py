@@ -1,4 +1,7 @@
-"""`nurturehub client generate`: the typed Python client, written from the procedure registry.
+"""`nurturehub client generate`: the typed clients, written from the procedure registry.
+
+`run` writes (or, with --check, compares) both: the Python client, built here, and the
+TypeScript client's generated part (clients/ts_generator.py). Neither needs Node.
 
 The output is a standalone package, clients/python (importable as `nurturehub_client`), that
 depends on httpx and pydantic only. Its modules are of two kinds:
@@ -19,20 +22,17 @@ from __future__ import annotations
 import ast
 import inspect
 import re
-import sys
 import textwrap
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from pydantic import BaseModel
-
-from clients.typemap import Catalog, FieldSpec, GeneratorError, ModelSpec, Ref, camel
+from clients import ts_generator
+from clients.registry import Method, Namespace, error_classes, walk
+from clients.typemap import Catalog, FieldSpec, GeneratorError, camel
 from server.app import VERSION
-from server.errors import RPCError
 from server.procedure import Guard, Kind, Procedure
 
-__all__ = ["DEFAULT_OUT", "GeneratorError", "build", "run"]
+__all__ = ["DEFAULT_OUT", "GeneratorError", "build", "build_all", "run"]
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "python"
 PACKAGE = "nurturehub_client"
@@ -54,38 +54,6 @@ _KINDS = {
 # The registry, as namespaces ---------------------------------------------------------------------
 
 
-@dataclass
-class Method:
-    wire: str  # contacts.assignCategory
-    attr: str  # assign_category
-    procedure: Procedure
-    params: ModelSpec
-    result: Ref
-    page_item: Ref | None = None  # set for cursor-paginated queries
-
-
-@dataclass
-class Namespace:
-    path: tuple[str, ...]
-    methods: list[Method] = field(default_factory=list)
-    children: dict[str, Namespace] = field(default_factory=dict)  # attribute -> namespace
-    docs: set[str] = field(default_factory=set)
-
-    @property
-    def cls(self) -> str:
-        return "".join(part[:1].upper() + part[1:] for part in self.path)
-
-    def members(self) -> frozenset[str]:
-        names = {m.attr for m in self.methods} | set(self.children)
-        names |= {f"iter_{m.attr}" for m in self.methods if m.page_item is not None}
-        return frozenset(names)
-
-    def walk(self) -> Iterable[Namespace]:
-        for child in self.children.values():
-            yield from child.walk()
-        yield self
-
-
 def snake(name: str) -> str:
     name = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     name = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
@@ -96,24 +64,7 @@ _KEYWORDS = frozenset(__import__("keyword").kwlist) | {"self"}
 
 
 def _namespaces(router: Mapping[str, Procedure], catalog: Catalog) -> Namespace:
-    root = Namespace(())
-    for wire in sorted(router):
-        procedure = router[wire]
-        *path, name = wire.split(".")
-        if not path:
-            raise GeneratorError(f"{wire}: a procedure name needs a namespace (ns.name)")
-        node = root
-        for part in path:
-            node = node.children.setdefault(snake(part), Namespace((*node.path, part)))
-        module = procedure.handler.__module__
-        doc = (sys.modules[module].__doc__ or "").strip().splitlines()
-        if doc:
-            node.docs.add(doc[0])
-        params = catalog.model(procedure.params_model, "params")
-        result = catalog.ref(procedure.result_type, "result", module)
-        method = Method(wire, snake(name), procedure, params, result)
-        method.page_item = _page_item(catalog, method)
-        node.methods.append(method)
+    root = walk(router, catalog, snake)
     for node in root.walk():
         # Methods, iterators and sub-namespaces share one class: each name may be taken once.
         names = [m.attr for m in node.methods] + list(node.children)
@@ -125,20 +76,6 @@ def _namespaces(router: Mapping[str, Procedure], catalog: Catalog) -> Namespace:
 
 
 _RESERVED = frozenset({"_transport", "_batch"})
-
-
-def _page_item(catalog: Catalog, method: Method) -> Ref | None:
-    """The item type when the query pages with cursor / nextCursor / items."""
-    result = method.procedure.result_type
-    if method.procedure.kind is not Kind.QUERY or not isinstance(result, type):
-        return None
-    if not issubclass(result, BaseModel) or "cursor" not in {f.name for f in method.params.fields}:
-        return None
-    fields = {f.name: f for f in catalog.models[result].fields}
-    items, cursor = fields.get("items"), fields.get("next_cursor")
-    if items is None or cursor is None or items.type.name != "list":
-        return None
-    return items.type.args[0]
 
 
 # Source helpers ----------------------------------------------------------------------------------
@@ -251,20 +188,10 @@ def all_list(names: Iterable[str]) -> list[str]:
 # Errors ------------------------------------------------------------------------------------------
 
 
-def _error_classes() -> list[type[RPCError]]:
-    found: list[type[RPCError]] = []
-    pending = list(RPCError.__subclasses__())
-    while pending:
-        cls = pending.pop(0)
-        found.append(cls)
-        pending[:0] = cls.__subclasses__()
-    return [cls for cls in found if cls.__module__ == RPCError.__module__]
-
-
 def errors_module(source: str) -> str:
     body: list[str] = []
     names = []
-    for cls in _error_classes():
+    for cls in error_classes():
         names.append(cls.__name__)
         doc = inspect.cleandoc(cls.__dict__.get("__doc__") or "") or cls.default_message.rstrip(".") + "."
         doc += f"\n\n{cls.code}, JSON-RPC {cls.rpc_code}, HTTP {cls.http_status}."
@@ -638,7 +565,7 @@ def init_module(catalog: Catalog, source: str) -> str:
     exports: dict[str, list[str]] = {
         "._batch": ["Pending"],
         "._client": ["AsyncBatch", "AsyncClient", "Batch", "Client"],
-        "._errors": [cls.__name__ for cls in _error_classes()],
+        "._errors": [cls.__name__ for cls in error_classes()],
         "._exceptions": _public_names(DEFAULT_OUT / PACKAGE / "_exceptions.py"),
         "._models": list(catalog.aliases) + [spec.name for spec in catalog.models.values()],
         "._wire": ["NOT_GIVEN", "NotGiven"],
@@ -756,6 +683,13 @@ def build(router: Mapping[str, Procedure], source: str) -> dict[str, str]:
     return files
 
 
+def build_all(router: Mapping[str, Procedure], source: str) -> dict[str, str]:
+    """Every generated file of both clients, by path relative to clients/."""
+    files = {f"python/{path}": text for path, text in build(router, source).items()}
+    files.update(ts_generator.build(router, source))
+    return files
+
+
 def stale(out: Path, files: Mapping[str, str]) -> list[str]:
     """What differs between `out` and `files`: missing, changed and leftover generated files."""
     problems = []
@@ -771,24 +705,23 @@ def stale(out: Path, files: Mapping[str, str]) -> list[str]:
 
 
 def _leftovers(out: Path, files: Mapping[str, str]) -> list[Path]:
-    package = out / PACKAGE
-    if not package.is_dir():
-        return []
+    found = sorted((out / "python" / PACKAGE).glob("*.py"))
+    found += sorted((out / "typescript" / "src").glob("*.ts"))
     return [
         path
-        for path in sorted(package.glob("*.py"))
+        for path in found
         if str(path.relative_to(out)) not in files
-        and path.read_text(encoding="utf-8").startswith("# DO NOT EDIT")
+        and path.read_text(encoding="utf-8").startswith(("# DO NOT EDIT", "// DO NOT EDIT"))
     ]
 
 
 def run(
     router: Mapping[str, Procedure], *, source: str, out: Path | None = None, check: bool = False
 ) -> list[str]:
-    """Write the client to `out` (clients/python); with `check`, write nothing and return what
-    is stale. Returns the files changed (or stale)."""
-    out = Path(out) if out is not None else DEFAULT_OUT
-    files = build(router, source)
+    """Write both clients under `out` (clients/: python/ and typescript/); with `check`, write
+    nothing and return what is stale. Returns the files changed (or stale). Needs no Node."""
+    out = Path(out) if out is not None else DEFAULT_OUT.parent
+    files = build_all(router, source)
     problems = stale(out, files)
     if check:
         return problems

@@ -26,12 +26,13 @@ from procedures.contact_fields import (
     SearchText,
     search_tsquery,
 )
+from procedures.suppression import IdentifierKind
 from server.audit import audit_cte
 from server.context import Context
 from server.cursor import cursor_key, decode_cursor, encode_cursor
 from server.db import Row, Statement, sql
 from server.encoded import Encoded, encode, wire_columns
-from server.errors import Conflict, InvalidParams, NotFound
+from server.errors import Conflict, Forbidden, InvalidParams, NotFound
 from server.models import WireModel
 from server.procedure import ADMIN, AUTHED, Router, mutation, query
 
@@ -235,11 +236,11 @@ class LiftSuppressionParams(CheckSuppressionParams):
 
 
 class SuppressionStatus(WireModel):
-    suppressed: list[suppression.IdentifierKind]
+    suppressed: list[IdentifierKind]
 
 
 class SuppressionLifted(WireModel):
-    lifted: list[suppression.IdentifierKind]
+    lifted: list[IdentifierKind]
 
 
 # SQL ---------------------------------------------------------------------------------------------
@@ -715,13 +716,13 @@ async def list_contacts(ctx: Context, params: ListContactsParams) -> Encoded[Con
     return encode({"items": page, "nextCursor": next_cursor})
 
 
-@query(guard=AUTHED)
+@query(guard=AUTHED, errors=(NotFound,))
 async def get_contact(ctx: Context, params: GetContactParams) -> ContactDetail:
     """One contact and its active category assignment (null when it has none)."""
     return await _detail(ctx, params.id)
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(Conflict, Forbidden))
 async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDetail:
     """Create a contact, with its first category assignment when a category is given."""
     if params.crm_payload is not None and params.import_source != "crm_sync":
@@ -808,7 +809,7 @@ _UPDATABLE = {
 }
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(NotFound, Conflict, Forbidden))
 async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDetail:
     """Change some fields; a new category supersedes the active assignment, keeping history."""
     given = params.model_fields_set
@@ -877,7 +878,7 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     return await _detail(ctx, params.id)
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(NotFound,))
 async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignment:
     """(Re)assign the contact's category; the current category again changes nothing."""
     change = _category_change(ctx, params.id, params.category, params.reason)
@@ -887,7 +888,7 @@ async def assign_category(ctx: Context, params: AssignCategoryParams) -> Assignm
     return _assignment(row)
 
 
-@query(guard=AUTHED)
+@query(guard=AUTHED, errors=(NotFound,))
 async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -> list[Assignment]:
     """Every category assignment of the contact, newest first."""
     keys = {"organisation_id": ctx.organisation_id, "id": params.id}
@@ -897,7 +898,7 @@ async def get_category_history(ctx: Context, params: GetCategoryHistoryParams) -
     return [_assignment(row) for row in rows]
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound,))
 async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactErasure:
     """GDPR erasure: remove the person's data, and keep keyed hashes so imports stay out."""
     key = suppression.suppression_key(ctx)
@@ -944,7 +945,7 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
     )
 
 
-@query(guard=AUTHED)
+@query(guard=AUTHED, errors=(NotFound,))
 async def get_consent(ctx: Context, params: GetConsentParams) -> ContactConsent:
     """The contact's consent, overall and per channel, with every change and its evidence."""
     row = await ctx.db.one(SELECT_CONSENT, {"organisation_id": ctx.organisation_id, "id": params.id})
@@ -978,7 +979,7 @@ async def check_suppression(ctx: Context, params: CheckSuppressionParams) -> Sup
     return SuppressionStatus(suppressed=sorted({row["kind"] for row in rows}))
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound,))
 async def lift_suppression(ctx: Context, params: LiftSuppressionParams) -> SuppressionLifted:
     """Take identifiers off the erasure suppression list, with the reason kept as evidence, so
     the person may be created or synced again (for one who came back and consented)."""

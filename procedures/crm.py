@@ -439,7 +439,7 @@ async def list_connections(ctx: Context, params: ListConnectionsParams) -> list[
     return [_connection(row) for row in rows]
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(Conflict,))
 async def connect(ctx: Context, params: ConnectParams) -> CrmConnection:
     """Connect a CRM. Its credentials are encrypted at rest and never returned.
 
@@ -470,7 +470,7 @@ async def connect(ctx: Context, params: ConnectParams) -> CrmConnection:
     return await _get_connection(ctx, connection_id)
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound,))
 async def update_connection(ctx: Context, params: UpdateConnectionParams) -> CrmConnection:
     """Pause or resume a connection, or replace its credentials or settings.
 
@@ -517,7 +517,7 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
     return await _get_connection(ctx, params.connection_id)
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound,))
 async def disconnect(ctx: Context, params: DisconnectParams) -> Disconnected:
     """Delete a connection and its credentials; its queued events are cancelled, and say so."""
     scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
@@ -529,7 +529,7 @@ async def disconnect(ctx: Context, params: DisconnectParams) -> Disconnected:
     return Disconnected(connection_id=params.connection_id, cancelled_events=cancelled)
 
 
-@mutation(guard=AUTHED)
+@mutation(guard=AUTHED, errors=(NotFound, Conflict))
 async def enqueue_writeback(ctx: Context, params: EnqueueWritebackParams) -> Enqueued:
     """Queue an engagement event for the contact's CRMs; the payload's shape follows eventType.
 
@@ -585,7 +585,7 @@ async def list_writeback(ctx: Context, params: ListWritebackParams) -> Writeback
     return WritebackPage(items=_entries(rows), next_cursor=cursor)
 
 
-@mutation(guard=ADMIN)
+@mutation(guard=ADMIN, errors=(NotFound, Conflict))
 async def retry_writeback(ctx: Context, params: RetryWritebackParams) -> WritebackEntry:
     """Send a failed entry again, with a fresh set of attempts."""
     scope = {"organisation_id": ctx.organisation_id, "id": params.id}
@@ -598,7 +598,7 @@ async def retry_writeback(ctx: Context, params: RetryWritebackParams) -> Writeba
     return WritebackEntry.model_validate(dict(row))
 
 
-@query(guard=ADMIN)
+@query(guard=ADMIN, errors=(NotFound,))
 async def test_connection(ctx: Context, params: TestConnectionParams) -> ConnectionCheck:
     """Try the connection's stored credentials against the CRM now, with a call that changes
     nothing there; the answer says ok or why not, never a credential.

@@ -489,12 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke.add_argument("token_id", type=_uuid)
     token_revoke.set_defaults(run=cmd_token_revoke)
 
-    client = commands.add_parser("client", help="the generated Python client").add_subparsers(
+    client = commands.add_parser("client", help="the generated Python and TypeScript clients").add_subparsers(
         dest="client_command", required=True, parser_class=_Parser
     )
-    generate = client.add_parser("generate", help="write clients/python from the procedures")
-    generate.add_argument("--check", action="store_true", help="fail if the written client is stale")
-    generate.add_argument("--out", help="output folder (default: clients/python)")
+    generate = client.add_parser(
+        "generate", help="write clients/python and clients/typescript/src/*.gen.ts from the procedures"
+    )
+    generate.add_argument("--check", action="store_true", help="fail if a written client is stale")
+    generate.add_argument("--out", help="output folder holding python/ and typescript/ (default: clients)")
     generate.set_defaults(run=cmd_client_generate)
     return parser
 

@@ -12,6 +12,7 @@
     +-- NotFound                  NOT_FOUND              -32004    404
     +-- Conflict                  CONFLICT               -32009    409
     +-- PayloadTooLarge           PAYLOAD_TOO_LARGE      -32013    413
+    +-- UnsupportedMediaType      UNSUPPORTED_MEDIA_TYPE -32015    415
     +-- TooManyRequests           TOO_MANY_REQUESTS      -32029    429
 
 Handlers raise these; nothing else ever builds an error object. Messages are written for the
@@ -37,6 +38,7 @@ __all__ = [
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 FieldIssue = dict[str, Any]
@@ -122,6 +124,13 @@ class Conflict(RPCError):
 class PayloadTooLarge(RPCError):
     code, rpc_code, http_status = "PAYLOAD_TOO_LARGE", -32013, 413
     default_message = "Payload too large"
+
+
+class UnsupportedMediaType(RPCError):
+    """A browser sent a body that is not declared as JSON (a form post, text/plain)."""
+
+    code, rpc_code, http_status = "UNSUPPORTED_MEDIA_TYPE", -32015, 415
+    default_message = "Unsupported media type: send the body as application/json"
 
 
 class TooManyRequests(RPCError):

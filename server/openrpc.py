@@ -1,29 +1,35 @@
-"""The OpenRPC 1.3 document, built from the router: served by rpc.discover and /openrpc.json."""
+"""The OpenRPC 1.3 document, built from the router: served by rpc.discover and /openrpc.json.
+
+Named Literal aliases of the procedures' modules (`Category = Literal[...]`) are hoisted into
+components.schemas and referenced, as pydantic does for models and enums, so every client of the
+document gets a `Category` type and the list of its values.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import sys
+import typing
+from collections.abc import Iterator
+from typing import Any, Literal
 
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from server.errors import (
-    Conflict,
     Forbidden,
     InvalidParams,
-    NotFound,
     RPCError,
-    TooManyRequests,
+    ServiceUnavailable,
     Unauthorized,
 )
 from server.procedure import Guard, Kind, Procedure, Router
 
-__all__ = ["openrpc_document"]
+__all__ = ["named_literals", "openrpc_document"]
 
 OPENRPC_VERSION = "1.3.2"
 REF_TEMPLATE = "#/components/schemas/{model}"
 
-# Errors any procedure may answer with, by its guard; listed so clients can map them.
-_COMMON_ERRORS: tuple[type[RPCError], ...] = (InvalidParams, NotFound, Conflict, TooManyRequests)
+# What every procedure may answer with besides its own errors: bad params, a busy database.
+_COMMON_ERRORS: tuple[type[RPCError], ...] = (InvalidParams, ServiceUnavailable)
 _GUARD_ERRORS: dict[Guard, tuple[type[RPCError], ...]] = {
     Guard.PUBLIC: (),
     Guard.AUTHED: (Unauthorized,),
@@ -52,7 +58,7 @@ def _method(
         "paramStructure": "by-name",
         "params": params,
         "result": {"name": f"{name}.result", "schema": result_schema},
-        "errors": [_error_object(e) for e in _GUARD_ERRORS[procedure.guard] + _COMMON_ERRORS],
+        "errors": [_error_object(e) for e in method_errors(procedure)],
         "tags": [{"name": name.split(".", 1)[0]}],
         "x-kind": procedure.kind.value,
         "x-guard": procedure.guard.value,
@@ -60,6 +66,51 @@ def _method(
     if procedure.kind is Kind.MUTATION:
         method["x-audited"] = True
     return method
+
+
+def method_errors(procedure: Procedure) -> list[type[RPCError]]:
+    """The errors a call of `procedure` can answer with, in a stable order, each once."""
+    found = _GUARD_ERRORS[procedure.guard] + _COMMON_ERRORS + procedure.errors
+    return list(dict.fromkeys(found))
+
+
+def named_literals(types: Iterator[Any]) -> dict[tuple[Any, ...], str]:
+    """Literal aliases by their values, from the modules of the given types and their models
+    (`Category = Literal["seller", ...]` in a module a procedure's model comes from). A value
+    list with two names keeps the first in name order."""
+    modules: set[str] = set()
+    seen: set[type[BaseModel]] = set()
+    pending = list(types)
+    while pending:
+        tp = pending.pop()
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp in seen:
+                continue
+            seen.add(tp)
+            modules.add(tp.__module__)
+            pending += [info.annotation for info in tp.model_fields.values()]
+        else:
+            pending += typing.get_args(tp)
+    found: dict[tuple[Any, ...], str] = {}
+    for module in sorted(modules):
+        for name, value in sorted(vars(sys.modules[module]).items()):
+            if name[:1].isupper() and typing.get_origin(value) is Literal:
+                found.setdefault(typing.get_args(value), name)
+    return found
+
+
+def _hoist(node: Any, names: dict[tuple[Any, ...], str], schemas: dict[str, Any]) -> Any:
+    """`node` with each enum of a named alias replaced by a $ref to it, defined in `schemas`."""
+    if isinstance(node, list):
+        return [_hoist(item, names, schemas) for item in node]
+    if not isinstance(node, dict):
+        return node
+    name = names.get(tuple(node["enum"])) if isinstance(node.get("enum"), list) else None
+    if name is not None and schemas.get(name, {}).get("enum", node["enum"]) == node["enum"]:
+        schemas[name] = {"title": name, "type": node.get("type", "string"), "enum": node["enum"]}
+        rest = {k: v for k, v in node.items() if k not in ("enum", "type", "title")}
+        return {"$ref": REF_TEMPLATE.format(model=name), **rest}
+    return {key: _hoist(value, names, schemas) for key, value in node.items()}
 
 
 def openrpc_document(router: Router, *, title: str, version: str) -> dict[str, Any]:
@@ -71,17 +122,23 @@ def openrpc_document(router: Router, *, title: str, version: str) -> dict[str, A
         inputs, ref_template=REF_TEMPLATE, by_alias=True
     )
 
+    names = named_literals(
+        tp for procedure in router.values() for tp in (procedure.params_model, procedure.result_type)
+    )
+    names = {values: name for values, name in names.items() if name not in definitions.get("$defs", {})}
+    aliases: dict[str, Any] = {}
+    components = _hoist(definitions.get("$defs", {}), names, aliases)
     methods = []
     for name, procedure in router.items():
         params_schema = dict(schemas[((name, "params"), "validation")])
         ref = params_schema.get("$ref")
         if ref:  # the params model itself: inline its properties as by-name params
-            params_schema = definitions["$defs"][ref.rsplit("/", 1)[1]]
-        result_schema = schemas[((name, "result"), "serialization")]
+            params_schema = components[ref.rsplit("/", 1)[1]]
+        result_schema = _hoist(schemas[((name, "result"), "serialization")], names, aliases)
         methods.append(_method(name, procedure, params_schema, result_schema))
     return {
         "openrpc": OPENRPC_VERSION,
         "info": {"title": title, "version": version},
         "methods": methods,
-        "components": {"schemas": definitions.get("$defs", {})},
+        "components": {"schemas": dict(sorted({**components, **aliases}.items()))},
     }

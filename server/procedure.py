@@ -25,6 +25,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from server.context import Context
 from server.encoded import Encoded
+from server.errors import RPCError
 
 __all__ = [
     "ADMIN",
@@ -63,6 +64,9 @@ class Procedure:
     params_model: type[BaseModel]
     result_type: Any
     result_adapter: TypeAdapter[Any] = field(repr=False, compare=False)
+    # What the handler itself may raise, beyond its guard's errors and invalid params: listed
+    # in the OpenRPC document, so clients can tell which codes a call can answer with.
+    errors: tuple[type[RPCError], ...] = ()
 
     @property
     def description(self) -> str:
@@ -72,9 +76,13 @@ class Procedure:
         return await self.handler(ctx, params)
 
 
-def _build(kind: Kind, guard: Guard) -> Callable[[Handler], Procedure]:
+def _build(
+    kind: Kind, guard: Guard, errors: tuple[type[RPCError], ...]
+) -> Callable[[Handler], Procedure]:
     if not isinstance(guard, Guard):
         raise TypeError("guard must be PUBLIC, AUTHED or ADMIN")
+    if not all(isinstance(e, type) and issubclass(e, RPCError) for e in errors):
+        raise TypeError("errors must be RPCError classes")
 
     def wrap(handler: Handler) -> Procedure:
         hints = typing.get_type_hints(handler)
@@ -99,19 +107,20 @@ def _build(kind: Kind, guard: Guard) -> Callable[[Handler], Procedure]:
             params_model=params_model,
             result_type=result_type,
             result_adapter=TypeAdapter(result_type),
+            errors=errors,
         )
 
     return wrap
 
 
-def query(*, guard: Guard) -> Callable[[Handler], Procedure]:
-    """A procedure that only reads."""
-    return _build(Kind.QUERY, guard)
+def query(*, guard: Guard, errors: tuple[type[RPCError], ...] = ()) -> Callable[[Handler], Procedure]:
+    """A procedure that only reads; `errors` are the RPCErrors its handler raises."""
+    return _build(Kind.QUERY, guard, errors)
 
 
-def mutation(*, guard: Guard) -> Callable[[Handler], Procedure]:
+def mutation(*, guard: Guard, errors: tuple[type[RPCError], ...] = ()) -> Callable[[Handler], Procedure]:
     """A procedure that writes; the framework writes its audit row in the same transaction."""
-    return _build(Kind.MUTATION, guard)
+    return _build(Kind.MUTATION, guard, errors)
 
 
 class Router(Mapping[str, Procedure]):

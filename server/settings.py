@@ -69,6 +69,8 @@ class Settings:
     # Validate results a handler serialised itself (server/encoded.py) against their model, as
     # the tests do; off in production, where the rows' types come from the schema.
     verify_encoded_results: bool = False
+    # GET /explorer, the API explorer page; NURTUREHUB_EXPLORER=0 turns it off.
+    explorer: bool = True
 
     @classmethod
     def from_env(cls, database_url: str) -> Settings:
@@ -85,6 +87,7 @@ class Settings:
             encryption_keys=keyring_from_env(),
             suppression_key=_suppression_key_from_env(),
             verify_encoded_results=_bool_env("NURTUREHUB_VERIFY_ENCODED_RESULTS"),
+            explorer=os.environ.get("NURTUREHUB_EXPLORER", "1") not in ("0", "false", "no"),
         )
 
 

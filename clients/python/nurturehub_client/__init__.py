@@ -27,6 +27,7 @@ from ._errors import (
     ServiceUnavailable,
     TooManyRequests,
     Unauthorized,
+    UnsupportedMediaType,
 )
 from ._exceptions import (
     ConfigurationError,
@@ -73,6 +74,7 @@ from ._models import (
     GetConsentParams,
     GetContactParams,
     Group,
+    IdentifierKind,
     ImportSource,
     LiftSuppressionParams,
     ListAuditParams,
@@ -145,6 +147,7 @@ __all__ = [
     "GetConsentParams",
     "GetContactParams",
     "Group",
+    "IdentifierKind",
     "ImportSource",
     "InternalError",
     "InvalidParams",
@@ -177,6 +180,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "UnexpectedResponse",
+    "UnsupportedMediaType",
     "UpdateConnectionParams",
     "UpdateContactParams",
     "Whoami",

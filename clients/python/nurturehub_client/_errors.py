@@ -23,6 +23,7 @@ __all__ = [
     "ServiceUnavailable",
     "TooManyRequests",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -150,6 +151,17 @@ class PayloadTooLarge(RPCError):
     code = "PAYLOAD_TOO_LARGE"
     rpc_code = -32013
     http_status = 413
+
+
+class UnsupportedMediaType(RPCError):
+    """A browser sent a body that is not declared as JSON (a form post, text/plain).
+
+    UNSUPPORTED_MEDIA_TYPE, JSON-RPC -32015, HTTP 415.
+    """
+
+    code = "UNSUPPORTED_MEDIA_TYPE"
+    rpc_code = -32015
+    http_status = 415
 
 
 class TooManyRequests(RPCError):

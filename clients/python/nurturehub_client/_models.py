@@ -50,6 +50,7 @@ __all__ = [
     "GetConsentParams",
     "GetContactParams",
     "Group",
+    "IdentifierKind",
     "ImportSource",
     "LiftSuppressionParams",
     "ListAuditParams",
@@ -90,6 +91,7 @@ Category = Literal[
     "active_btl_investor",
 ]
 Group = Literal["prospect", "existing_client"]
+IdentifierKind = Literal["email", "phone", "external_id"]
 ConsentStatus = Literal["granted", "denied", "unknown", "pending"]
 ImportSource = Literal["crm_sync", "manual", "apify", "land_registry"]
 Channel = Literal["overall", "email", "sms", "phone", "post"]
@@ -179,7 +181,7 @@ class CheckSuppressionParams(ParamsModel):
 
 
 class SuppressionStatus(ResultModel):
-    suppressed: list[Literal["email", "phone", "external_id"]]
+    suppressed: list[IdentifierKind]
 
 
 class SuppressionOverride(ParamsModel):
@@ -259,7 +261,7 @@ class CrmHolder(ResultModel):
 class ContactErasure(ResultModel):
     contact_id: UUID
     removed: Removed
-    suppressed: list[Literal["email", "phone", "external_id"]]
+    suppressed: list[IdentifierKind]
     crms_still_holding: list[CrmHolder]
 
 
@@ -315,7 +317,7 @@ class LiftSuppressionParams(ParamsModel):
 
 
 class SuppressionLifted(ResultModel):
-    lifted: list[Literal["email", "phone", "external_id"]]
+    lifted: list[IdentifierKind]
 
 
 class ListContactsParams(ParamsModel):
