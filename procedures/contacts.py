@@ -11,6 +11,8 @@ import orjson
 from pydantic import AwareDatetime, BeforeValidator, Field
 
 from procedures import consent, suppression
+from procedures.audit import SELECT_ENTRIES as SELECT_AUDIT_ENTRIES
+from procedures.audit import AuditEntry
 from procedures.contact_fields import (
     Category,
     ConsentStatus,
@@ -27,14 +29,15 @@ from procedures.contact_fields import (
     search_tsquery,
 )
 from procedures.suppression import IdentifierKind
-from server.audit import audit_cte
-from server.context import Context
+from server.audit import audit_cte, audit_params, write_audit
+from server.context import Context, Principal
 from server.cursor import cursor_key, decode_cursor, encode_cursor
-from server.db import Row, Statement, sql
+from server.db import Database, Row, Statement, sql
 from server.encoded import Encoded, encode, wire_columns
 from server.errors import Conflict, Forbidden, InvalidParams, NotFound
 from server.models import WireModel
 from server.procedure import ADMIN, AUTHED, Router, mutation, query
+from server.settings import Settings
 
 ALL_CATEGORIES: tuple[str, ...] = typing.get_args(Category)
 NIL_UUID = UUID(int=0)
@@ -221,6 +224,55 @@ class ContactConsent(WireModel):
     channels: ChannelConsents
     effective: ChannelConsents
     history: list[consent.ConsentEvent]
+
+
+class ExportContactParams(WireModel):
+    id: UUID
+
+
+class ExportedContact(ContactDetail):
+    """Every field held about the person, the raw CRM payload included."""
+
+    crm_payload: dict[str, Any] | None
+
+
+class ExportedAttempt(WireModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    outcome: str
+    error: str | None
+
+
+class ExportedWritebackEvent(WireModel):
+    id: UUID
+    connection_id: UUID | None
+    provider_id: str
+    event_type: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
+    external_id: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    attempt_log: list[ExportedAttempt]
+
+
+class PersonExport(WireModel):
+    """A subject access export (UK GDPR Art. 15): everything held about one person."""
+
+    format: Literal["nurturehub.subject-access"] = "nurturehub.subject-access"
+    format_version: Literal[1] = 1
+    exported_at: datetime
+    organisation_id: UUID
+    contact: ExportedContact
+    category_history: list[Assignment]
+    consent: ContactConsent
+    writeback_events: list[ExportedWritebackEvent]
+    audit_entries: list[AuditEntry]
+    crms_holding: list[CrmHolder]
 
 
 class CheckSuppressionParams(WireModel):
@@ -487,6 +539,26 @@ SELECT_HISTORY = sql(f"""
     SELECT {_ASSIGNMENT_COLUMNS} FROM lead_category_assignments AS a
      WHERE a.organisation_id = :organisation_id AND a.contact_id = :contact_id
      ORDER BY a.assigned_at DESC, a.id DESC
+""")
+
+SELECT_PAYLOAD = sql("""
+    SELECT crm_payload FROM contacts WHERE organisation_id = :organisation_id AND id = :id
+""")
+
+# The contact's writeback events with their attempt logs, oldest first.
+SELECT_WRITEBACK_EVENTS = sql("""
+    SELECT q.id, q.connection_id, q.provider_id, q.event_type, q.payload, q.status, q.attempts,
+           q.last_error, q.external_id, q.created_at, q.completed_at,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                'attempt', t.attempt, 'startedAt', t.started_at,
+                                'durationMs', t.duration_ms, 'statusCode', t.status_code,
+                                'outcome', t.outcome, 'error', t.error) ORDER BY t.attempt)
+                       FROM crm_writeback_attempts AS t
+                      WHERE t.organisation_id = q.organisation_id AND t.queue_id = q.id),
+                    '[]'::jsonb) AS attempt_log
+      FROM crm_writeback_queue AS q
+     WHERE q.organisation_id = :organisation_id AND q.contact_id = :contact_id
+     ORDER BY q.seq
 """)
 
 CONTACT_EXISTS = sql("""
@@ -964,6 +1036,63 @@ async def get_consent(ctx: Context, params: GetConsentParams) -> ContactConsent:
     )
 
 
+async def export_person(ctx: Context, contact_id: UUID) -> PersonExport:
+    """Everything held about one person, read in one snapshot-consistent transaction."""
+    org = ctx.organisation_id
+    keys = {"organisation_id": org, "contact_id": contact_id}
+    detail = await _detail(ctx, contact_id)
+    payload = await ctx.db.scalar(SELECT_PAYLOAD, {"organisation_id": org, "id": contact_id})
+    history = await ctx.db.all(SELECT_HISTORY, keys)
+    events = await ctx.db.all(SELECT_WRITEBACK_EVENTS, keys)
+    audit_rows = await ctx.db.all(SELECT_AUDIT_ENTRIES, {
+        "organisation_id": org, "actor_user_id": None, "action": None, "target_type": "contact",
+        "target_id": str(contact_id), "since": None, "until": None, "before_at": None,
+        "before_id": None, "limit": 100_000,
+    })
+    holders = await ctx.db.all(SELECT_CRM_HOLDERS, {**keys, "source_id": detail.crm_connection_id})
+    return PersonExport(
+        exported_at=datetime.now(UTC),
+        organisation_id=org,
+        contact=ExportedContact(**detail.model_dump(), crm_payload=payload),
+        category_history=[_assignment(row) for row in history],
+        consent=await get_consent(ctx, GetConsentParams(id=contact_id)),
+        writeback_events=[ExportedWritebackEvent(**row) for row in events],
+        audit_entries=[AuditEntry(**row) for row in audit_rows],
+        crms_holding=[
+            CrmHolder(**row, external_id=detail.external_id if row["reason"] == "source" else None)
+            for row in holders
+        ],
+    )
+
+
+@mutation(guard=ADMIN, errors=(NotFound,))
+async def export_contact(ctx: Context, params: ExportContactParams) -> PersonExport:
+    """A subject access export (UK GDPR Art. 15): the contact's fields and raw CRM payload,
+    category and consent history, writeback events and their attempts, the audit entries about
+    them and the CRMs that hold them, as JSON with a format version. Audited, as a disclosure."""
+    export = await export_person(ctx, params.id)
+    ctx.record("contact", params.id)
+    return export
+
+
+async def export_for_operator(db: Database, organisation_id: UUID, contact_id: UUID) -> dict[str, Any]:
+    """`nurturehub contacts export`: the same export for an operator at the command line, with
+    an audit row of its own (no caller's token: an operator ran it)."""
+    async with db.transaction() as tx:
+        # The export reads as the organisation; nothing in it is written in this principal's name.
+        operator = Principal(
+            user_id=NIL_UUID, organisation_id=organisation_id, role="owner", token_id=NIL_UUID
+        )
+        ctx = Context(request_id="cli", procedure="cli.contacts.export", principal=operator, db=tx,
+                      settings=Settings(database_url=db.url))
+        export = await export_person(ctx, contact_id)
+        await write_audit(tx, audit_params(
+            action="cli.contacts.export", organisation_id=organisation_id, target_type="contact",
+            target_id=str(contact_id),
+        ))
+    return export.model_dump(mode="json", by_alias=True)
+
+
 def _given_identifiers(params: CheckSuppressionParams) -> list[tuple[suppression.IdentifierKind, str]]:
     found = suppression.identifiers(params.email, params.phone, params.external_id)
     if not found:
@@ -1001,6 +1130,7 @@ router = Router(
         "getCategoryHistory": get_category_history,
         "getConsent": get_consent,
         "delete": delete_contact,
+        "export": export_contact,
         "checkSuppression": check_suppression,
         "liftSuppression": lift_suppression,
         "listCrmProviders": list_crm_providers,

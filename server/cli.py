@@ -44,6 +44,7 @@ ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
 WORKER = "procedures.writeback.worker:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
+SUBJECT_ACCESS_EXPORT = "procedures.contacts:export_for_operator"
 CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
@@ -300,6 +301,14 @@ def cmd_worker(args: argparse.Namespace) -> None:
             embedded.stop()
 
 
+def cmd_contacts_export(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> dict[str, Any]:
+        export: dict[str, Any] = await load(SUBJECT_ACCESS_EXPORT)(db, args.org, args.contact_id)
+        return export
+
+    _print_json(_with_database(work, prepare=True))
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     keyring, source = _encryption_keys(create=False)
     if source is None:
@@ -488,6 +497,16 @@ def build_parser() -> argparse.ArgumentParser:
     token_revoke = token.add_parser("revoke", help="revoke a token with immediate effect")
     token_revoke.add_argument("token_id", type=_uuid)
     token_revoke.set_defaults(run=cmd_token_revoke)
+
+    contacts = commands.add_parser("contacts", help="contacts").add_subparsers(
+        dest="contacts_command", required=True, parser_class=_Parser
+    )
+    export = contacts.add_parser(
+        "export", help="a subject access export of one person, as JSON (UK GDPR Art. 15)"
+    )
+    export.add_argument("contact_id", type=_uuid)
+    export.add_argument("--org", type=_uuid, required=True)
+    export.set_defaults(run=cmd_contacts_export)
 
     client = commands.add_parser("client", help="the generated Python and TypeScript clients").add_subparsers(
         dest="client_command", required=True, parser_class=_Parser

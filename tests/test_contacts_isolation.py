@@ -19,6 +19,7 @@ BY_ID: list[tuple[str, dict[str, Any]]] = [
     ("contacts.getCategoryHistory", {}),
     ("contacts.getConsent", {}),
     ("contacts.delete", {}),
+    ("contacts.export", {}),
 ]
 
 

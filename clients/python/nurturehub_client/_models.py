@@ -46,6 +46,10 @@ __all__ = [
     "EnqueueWritebackParams",
     "Enqueued",
     "EventType",
+    "ExportContactParams",
+    "ExportedAttempt",
+    "ExportedContact",
+    "ExportedWritebackEvent",
     "GetCategoryHistoryParams",
     "GetConsentParams",
     "GetContactParams",
@@ -58,6 +62,7 @@ __all__ = [
     "ListContactsParams",
     "ListCrmProvidersParams",
     "ListWritebackParams",
+    "PersonExport",
     "Removed",
     "RetryWritebackParams",
     "SkippedConnection",
@@ -265,16 +270,30 @@ class ContactErasure(ResultModel):
     crms_still_holding: list[CrmHolder]
 
 
-class GetContactParams(ParamsModel):
+class ExportContactParams(ParamsModel):
     id: str | UUID
 
 
-class GetCategoryHistoryParams(ParamsModel):
-    id: str | UUID
+class ExportedContact(ResultModel):
+    """Every field held about the person, the raw CRM payload included."""
 
-
-class GetConsentParams(ParamsModel):
-    id: str | UUID
+    id: UUID
+    first_name: str | None
+    last_name: str | None
+    email: str | None
+    phone: str | None
+    postcode: str | None
+    consent_status: ConsentStatus
+    consent_timestamp: datetime | None
+    import_source: ImportSource
+    crm_connection_id: UUID | None
+    external_id: str | None
+    category: Category | None
+    group: Group | None
+    created_at: datetime
+    updated_at: datetime
+    active_assignment: Assignment | None
+    crm_payload: dict[str, Any] | None
 
 
 class ChannelConsents(ResultModel):
@@ -307,6 +326,57 @@ class ContactConsent(ResultModel):
     channels: ChannelConsents
     effective: ChannelConsents
     history: list[ConsentEvent]
+
+
+class ExportedAttempt(ResultModel):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    outcome: str
+    error: str | None
+
+
+class ExportedWritebackEvent(ResultModel):
+    id: UUID
+    connection_id: UUID | None
+    provider_id: str
+    event_type: str
+    payload: dict[str, Any]
+    status: str
+    attempts: int
+    last_error: str | None
+    external_id: str | None
+    created_at: datetime
+    completed_at: datetime | None
+    attempt_log: list[ExportedAttempt]
+
+
+class PersonExport(ResultModel):
+    """A subject access export (UK GDPR Art. 15): everything held about one person."""
+
+    format: Literal["nurturehub.subject-access"] = "nurturehub.subject-access"
+    format_version: Literal[1] = 1
+    exported_at: datetime
+    organisation_id: UUID
+    contact: ExportedContact
+    category_history: list[Assignment]
+    consent: ContactConsent
+    writeback_events: list[ExportedWritebackEvent]
+    audit_entries: list[AuditEntry]
+    crms_holding: list[CrmHolder]
+
+
+class GetContactParams(ParamsModel):
+    id: str | UUID
+
+
+class GetCategoryHistoryParams(ParamsModel):
+    id: str | UUID
+
+
+class GetConsentParams(ParamsModel):
+    id: str | UUID
 
 
 class LiftSuppressionParams(ParamsModel):

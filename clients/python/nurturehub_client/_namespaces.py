@@ -42,6 +42,7 @@ from ._models import (
     Enqueued,
     EnqueueWritebackParams,
     EventType,
+    ExportContactParams,
     GetCategoryHistoryParams,
     GetConsentParams,
     GetContactParams,
@@ -53,6 +54,7 @@ from ._models import (
     ListContactsParams,
     ListCrmProvidersParams,
     ListWritebackParams,
+    PersonExport,
     RetryWritebackParams,
     SuppressionLifted,
     SuppressionOverride,
@@ -99,6 +101,7 @@ _CONTACTS_CHECK_SUPPRESSION = Procedure(
 )
 _CONTACTS_CREATE = Procedure("contacts.create", "mutation", TypeAdapter(ContactDetail))
 _CONTACTS_DELETE = Procedure("contacts.delete", "mutation", TypeAdapter(ContactErasure))
+_CONTACTS_EXPORT = Procedure("contacts.export", "mutation", TypeAdapter(PersonExport))
 _CONTACTS_GET = Procedure("contacts.get", "query", TypeAdapter(ContactDetail))
 _CONTACTS_GET_CATEGORY_HISTORY = Procedure(
     "contacts.getCategoryHistory",
@@ -473,6 +476,21 @@ class ContactsNamespace:
         params = DeleteContactParams(id=id)
         return self._transport.call(_CONTACTS_DELETE(params))
 
+    def export(
+        self,
+        *,
+        id: str | UUID,
+    ) -> PersonExport:
+        """A subject access export (UK GDPR Art. 15): the contact's fields and raw CRM payload,
+        category and consent history, writeback events and their attempts, the audit entries about
+        them and the CRMs that hold them, as JSON with a format version. Audited, as a disclosure.
+
+        Procedure `contacts.export`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ExportContactParams(id=id)
+        return self._transport.call(_CONTACTS_EXPORT(params))
+
     def get(
         self,
         *,
@@ -754,6 +772,21 @@ class AsyncContactsNamespace:
         params = DeleteContactParams(id=id)
         return await self._transport.call(_CONTACTS_DELETE(params))
 
+    async def export(
+        self,
+        *,
+        id: str | UUID,
+    ) -> PersonExport:
+        """A subject access export (UK GDPR Art. 15): the contact's fields and raw CRM payload,
+        category and consent history, writeback events and their attempts, the audit entries about
+        them and the CRMs that hold them, as JSON with a format version. Audited, as a disclosure.
+
+        Procedure `contacts.export`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ExportContactParams(id=id)
+        return await self._transport.call(_CONTACTS_EXPORT(params))
+
     async def get(
         self,
         *,
@@ -1034,6 +1067,21 @@ class ContactsBatchNamespace:
         """
         params = DeleteContactParams(id=id)
         return self._batch.add(_CONTACTS_DELETE(params))
+
+    def export(
+        self,
+        *,
+        id: str | UUID,
+    ) -> Pending[PersonExport]:
+        """A subject access export (UK GDPR Art. 15): the contact's fields and raw CRM payload,
+        category and consent history, writeback events and their attempts, the audit entries about
+        them and the CRMs that hold them, as JSON with a format version. Audited, as a disclosure.
+
+        Procedure `contacts.export`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ExportContactParams(id=id)
+        return self._batch.add(_CONTACTS_EXPORT(params))
 
     def get(
         self,

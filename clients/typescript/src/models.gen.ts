@@ -227,16 +227,29 @@ export interface ContactErasure {
   crmsStillHolding: CrmHolder[];
 }
 
-export interface GetContactParams {
+export interface ExportContactParams {
   id: string | Uuid;
 }
 
-export interface GetCategoryHistoryParams {
-  id: string | Uuid;
-}
-
-export interface GetConsentParams {
-  id: string | Uuid;
+/** Every field held about the person, the raw CRM payload included. */
+export interface ExportedContact {
+  id: Uuid;
+  firstName: string | null;
+  lastName: string | null;
+  email: string | null;
+  phone: string | null;
+  postcode: string | null;
+  consentStatus: ConsentStatus;
+  consentTimestamp: DateTime | null;
+  importSource: ImportSource;
+  crmConnectionId: Uuid | null;
+  externalId: string | null;
+  category: Category | null;
+  group: Group | null;
+  createdAt: DateTime;
+  updatedAt: DateTime;
+  activeAssignment: Assignment | null;
+  crmPayload: Record<string, unknown> | null;
 }
 
 export interface ChannelConsents {
@@ -269,6 +282,56 @@ export interface ContactConsent {
   channels: ChannelConsents;
   effective: ChannelConsents;
   history: ConsentEvent[];
+}
+
+export interface ExportedAttempt {
+  attempt: number;
+  startedAt: DateTime;
+  durationMs: number;
+  statusCode: number | null;
+  outcome: string;
+  error: string | null;
+}
+
+export interface ExportedWritebackEvent {
+  id: Uuid;
+  connectionId: Uuid | null;
+  providerId: string;
+  eventType: string;
+  payload: Record<string, unknown>;
+  status: string;
+  attempts: number;
+  lastError: string | null;
+  externalId: string | null;
+  createdAt: DateTime;
+  completedAt: DateTime | null;
+  attemptLog: ExportedAttempt[];
+}
+
+/** A subject access export (UK GDPR Art. 15): everything held about one person. */
+export interface PersonExport {
+  format: "nurturehub.subject-access";
+  formatVersion: 1;
+  exportedAt: DateTime;
+  organisationId: Uuid;
+  contact: ExportedContact;
+  categoryHistory: Assignment[];
+  consent: ContactConsent;
+  writebackEvents: ExportedWritebackEvent[];
+  auditEntries: AuditEntry[];
+  crmsHolding: CrmHolder[];
+}
+
+export interface GetContactParams {
+  id: string | Uuid;
+}
+
+export interface GetCategoryHistoryParams {
+  id: string | Uuid;
+}
+
+export interface GetConsentParams {
+  id: string | Uuid;
 }
 
 export interface LiftSuppressionParams {

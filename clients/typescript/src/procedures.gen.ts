@@ -59,6 +59,14 @@ export interface Procedures {
     errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
+  "contacts.export": {
+    kind: "mutation";
+    guard: "admin";
+    params: M.ExportContactParams;
+    result: M.PersonExport;
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    item: never;
+  };
   "contacts.get": {
     kind: "query";
     guard: "authed";
@@ -189,6 +197,7 @@ export const PROCEDURES = {
   "contacts.checkSuppression": "query",
   "contacts.create": "mutation",
   "contacts.delete": "mutation",
+  "contacts.export": "mutation",
   "contacts.get": "query",
   "contacts.getCategoryHistory": "query",
   "contacts.getConsent": "query",
@@ -255,6 +264,14 @@ export interface NurtureHubClient {
      * `contacts.delete`: a mutation (audited; never retried), guard `admin`.
      */
     delete: MutationProcedure<"contacts.delete">;
+    /**
+     * A subject access export (UK GDPR Art. 15): the contact's fields and raw CRM payload,
+     * category and consent history, writeback events and their attempts, the audit entries about
+     * them and the CRMs that hold them, as JSON with a format version. Audited, as a disclosure.
+     *
+     * `contacts.export`: a mutation (audited; never retried), guard `admin`.
+     */
+    export: MutationProcedure<"contacts.export">;
     /**
      * One contact and its active category assignment (null when it has none).
      *

@@ -92,6 +92,10 @@ describe('every procedure', () => {
     assert.equal(consent.status, 'granted');
     assert.deepEqual(consent.history.map((e) => e.channel), ['overall']);
 
+    const exported = await admin.contacts.export.mutate({ id: created.id });
+    assert.equal(exported.formatVersion, 1);
+    assert.equal(exported.contact.email, `${marker}@example.co.uk`);
+
     const erased = await admin.contacts.delete.mutate({ id: created.id });
     assert.equal(erased.removed.contacts, 1);
     assert.deepEqual(erased.suppressed, ['email']);
