@@ -986,16 +986,14 @@ async def delete_contact(ctx: Context, params: DeleteContactParams) -> ContactEr
     if contact["phone"] is not None and contact["phone"].startswith("+44"):
         needles.append("0" + contact["phone"][3:])
     cleared = await ctx.db.execute(CLEAR_CONNECTION_ERRORS, {"organisation_id": org, "needles": needles})
+    hashes = suppression.hashes(key, org, identifiers)
+    kinds = [kind for kind, _ in identifiers]
     await ctx.db.execute(
         INSERT_SUPPRESSIONS,
-        {
-            "organisation_id": org,
-            "created_by": ctx.user.user_id,
-            "hashes": suppression.hashes(key, org, identifiers),
-            "kinds": [kind for kind, _ in identifiers],
-        },
+        {"organisation_id": org, "created_by": ctx.user.user_id, "hashes": hashes, "kinds": kinds},
     )
     deleted = await ctx.db.execute(DELETE_CONTACT, {"organisation_id": org, "id": params.id})
+    suppression.journal(ctx, "erasure", list(zip(kinds, hashes, strict=True)), params.id)
     # The audit row says that this contact was erased, by whom and when: nothing personal.
     ctx.record("contact", params.id)
     return ContactErasure(

@@ -10,12 +10,14 @@ identifiers in the same transaction and keeps the evidence (erasure_suppression_
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Literal
 from uuid import UUID
 
 from pydantic import Field
 
 from procedures.contact_fields import Reason
+from server import journal as server_journal
 from server.context import Context
 from server.db import Row, sql
 from server.errors import Conflict, Forbidden, InvalidParams, ServiceUnavailable
@@ -28,6 +30,7 @@ __all__ = [
     "check",
     "hashes",
     "identifiers",
+    "journal",
     "lift",
     "refuse_or_override",
     "suppression_key",
@@ -61,7 +64,7 @@ LIFT = sql("""
            (organisation_id, identifier_hash, kind, suppressed_at, lifted_by, reason, request_id)
     SELECT organisation_id, identifier_hash, kind, created_at, :lifted_by, :reason, :request_id
       FROM lifted
-    RETURNING kind
+    RETURNING kind, identifier_hash
 """)
 
 
@@ -109,7 +112,29 @@ async def lift(ctx: Context, found: Sequence[tuple[IdentifierKind, str]], reason
         "reason": reason,
         "request_id": ctx.request_id,
     })
+    if rows:
+        journal(ctx, "lift", [(row["kind"], row["identifier_hash"]) for row in rows])
     return sorted({row["kind"] for row in rows})
+
+
+def journal(
+    ctx: Context, event: str, suppressions: Sequence[tuple[str, bytes]], contact_id: UUID | None = None
+) -> None:
+    """Append an erasure or a lift to the erasure journal once the call commits, so a restore
+    can replay it (procedures/erasures.py). Ids, kinds and keyed hashes only."""
+    path = ctx.settings.erasure_journal
+    if path is None:
+        return
+    entry = {
+        "v": 1,
+        "type": event,
+        "organisationId": str(ctx.organisation_id),
+        "contactId": None if contact_id is None else str(contact_id),
+        "suppressions": [{"kind": kind, "hash": digest.hex()} for kind, digest in suppressions],
+        "requestId": ctx.request_id,
+    }
+    # Stamped when written, after the commit: a backup begun before it cannot hold the change.
+    ctx.after_commit(lambda: server_journal.append(path, {**entry, "at": datetime.now(UTC).isoformat()}))
 
 
 def suppressed_conflict(kinds: Sequence[str], *, can_override: bool) -> Conflict:

@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
@@ -29,14 +30,19 @@ from server.accounts import (
     issue_token,
     revoke_token,
 )
-from server.backup import BackupError, take_backup
+from server.backup import BackupError, backup_to, restore_from, take_backup, taken_at
 from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
 from server.embedded import EmbeddedPostgres, resolve_database_url
 from server.keys import KeyConfigError, prepare_for_serve
 from server.logs import configure_logging
 from server.migrate import MigrationError, Migrator
-from server.settings import default_data_dir, keyring_from_env, migration_lock_timeout
+from server.settings import (
+    default_data_dir,
+    erasure_journal_path,
+    keyring_from_env,
+    migration_lock_timeout,
+)
 
 __all__ = ["main"]
 
@@ -45,6 +51,7 @@ SEEDS = ("seeds.crm_providers:seed",)
 WORKER = "procedures.writeback.worker:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 SUBJECT_ACCESS_EXPORT = "procedures.contacts:export_for_operator"
+ERASURE_REPLAY = "procedures.erasures:replay"
 CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
@@ -156,8 +163,10 @@ async def ensure_schema(url: str, embedded: EmbeddedPostgres | None, *, migrate:
                 f"with --migrate"
             )
         result = await migrator.migrate()
-    except (MigrationError, BackupError) as exc:
+    except MigrationError as exc:
         raise CommandError(str(exc)) from None
+    except BackupError as exc:
+        raise CommandError(f"{exc}; so nothing was migrated") from None
     applied = ", ".join(f"{step['name']} ({step['durationMs']} ms)" for step in result["applied"])
     return [*lines, f"migrated the schema from version {result['from']} to {result['to']}: {applied}"]
 
@@ -204,6 +213,67 @@ def cmd_db_check(args: argparse.Namespace) -> None:
 
 async def _seed(db: Database) -> dict[str, Any]:
     return {"seeds": {path: await load(path)(db) for path in SEEDS}}
+
+
+def cmd_db_backup(args: argparse.Namespace) -> None:
+    url, embedded = resolve_database_url()
+    try:
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        folder = embedded.data_dir / "backups" if embedded else Path.cwd()
+        path = Path(args.out) if args.out else folder / f"nurturehub-{stamp}.dump"
+        _print_json(backup_to(url, path))
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _replay(db: Database, since: datetime | None) -> Awaitable[dict[str, Any]]:
+    replay: Callable[..., Awaitable[dict[str, Any]]] = load(ERASURE_REPLAY)
+    return replay(db, erasure_journal_path(), since)
+
+
+def cmd_db_restore(args: argparse.Namespace) -> None:
+    """Restore a backup, then replay the erasures made since it began, before anything serves."""
+    path = Path(args.file)
+    since = args.since or taken_at(path)
+    if since is None:
+        raise CommandError(
+            f"{path.name} has no {path.name}.json saying when it was taken: give --since "
+            f"(an ISO time no later than the backup's start) so erasures made after it are replayed"
+        )
+    url, embedded = resolve_database_url()
+    try:
+        restore_from(url, path)
+    except BackupError as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+    async def work(db: Database) -> dict[str, Any]:
+        return await _replay(db, since)
+
+    replayed = _with_database(work)
+    _print_json({"restored": str(path), "since": since.isoformat(), "erasuresReplayed": replayed})
+
+
+def cmd_erasures_replay(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> dict[str, Any]:
+        return await _replay(db, args.since)
+
+    _print_json(_with_database(work))
+
+
+def _time(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {value[:40]!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a time zone (e.g. {value[:25]}+00:00)")
+    return parsed
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -471,6 +541,22 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_parser(
         "check", help="compare the live schema with its recorded version's (exit 1 when it differs)"
     ).set_defaults(run=cmd_db_check)
+    backup = db.add_parser("backup", help="pg_dump the database (custom format), with when it began")
+    backup.add_argument("--out", help="the file (default: the data folder's backups/, or here)")
+    backup.set_defaults(run=cmd_db_backup)
+    restore = db.add_parser(
+        "restore", help="restore a backup, then replay the erasures made since it began"
+    )
+    restore.add_argument("file")
+    restore.add_argument("--since", type=_time, help="when the backup began, if it has no .json beside it")
+    restore.set_defaults(run=cmd_db_restore)
+
+    erasures = commands.add_parser("erasures", help="the erasure journal").add_subparsers(
+        dest="erasures_command", required=True, parser_class=_Parser
+    )
+    replay = erasures.add_parser("replay", help="apply the journal's erasures and lifts again")
+    replay.add_argument("--since", type=_time, help="only entries at or after this time")
+    replay.set_defaults(run=cmd_erasures_replay)
 
     commands.add_parser("seed", help="seed the CRM provider registry").set_defaults(run=cmd_seed)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -12,7 +14,9 @@ from server.db import Tx
 from server.errors import Unauthorized
 from server.settings import Settings
 
-__all__ = ["AuditEntry", "Context", "Principal", "Role"]
+__all__ = ["AuditEntry", "Context", "Principal", "Role", "run_after_commit"]
+
+log = logging.getLogger("nurturehub.rpc")
 
 Role = str  # 'owner' | 'admin' | 'member', as memberships.role
 
@@ -48,6 +52,8 @@ class Context:
     db: Tx
     settings: Settings
     audit: AuditEntry = field(default_factory=AuditEntry)
+    # Work for once the call's transaction has committed, never if it rolls back (after_commit).
+    committed: list[Callable[[], None]] | None = None
 
     @property
     def user(self) -> Principal:
@@ -59,6 +65,13 @@ class Context:
     @property
     def organisation_id(self) -> UUID:
         return self.user.organisation_id
+
+    def after_commit(self, work: Callable[[], None]) -> None:
+        """Run `work` (blocking I/O is fine: it runs on a thread) once this call has committed:
+        for what must record a change only if it happened, such as the erasure journal."""
+        if self.committed is None:
+            self.committed = []
+        self.committed.append(work)
 
     def record(self, target_type: str, target_id: object, changed_fields: Iterable[str] = ()) -> None:
         """Say what this mutation touched; names of fields only, never their values."""
@@ -94,3 +107,13 @@ class Context:
             changed_fields=self.audit.changed_fields,
             request_id=self.request_id,
         )
+
+
+async def run_after_commit(work: list[Callable[[], None]], procedure: str) -> None:
+    """Run a committed call's after_commit work. A failure is logged, not raised: the change
+    has happened, and the caller must not be told otherwise."""
+    for item in work:
+        try:
+            await asyncio.to_thread(item)
+        except Exception:
+            log.exception("%s committed, but work after its commit failed", procedure)

@@ -20,7 +20,7 @@ import pydantic
 
 from server.audit import write_audit
 from server.auth import Authenticator
-from server.context import Context, Principal
+from server.context import Context, Principal, run_after_commit
 from server.db import Database
 from server.encoded import Encoded
 from server.errors import (
@@ -267,6 +267,8 @@ class Dispatcher:
             result = self._checked(procedure, method, await procedure(ctx, validated))
             if procedure.kind is Kind.MUTATION and not ctx.audit.in_statement:
                 await write_audit(tx, ctx.audit_params(), and_commit=True)
+        if ctx.committed:
+            await run_after_commit(ctx.committed, method)
         if isinstance(result, Encoded):
             return orjson.Fragment(result.json)
         return orjson.Fragment(procedure.result_adapter.dump_json(result, by_alias=True))

@@ -66,6 +66,9 @@ class Settings:
     # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
     # import suppression checks fail closed. Never in repr, so it never reaches a log.
     suppression_key: bytes | None = field(default=None, repr=False)
+    # The erasure journal (server/journal.py): every erasure, kept outside the database so a
+    # restore can replay it. None: not kept (tests that do not need it).
+    erasure_journal: Path | None = None
     # Validate results a handler serialised itself (server/encoded.py) against their model, as
     # the tests do; off in production, where the rows' types come from the schema.
     verify_encoded_results: bool = False
@@ -88,7 +91,15 @@ class Settings:
             suppression_key=_suppression_key_from_env(),
             verify_encoded_results=_bool_env("NURTUREHUB_VERIFY_ENCODED_RESULTS"),
             explorer=os.environ.get("NURTUREHUB_EXPLORER", "1") not in ("0", "false", "no"),
+            erasure_journal=erasure_journal_path(),
         )
+
+
+def erasure_journal_path() -> Path:
+    """NURTUREHUB_ERASURE_JOURNAL, else erasures.jsonl in the data folder. Several machines on
+    one database need it on storage they share (README, Backups and restores)."""
+    explicit = os.environ.get("NURTUREHUB_ERASURE_JOURNAL")
+    return Path(explicit).expanduser() if explicit else default_data_dir() / "erasures.jsonl"
 
 
 def migration_lock_timeout() -> float:

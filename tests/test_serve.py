@@ -146,7 +146,7 @@ def test_serve_backs_up_then_migrates_an_embedded_database_of_an_earlier_release
         assert "backed up" not in again.text() and "migrated" not in again.text()
     finally:
         assert again.stop() == 0
-    assert len(list((tmp_path / "data" / "backups").iterdir())) == 1
+    assert len(list((tmp_path / "data" / "backups").glob("*.dump"))) == 1
 
 
 def test_serve_with_database_url_refuses_pending_steps_unless_asked_to_migrate(postgres) -> None:
