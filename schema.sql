@@ -165,12 +165,6 @@ CREATE TABLE contacts (
         contact_search_vector(first_name, last_name, email, phone, postcode)) STORED,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
-    -- Consent per channel, as the CRMs hold it, beside consent_status (marketing consent as a
-    -- whole); null: never asked, 'unknown' on the wire. How they combine: README, Consent.
-    consent_email     consent_status,
-    consent_sms       consent_status,
-    consent_phone     consent_status,
-    consent_post      consent_status,
     PRIMARY KEY (organisation_id, id),
     FOREIGN KEY (organisation_id, crm_connection_id)
         REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (crm_connection_id),
@@ -209,8 +203,10 @@ CREATE UNIQUE INDEX lead_category_assignments_active_key
 CREATE INDEX lead_category_assignments_history_idx
     ON lead_category_assignments (organisation_id, contact_id, assigned_at DESC);
 
--- The evidence of consent: every change of a contact's consent, overall or on one channel, with
--- the time of consent its source gave, how it reached us and who or what made it. Erased with
+-- The evidence of consent: every change of a contact's consent, overall or on one channel (email,
+-- SMS, phone, post, as the CRMs hold them), with the time of consent its source gave, how it
+-- reached us and who or what made it. A channel's consent is its latest row here (none: never
+-- asked); the overall one is also contacts.consent_status, which lists filter on. Erased with
 -- the contact.
 CREATE TABLE contact_consent_events (
     organisation_id   uuid NOT NULL,

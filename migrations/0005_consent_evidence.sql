@@ -1,14 +1,10 @@
--- Version 4 -> 5: consent per channel on contacts, and the history of every consent change.
--- locks: ACCESS EXCLUSIVE on contacts for milliseconds (nullable columns without a default
---   rewrite and scan nothing); the new table's foreign key takes SHARE ROW EXCLUSIVE on contacts
---   for the same moment
--- backward-compatible: yes (version 4 code reads contacts' columns by name and writes named ones)
-
-ALTER TABLE contacts
-    ADD COLUMN consent_email consent_status,
-    ADD COLUMN consent_sms   consent_status,
-    ADD COLUMN consent_phone consent_status,
-    ADD COLUMN consent_post  consent_status;
+-- Version 4 -> 5: the history of every consent change, overall and per channel (email, SMS,
+-- phone, post), as evidence; a channel's consent is its latest event.
+-- locks: SHARE ROW EXCLUSIVE on contacts for milliseconds (the new table's foreign key; the new
+--   table is empty, so nothing is scanned). contacts gains no column: a column of a domain type
+--   with a CHECK rewrites the table (42 s at 1,000,000 contacts under ACCESS EXCLUSIVE, measured
+--   by bench.migrations), so per-channel consent lives in this table alone
+-- backward-compatible: yes (a new table; version 4 code never reads it)
 
 CREATE TABLE contact_consent_events (
     organisation_id   uuid NOT NULL,

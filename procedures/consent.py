@@ -1,5 +1,7 @@
 """Consent evidence: a contact's consent per channel, and the history of every change to it.
 
+A channel's consent is its latest event (contact_consent_events); none: never asked.
+
 `consent_status` is the person's marketing consent as a whole; the four channels refine it as
 the CRMs hold them (Reapit's communication preferences, Street's contact preferences). A channel
 may be used only as far as both allow, the least permissive winning (README, Consent). Each
@@ -23,6 +25,7 @@ __all__ = [
     "ConsentChannels",
     "ConsentEvent",
     "ConsentSource",
+    "channels",
     "effective",
     "history",
     "record_changes",
@@ -64,6 +67,13 @@ INSERT_EVENTS = sql("""
     SELECT :organisation_id, :contact_id, e.channel, e.status, :consented_at, :source,
            :actor_user_id, :actor_token_id, :crm_connection_id, :request_id
       FROM unnest(CAST(:channels AS text[]), CAST(:statuses AS text[])) AS e (channel, status)
+""")
+
+SELECT_CHANNELS = sql("""
+    SELECT DISTINCT ON (channel) channel, status
+      FROM contact_consent_events
+     WHERE organisation_id = :organisation_id AND contact_id = :contact_id AND channel <> 'overall'
+     ORDER BY channel, recorded_at DESC, id DESC
 """)
 
 SELECT_HISTORY = sql("""
@@ -124,6 +134,13 @@ async def record_changes(
     if changes:
         params = event_params(ctx, changes, source=source, consented_at=consented_at)
         await ctx.db.execute(INSERT_EVENTS, {**params, "contact_id": contact_id})
+
+
+async def channels(ctx: Context, contact_id: UUID) -> dict[str, str]:
+    """The channels asked so far, with their consent now."""
+    keys = {"organisation_id": ctx.organisation_id, "contact_id": contact_id}
+    rows = await ctx.db.all(SELECT_CHANNELS, keys)
+    return {row["channel"]: row["status"] for row in rows}
 
 
 async def history(ctx: Context, contact_id: UUID) -> list[ConsentEvent]:

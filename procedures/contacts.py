@@ -417,8 +417,7 @@ SELECT_CONTACT = sql(f"""
 # Every change to a contact's category starts here, so concurrent changes queue on the row.
 LOCK_CONTACT = sql("""
     SELECT id, first_name, last_name, email, phone, postcode, consent_status, consent_timestamp,
-           import_source, crm_payload, crm_connection_id, external_id, active_category,
-           consent_email, consent_sms, consent_phone, consent_post
+           import_source, crm_payload, crm_connection_id, external_id, active_category
       FROM contacts WHERE organisation_id = :organisation_id AND id = :id
        FOR UPDATE
 """)
@@ -447,8 +446,7 @@ INSERT_CONTACT = sql(f"""
     WITH c AS (
     INSERT INTO contacts AS c (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
-                          crm_connection_id, external_id, active_category, consent_email,
-                          consent_sms, consent_phone, consent_post)
+                          crm_connection_id, external_id, active_category)
     SELECT CAST(:organisation_id AS uuid), CAST(:first_name AS text), CAST(:last_name AS text),
            CAST(:email AS text), CAST(:phone AS text), CAST(:postcode AS text),
            coalesce(CAST(:consent_status AS text), 'unknown'),
@@ -456,8 +454,7 @@ INSERT_CONTACT = sql(f"""
                     THEN CAST(:consent_timestamp AS timestamptz)
                 WHEN CAST(:consent_status AS text) IS NOT NULL THEN now() END,
            CAST(:import_source AS text), CAST(:crm_payload AS jsonb), CAST(:crm_connection_id AS uuid),
-           CAST(:external_id AS text), CAST(:category AS text), CAST(:consent_email AS text),
-           CAST(:consent_sms AS text), CAST(:consent_phone AS text), CAST(:consent_post AS text)
+           CAST(:external_id AS text), CAST(:category AS text)
      -- The erasure suppression list, checked in the same statement (procedures/suppression.py).
      WHERE NOT EXISTS (SELECT 1 FROM erasure_suppressions AS s
                         WHERE s.organisation_id = :organisation_id
@@ -501,10 +498,6 @@ UPDATE_CONTACT = sql("""
                                  ELSE consent_timestamp END,
         crm_payload = CASE WHEN :set_crm_payload THEN CAST(:crm_payload AS jsonb)
                            ELSE crm_payload END,
-        consent_email = coalesce(CAST(:consent_email AS text), consent_email),
-        consent_sms = coalesce(CAST(:consent_sms AS text), consent_sms),
-        consent_phone = coalesce(CAST(:consent_phone AS text), consent_phone),
-        consent_post = coalesce(CAST(:consent_post AS text), consent_post),
         updated_at = now()
      WHERE organisation_id = :organisation_id AND id = :id
 """)
@@ -531,7 +524,7 @@ ASSIGN_CATEGORY = sql(f"""
 """, last=True)
 
 SELECT_CONSENT = sql("""
-    SELECT consent_status, consent_timestamp, consent_email, consent_sms, consent_phone, consent_post
+    SELECT consent_status, consent_timestamp
       FROM contacts WHERE organisation_id = :organisation_id AND id = :id
 """)
 
@@ -846,7 +839,6 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
         consent_source=consent.source_of(params.import_source),
         consent_channels=list(given_consent),
         consent_statuses=list(given_consent.values()),
-        **{f"consent_{name}": channels.get(name) for name in consent.CHANNELS},
     )
     row = await ctx.db.one(INSERT_CONTACT, ctx.audited(values, "contact", given))
     if row is None:
@@ -911,21 +903,19 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     # A new consent status without a time of its own was given now.
     consent_now = "consent_status" in changed and "consent_timestamp" not in given
     channels = params.consent_channels.model_dump() if params.consent_channels else {}
+    held = await consent.channels(ctx, params.id) if channels else {}
     consent_changes = {
-        name: value
-        for name, value in channels.items()
-        if value is not None and value != (current[f"consent_{name}"] or "unknown")
+        name: value for name, value in channels.items() if value is not None and value != held.get(name)
     }
     if "consent_status" in changed:
         consent_changes = {"overall": str(params.consent_status), **consent_changes}
-    if changed or consent_changes:
+    if changed or consent_changes:  # a consent change alone still moves updated_at
         values: dict[str, Any] = {f"set_{column}": column in changed for column in _UPDATABLE}
         values.update({column: getattr(params, column) for column in _UPDATABLE})
         values["crm_payload"] = (
             orjson.dumps(params.crm_payload).decode() if params.crm_payload is not None else None
         )
         values["consent_status"] = params.consent_status if "consent_status" in changed else None
-        values.update({f"consent_{name}": consent_changes.get(name) for name in consent.CHANNELS})
         await ctx.db.execute(
             UPDATE_CONTACT,
             {**values, "consent_now": consent_now, "organisation_id": ctx.organisation_id, "id": params.id},
@@ -1021,15 +1011,15 @@ async def get_consent(ctx: Context, params: GetConsentParams) -> ContactConsent:
     row = await ctx.db.one(SELECT_CONSENT, {"organisation_id": ctx.organisation_id, "id": params.id})
     if row is None:
         raise _not_found()
-    held = {name: row[f"consent_{name}"] for name in consent.CHANNELS}
+    held = await consent.channels(ctx, params.id)
     return ContactConsent(
         contact_id=params.id,
         status=row["consent_status"],
         consent_timestamp=row["consent_timestamp"],
-        channels=ChannelConsents(**{name: value or "unknown" for name, value in held.items()}),
-        effective=ChannelConsents(
-            **{name: consent.effective(row["consent_status"], value) for name, value in held.items()}
-        ),
+        channels=ChannelConsents(**{name: held.get(name, "unknown") for name in consent.CHANNELS}),
+        effective=ChannelConsents(**{
+            name: consent.effective(row["consent_status"], held.get(name)) for name in consent.CHANNELS
+        }),
         history=await consent.history(ctx, params.id),
     )
 
