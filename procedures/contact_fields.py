@@ -8,15 +8,18 @@ stores, so uniqueness and search compare like with like.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import AfterValidator, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, Field, StringConstraints
 
 __all__ = [
+    "CLOCK_SKEW",
     "Category",
     "ConsentStatus",
+    "ConsentTime",
     "CrmPayload",
     "Email",
     "ExternalId",
@@ -27,6 +30,7 @@ __all__ = [
     "Postcode",
     "Reason",
     "SearchText",
+    "not_in_future",
     "search_tsquery",
 ]
 
@@ -40,6 +44,15 @@ ConsentStatus = Literal["granted", "denied", "unknown", "pending"]
 ImportSource = Literal["crm_sync", "manual", "apify", "land_registry"]
 
 _NUL = "must not contain NUL bytes"
+# A client clock a little ahead of ours is not "a consent given in the future".
+CLOCK_SKEW = timedelta(seconds=60)
+
+
+def not_in_future(value: datetime) -> datetime:
+    """A time of consent: not later than now (give or take a client's clock)."""
+    if value > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError("must not be in the future")
+    return value
 
 
 def _no_nul(value: str) -> str:
@@ -139,6 +152,7 @@ Email = Annotated[str, Field(max_length=320), AfterValidator(_email)]
 Phone = Annotated[str, Field(max_length=40), AfterValidator(_phone)]
 Postcode = Annotated[str, Field(max_length=16), AfterValidator(_postcode)]
 CrmPayload = Annotated[dict[str, Any], AfterValidator(_payload)]
+ConsentTime = Annotated[AwareDatetime, AfterValidator(not_in_future)]
 
 # Search terms keep what identifiers are made of; anything else separates terms.
 _TERM_SPLIT = re.compile(r"[^\w@.+-]+")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import typing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import orjson
 from pydantic import AwareDatetime, BeforeValidator, Field
 
-from procedures import consent, suppression
+from procedures import consent, contact_import, suppression
 from procedures.audit import SELECT_ENTRIES as SELECT_AUDIT_ENTRIES
 from procedures.audit import AuditEntry
 from procedures.contact_fields import (
@@ -26,8 +26,10 @@ from procedures.contact_fields import (
     Postcode,
     Reason,
     SearchText,
+    not_in_future,
     search_tsquery,
 )
+from procedures.contact_import import BulkSource, OnDuplicate
 from procedures.suppression import IdentifierKind
 from server.audit import audit_cte, audit_params, write_audit
 from server.context import Context, Principal
@@ -44,8 +46,6 @@ NIL_UUID = UUID(int=0)
 # The one source an agent chooses to bring a person in from: an admin may override the erasure
 # suppression list there (procedures/suppression.py); imports must have it lifted first.
 OVERRIDABLE_SOURCE = "manual"
-# A client clock a little ahead of ours is not "a consent given in the future".
-CLOCK_SKEW = timedelta(seconds=60)
 
 # Models ------------------------------------------------------------------------------------------
 
@@ -273,6 +273,18 @@ class PersonExport(WireModel):
     writeback_events: list[ExportedWritebackEvent]
     audit_entries: list[AuditEntry]
     crms_holding: list[CrmHolder]
+
+
+class ImportContactsParams(WireModel):
+    source: BulkSource = Field(default="manual", description="where the rows came from")
+    on_duplicate: OnDuplicate = Field(
+        default="skip", description="a row whose email a contact already has: update it, or skip it"
+    )
+    rows: list[dict[str, Any]] = Field(
+        min_length=1, max_length=1000,
+        description="objects with contacts.create's fields: firstName, lastName, email, phone, "
+        "postcode, consentStatus, consentTimestamp, category",
+    )
 
 
 class CheckSuppressionParams(WireModel):
@@ -641,8 +653,11 @@ async def _lock(ctx: Context, contact_id: UUID) -> Row:
 
 
 def _check_consent_time(value: datetime | None) -> None:
-    if value is not None and value > datetime.now(UTC) + CLOCK_SKEW:
-        raise InvalidParams.for_field("consentTimestamp", "must not be in the future")
+    try:
+        if value is not None:
+            not_in_future(value)
+    except ValueError as exc:
+        raise InvalidParams.for_field("consentTimestamp", str(exc)) from None
 
 
 async def _check_email_free(ctx: Context, email: str | None, except_id: UUID | None) -> None:
@@ -1081,6 +1096,24 @@ async def export_for_operator(db: Database, organisation_id: UUID, contact_id: U
     return export.model_dump(mode="json", by_alias=True)
 
 
+@mutation(guard=AUTHED)
+async def import_contacts(ctx: Context, params: ImportContactsParams) -> contact_import.ImportSummary:
+    """Import a batch of rows (a spreadsheet's, a scraper's), each validated like contacts.create:
+    a bad row is reported by its index and field and never stops the others; duplicates by email
+    are updated or skipped; people erased at their request are refused and counted. One
+    transaction for the batch, an audit entry per contact written."""
+    outcome = contact_import.Outcome()
+    valid = contact_import.validate(enumerate(params.rows), outcome)
+    for chunk in contact_import.chunks(valid):
+        await contact_import.import_chunk(
+            ctx.db, chunk, outcome,
+            organisation_id=ctx.organisation_id, key=suppression.suppression_key(ctx),
+            source=params.source, on_duplicate=params.on_duplicate, audit=ctx.audit_params(),
+        )
+    ctx.record("import", None, ["rows"])
+    return outcome.summary()
+
+
 def _given_identifiers(params: CheckSuppressionParams) -> list[tuple[suppression.IdentifierKind, str]]:
     found = suppression.identifiers(params.email, params.phone, params.external_id)
     if not found:
@@ -1119,6 +1152,7 @@ router = Router(
         "getConsent": get_consent,
         "delete": delete_contact,
         "export": export_contact,
+        "import": import_contacts,
         "checkSuppression": check_suppression,
         "liftSuppression": lift_suppression,
         "listCrmProviders": list_crm_providers,

@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +53,8 @@ WORKER = "procedures.writeback.worker:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 SUBJECT_ACCESS_EXPORT = "procedures.contacts:export_for_operator"
 ERASURE_REPLAY = "procedures.erasures:replay"
+IMPORT_FILE = "procedures.contact_import:import_file"
+IMPORT_REFUSED = "procedures.contact_import:ImportRefused"
 CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
@@ -274,6 +277,42 @@ def _time(value: str) -> datetime:
     if parsed.tzinfo is None:
         raise argparse.ArgumentTypeError(f"give a time zone (e.g. {value[:25]}+00:00)")
     return parsed
+
+
+def cmd_import(args: argparse.Namespace) -> None:
+    path = Path(args.file)
+    if not path.is_file():
+        raise CommandError(f"no file at {path}")
+    if not os.environ.get("DATABASE_URL"):
+        prepare_for_serve(default_data_dir())  # the data folder's suppression key, as serve's
+    started = time.monotonic()
+    shown = sys.stderr.isatty()
+
+    def progress(outcome: Any) -> None:
+        if shown:
+            rate = outcome.rows / max(time.monotonic() - started, 1e-6)
+            sys.stderr.write(
+                f"\r{outcome.rows:,} rows  {outcome.created:,} created  {outcome.updated:,} updated  "
+                f"{outcome.skipped:,} skipped  {outcome.suppressed:,} suppressed  "
+                f"{outcome.invalid:,} invalid  ({rate:,.0f} rows/s)"
+            )
+            sys.stderr.flush()
+
+    async def work(db: Database) -> dict[str, Any]:
+        refused: type[Exception] = load(IMPORT_REFUSED)
+        try:
+            summary: dict[str, Any] = await load(IMPORT_FILE)(
+                db, path, organisation_id=args.org, source=args.source,
+                on_duplicate=args.on_duplicate, dry_run=args.dry_run, progress=progress,
+            )
+        except refused as exc:
+            raise CommandError(str(exc)) from None
+        return summary
+
+    summary = _with_database(work, prepare=True)
+    if shown:
+        sys.stderr.write("\n")
+    _print_json(summary)
 
 
 def cmd_seed(args: argparse.Namespace) -> None:
@@ -550,6 +589,17 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("file")
     restore.add_argument("--since", type=_time, help="when the backup began, if it has no .json beside it")
     restore.set_defaults(run=cmd_db_restore)
+
+    imports = commands.add_parser(
+        "import", help="import contacts from a CSV or JSON Lines file (README, Bulk import)"
+    )
+    imports.add_argument("file")
+    imports.add_argument("--org", type=_uuid, required=True)
+    imports.add_argument("--source", choices=("manual", "apify", "land_registry"), default="manual")
+    imports.add_argument("--on-duplicate", choices=("skip", "update"), default="skip",
+                         help="a row whose email a contact already has")
+    imports.add_argument("--dry-run", action="store_true", help="count what would happen, write nothing")
+    imports.set_defaults(run=cmd_import)
 
     erasures = commands.add_parser("erasures", help="the erasure journal").add_subparsers(
         dest="erasures_command", required=True, parser_class=_Parser

@@ -35,6 +35,7 @@ def test_every_contacts_procedure_is_covered() -> None:
         "contacts.list",
         "contacts.create",
         "contacts.listCrmProviders",
+        "contacts.import",  # per organisation: test below
         "contacts.checkSuppression",  # per organisation: test below
         "contacts.liftSuppression",
     }
@@ -109,3 +110,13 @@ def test_another_organisations_suppressions_can_be_neither_seen_nor_lifted(
     error = rpc.error("contacts.liftSuppression", {**identifier, "reason": "not ours"}, b.admin_token)
     assert error["data"]["code"] == "NOT_FOUND"
     assert rpc.call("contacts.checkSuppression", identifier, a.member_token) == {"suppressed": ["email"]}
+
+
+def test_an_import_matches_duplicates_within_its_own_organisation_only(rpc: Rpc, world: Any) -> None:
+    """Issue 18: an email held by another organisation is no duplicate, and is never updated."""
+    a, b = world.org("Agency A"), world.org("Agency B")
+    theirs = create(rpc, a, firstName="Kept")
+    result = rpc.call("contacts.import", {"rows": [{"firstName": "Other", "email": theirs["email"]}],
+                                          "onDuplicate": "update"}, b.member_token)
+    assert (result["created"], result["updated"]) == (1, 0)
+    assert rpc.call("contacts.get", {"id": theirs["id"]}, a.member_token)["firstName"] == "Kept"

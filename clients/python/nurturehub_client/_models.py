@@ -20,6 +20,7 @@ __all__ = [
     "Assignment",
     "AuditEntry",
     "AuditPage",
+    "BulkSource",
     "Category",
     "Channel",
     "ChannelConsents",
@@ -55,14 +56,18 @@ __all__ = [
     "GetContactParams",
     "Group",
     "IdentifierKind",
+    "ImportContactsParams",
     "ImportSource",
+    "ImportSummary",
     "LiftSuppressionParams",
     "ListAuditParams",
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
     "ListWritebackParams",
+    "OnDuplicate",
     "PersonExport",
+    "Problem",
     "Removed",
     "RetryWritebackParams",
     "SkippedConnection",
@@ -101,6 +106,8 @@ ConsentStatus = Literal["granted", "denied", "unknown", "pending"]
 ImportSource = Literal["crm_sync", "manual", "apify", "land_registry"]
 Channel = Literal["overall", "email", "sms", "phone", "post"]
 ConsentSource = Literal["manual", "import", "crm_sync", "api"]
+BulkSource = Literal["manual", "apify", "land_registry"]
+OnDuplicate = Literal["skip", "update"]
 ConnectionStatus = Literal["active", "paused", "error", "pending"]
 EventType = Literal[
     "email_sent",
@@ -377,6 +384,29 @@ class GetCategoryHistoryParams(ParamsModel):
 
 class GetConsentParams(ParamsModel):
     id: str | UUID
+
+
+class ImportContactsParams(ParamsModel):
+    source: BulkSource = "manual"
+    on_duplicate: OnDuplicate = "skip"
+    rows: list[dict[str, Any]]
+
+
+class Problem(ResultModel):
+    row: int
+    field: str
+    message: str
+
+
+class ImportSummary(ResultModel):
+    rows: int
+    created: int
+    updated: int
+    skipped: int
+    suppressed: int
+    invalid: int
+    problems: list[Problem]
+    dry_run: bool = False
 
 
 class LiftSuppressionParams(ParamsModel):

@@ -22,6 +22,7 @@ from ._models import (
     Assignment,
     AuditEntry,
     AuditPage,
+    BulkSource,
     Category,
     CheckSuppressionParams,
     ConnectionCheck,
@@ -47,13 +48,16 @@ from ._models import (
     GetConsentParams,
     GetContactParams,
     Group,
+    ImportContactsParams,
     ImportSource,
+    ImportSummary,
     LiftSuppressionParams,
     ListAuditParams,
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
     ListWritebackParams,
+    OnDuplicate,
     PersonExport,
     RetryWritebackParams,
     SuppressionLifted,
@@ -109,6 +113,7 @@ _CONTACTS_GET_CATEGORY_HISTORY = Procedure(
     TypeAdapter(list[Assignment]),
 )
 _CONTACTS_GET_CONSENT = Procedure("contacts.getConsent", "query", TypeAdapter(ContactConsent))
+_CONTACTS_IMPORT = Procedure("contacts.import", "mutation", TypeAdapter(ImportSummary))
 _CONTACTS_LIFT_SUPPRESSION = Procedure(
     "contacts.liftSuppression",
     "mutation",
@@ -530,6 +535,29 @@ class ContactsNamespace:
         params = GetConsentParams(id=id)
         return self._transport.call(_CONTACTS_GET_CONSENT(params))
 
+    def import_(
+        self,
+        *,
+        source: BulkSource | NotGiven = NOT_GIVEN,
+        on_duplicate: OnDuplicate | NotGiven = NOT_GIVEN,
+        rows: builtins.list[dict[str, Any]],
+    ) -> ImportSummary:
+        """Import a batch of rows (a spreadsheet's, a scraper's), each validated like contacts.create:
+        a bad row is reported by its index and field and never stops the others; duplicates by email
+        are updated or skipped; people erased at their request are refused and counted. One
+        transaction for the batch, an audit entry per contact written.
+
+        Procedure `contacts.import`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            source: where the rows came from. Left out, the server uses "manual".
+            on_duplicate: a row whose email a contact already has: update it, or skip it. Left out, the server uses "skip".
+            rows: objects with contacts.create's fields: firstName, lastName, email, phone, postcode, consentStatus, consentTimestamp, category.
+        """
+        params = ImportContactsParams(rows=rows, **given(source=source, on_duplicate=on_duplicate))
+        return self._transport.call(_CONTACTS_IMPORT(params))
+
     def lift_suppression(
         self,
         *,
@@ -826,6 +854,29 @@ class AsyncContactsNamespace:
         params = GetConsentParams(id=id)
         return await self._transport.call(_CONTACTS_GET_CONSENT(params))
 
+    async def import_(
+        self,
+        *,
+        source: BulkSource | NotGiven = NOT_GIVEN,
+        on_duplicate: OnDuplicate | NotGiven = NOT_GIVEN,
+        rows: builtins.list[dict[str, Any]],
+    ) -> ImportSummary:
+        """Import a batch of rows (a spreadsheet's, a scraper's), each validated like contacts.create:
+        a bad row is reported by its index and field and never stops the others; duplicates by email
+        are updated or skipped; people erased at their request are refused and counted. One
+        transaction for the batch, an audit entry per contact written.
+
+        Procedure `contacts.import`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            source: where the rows came from. Left out, the server uses "manual".
+            on_duplicate: a row whose email a contact already has: update it, or skip it. Left out, the server uses "skip".
+            rows: objects with contacts.create's fields: firstName, lastName, email, phone, postcode, consentStatus, consentTimestamp, category.
+        """
+        params = ImportContactsParams(rows=rows, **given(source=source, on_duplicate=on_duplicate))
+        return await self._transport.call(_CONTACTS_IMPORT(params))
+
     async def lift_suppression(
         self,
         *,
@@ -1121,6 +1172,29 @@ class ContactsBatchNamespace:
         """
         params = GetConsentParams(id=id)
         return self._batch.add(_CONTACTS_GET_CONSENT(params))
+
+    def import_(
+        self,
+        *,
+        source: BulkSource | NotGiven = NOT_GIVEN,
+        on_duplicate: OnDuplicate | NotGiven = NOT_GIVEN,
+        rows: builtins.list[dict[str, Any]],
+    ) -> Pending[ImportSummary]:
+        """Import a batch of rows (a spreadsheet's, a scraper's), each validated like contacts.create:
+        a bad row is reported by its index and field and never stops the others; duplicates by email
+        are updated or skipped; people erased at their request are refused and counted. One
+        transaction for the batch, an audit entry per contact written.
+
+        Procedure `contacts.import`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            source: where the rows came from. Left out, the server uses "manual".
+            on_duplicate: a row whose email a contact already has: update it, or skip it. Left out, the server uses "skip".
+            rows: objects with contacts.create's fields: firstName, lastName, email, phone, postcode, consentStatus, consentTimestamp, category.
+        """
+        params = ImportContactsParams(rows=rows, **given(source=source, on_duplicate=on_duplicate))
+        return self._batch.add(_CONTACTS_IMPORT(params))
 
     def lift_suppression(
         self,

@@ -52,6 +52,14 @@ export type Channel = (typeof CHANNELS)[number];
 export const CONSENT_SOURCES = ["manual", "import", "crm_sync", "api"] as const;
 export type ConsentSource = (typeof CONSENT_SOURCES)[number];
 
+/** Every BulkSource value, in the server's order. */
+export const BULK_SOURCES = ["manual", "apify", "land_registry"] as const;
+export type BulkSource = (typeof BULK_SOURCES)[number];
+
+/** Every OnDuplicate value, in the server's order. */
+export const ON_DUPLICATES = ["skip", "update"] as const;
+export type OnDuplicate = (typeof ON_DUPLICATES)[number];
+
 /** Every ConnectionStatus value, in the server's order. */
 export const CONNECTION_STATUSES = ["active", "paused", "error", "pending"] as const;
 export type ConnectionStatus = (typeof CONNECTION_STATUSES)[number];
@@ -332,6 +340,36 @@ export interface GetCategoryHistoryParams {
 
 export interface GetConsentParams {
   id: string | Uuid;
+}
+
+export interface ImportContactsParams {
+  /** where the rows came from */
+  source?: BulkSource;
+  /** a row whose email a contact already has: update it, or skip it */
+  onDuplicate?: OnDuplicate;
+  /** objects with contacts.create's fields: firstName, lastName, email, phone, postcode, consentStatus, consentTimestamp, category */
+  rows: (Record<string, unknown>)[];
+}
+
+export interface Problem {
+  /** the line of the file (a CSV's header is line 1), or the index in rows */
+  row: number;
+  field: string;
+  message: string;
+}
+
+export interface ImportSummary {
+  rows: number;
+  created: number;
+  updated: number;
+  /** duplicates by email, left as they were (onDuplicate: skip) */
+  skipped: number;
+  /** people erased at their request (GDPR): refused */
+  suppressed: number;
+  invalid: number;
+  /** the first 1000 bad rows */
+  problems: Problem[];
+  dryRun: boolean;
 }
 
 export interface LiftSuppressionParams {

@@ -91,6 +91,14 @@ export interface Procedures {
     errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
+  "contacts.import": {
+    kind: "mutation";
+    guard: "authed";
+    params: M.ImportContactsParams;
+    result: M.ImportSummary;
+    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    item: never;
+  };
   "contacts.liftSuppression": {
     kind: "mutation";
     guard: "admin";
@@ -201,6 +209,7 @@ export const PROCEDURES = {
   "contacts.get": "query",
   "contacts.getCategoryHistory": "query",
   "contacts.getConsent": "query",
+  "contacts.import": "mutation",
   "contacts.liftSuppression": "mutation",
   "contacts.list": "query",
   "contacts.listCrmProviders": "query",
@@ -290,6 +299,15 @@ export interface NurtureHubClient {
      * `contacts.getConsent`: a query, guard `authed`.
      */
     getConsent: QueryProcedure<"contacts.getConsent">;
+    /**
+     * Import a batch of rows (a spreadsheet's, a scraper's), each validated like contacts.create:
+     * a bad row is reported by its index and field and never stops the others; duplicates by email
+     * are updated or skipped; people erased at their request are refused and counted. One
+     * transaction for the batch, an audit entry per contact written.
+     *
+     * `contacts.import`: a mutation (audited; never retried), guard `authed`.
+     */
+    import: MutationProcedure<"contacts.import">;
     /**
      * Take identifiers off the erasure suppression list, with the reason kept as evidence, so
      * the person may be created or synced again (for one who came back and consented).

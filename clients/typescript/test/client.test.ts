@@ -80,7 +80,9 @@ describe('every procedure', () => {
     assert.deepEqual(history.map((a) => a.category), ['active_seller', 'seller']);
     assert.equal(history[1]!.supersededAt, history[0]!.assignedAt);
 
-    for (const i of [1, 2, 3, 4]) await member.contacts.create.mutate({ firstName: `P${i}`, lastName: marker });
+    for (const i of [1, 2, 3]) await member.contacts.create.mutate({ firstName: `P${i}`, lastName: marker });
+    const imported = await member.contacts.import.mutate({ rows: [{ firstName: 'P4', lastName: marker }], source: 'manual' });
+    assert.equal(imported.created, 1);
     const first = await member.contacts.list.query({ search: marker, limit: 2 });
     assert.equal(first.items.length, 2);
     assert.ok(first.nextCursor);
