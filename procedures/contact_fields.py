@@ -7,6 +7,7 @@ stores, so uniqueness and search compare like with like.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -61,8 +62,27 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# The common address, ASCII dot-atom@domain, checked without the full validator, whose
+# per-character IDNA checks of the domain cost about 200 us: each domain is checked by it once.
+_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@functools.lru_cache(maxsize=4096)
+def _domain(domain: str) -> str | None:
+    """The domain as the validator normalises it, or None if it refuses it."""
+    try:
+        return validate_email("a@" + domain, check_deliverability=False).domain
+    except EmailNotValidError:
+        return None
+
+
 def _email(value: str) -> str:
     _no_nul(value)
+    local, at, domain = value.rpartition("@")
+    if at and len(local) <= 64 and _DOT_ATOM.fullmatch(local):
+        checked_domain = _domain(domain)
+        if checked_domain is not None and len(local) + 1 + len(checked_domain) <= 254:
+            return f"{local}@{checked_domain}".lower()
     try:
         checked = validate_email(value, check_deliverability=False)
     except EmailNotValidError:
@@ -77,8 +97,17 @@ def _email(value: str) -> str:
 _UK = 44
 
 
+# UK mobiles and geographic numbers as people write them, turned to E.164 without a parse
+# (about 60 us); anything else goes through phonenumbers.
+_COMMON_UK = re.compile(r"(?:\+44|0044|0)(7\d{9}|[12]\d{8,9})")
+_LAYOUT = re.compile(r"[\s\-().]")
+
+
 def _phone(value: str) -> str:
     _no_nul(value)
+    common = _COMMON_UK.fullmatch(_LAYOUT.sub("", value))
+    if common is not None:
+        return "+44" + common.group(1)
     try:
         number = phonenumbers.parse(value, "GB")
     except phonenumbers.NumberParseException:

@@ -331,20 +331,35 @@ async def import_chunk(
 def chunks(
     valid: Iterable[tuple[int, ImportRow, list[str]]], size: int = CHUNK
 ) -> Iterator[list[tuple[int, ImportRow, list[str]]]]:
-    """Chunks of at most `size` rows, none holding one email twice: a second row with an email
-    starts the next chunk, where it meets the first as a duplicate."""
+    """Chunks of at most `size` rows, none holding one email twice: a row whose email the chunk
+    has already waits for the next chunk, where it meets the first as a duplicate (in file order)."""
     chunk: list[tuple[int, ImportRow, list[str]]] = []
     emails: set[str] = set()
-    for item in valid:
+    waiting: list[tuple[int, ImportRow, list[str]]] = []
+
+    def take(item: tuple[int, ImportRow, list[str]]) -> None:
         email = item[1].email
-        if len(chunk) >= size or (email is not None and email in emails):
-            yield chunk
-            chunk, emails = [], set()
+        if email is not None and email in emails:
+            waiting.append(item)
+            return
         chunk.append(item)
         if email is not None:
             emails.add(email)
-    if chunk:
+
+    for item in valid:
+        take(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk, emails = [], set()
+            held, waiting[:] = list(waiting), []
+            for early in held:
+                take(early)
+    while chunk or waiting:
         yield chunk
+        chunk, emails = [], set()
+        held, waiting[:] = list(waiting), []
+        for early in held:
+            take(early)
 
 
 class _DryRun(Exception):
