@@ -12,6 +12,7 @@ The file is read as a stream, a chunk at a time, so memory stays flat whatever i
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import re
 import uuid
@@ -42,7 +43,9 @@ __all__ = [
     "Outcome",
     "ImportRefused",
     "csv_rows",
-    "import_chunk",
+    "Job",
+    "chunk_params",
+    "write_chunk",
     "import_file",
     "jsonl_rows",
     "validate",
@@ -271,28 +274,28 @@ SET_CATEGORIES = sql("""
 """)
 
 
-async def import_chunk(
-    tx: Tx,
-    chunk: list[tuple[int, ImportRow, list[str]]],
-    outcome: Outcome,
-    *,
-    organisation_id: UUID,
-    key: bytes,
-    source: BulkSource,
-    on_duplicate: OnDuplicate,
-    audit: Mapping[str, Any],
-) -> None:
-    """Write one chunk (rows with distinct emails) in `tx`; counts go to `outcome`."""
-    if not chunk:
-        return
+@dataclass(frozen=True)
+class Job:
+    """What every chunk of one import shares."""
+
+    organisation_id: UUID
+    key: bytes
+    source: BulkSource
+    on_duplicate: OnDuplicate
+    audit: Mapping[str, Any]
+
+
+def chunk_params(job: Job, chunk: list[tuple[int, ImportRow, list[str]]]) -> dict[str, Any]:
+    """The chunk statement's parameters: plain CPU work, which a file import does on a thread
+    while the database writes the chunk before."""
 
     def digest(kind: suppression.IdentifierKind, value: str | None) -> bytes | None:
-        return suppression.hashes(key, organisation_id, [(kind, value)])[0] if value else None
+        return suppression.hashes(job.key, job.organisation_id, [(kind, value)])[0] if value else None
 
     rows = [row for _, row, _ in chunk]
-    params = {
-        "organisation_id": organisation_id,
-        "import_source": source,
+    return {
+        "organisation_id": job.organisation_id,
+        "import_source": job.source,
         "lines": [line for line, _, _ in chunk],
         "ids": [uuid.uuid4() for _ in chunk],
         "first_names": [r.first_name for r in rows],
@@ -306,9 +309,15 @@ async def import_chunk(
         "email_hashes": [digest("email", r.email) for r in rows],
         "phone_hashes": [digest("phone", r.phone) for r in rows],
         "given": [",".join(given) for _, _, given in chunk],
-        **audit,
+        **job.audit,
     }
-    results = await tx.all(CHUNK_STATEMENTS[on_duplicate], params)
+
+
+async def write_chunk(tx: Tx, job: Job, params: dict[str, Any], outcome: Outcome) -> None:
+    """Write one chunk (rows with distinct emails) in `tx`; counts go to `outcome`."""
+    if not params["lines"]:
+        return
+    results = await tx.all(CHUNK_STATEMENTS[job.on_duplicate], params)
     counts = {"created": 0, "updated": 0, "suppressed": 0}
     recategorise: dict[UUID, str] = {}
     for result in results:
@@ -317,15 +326,15 @@ async def import_chunk(
             recategorise[result["id"]] = result["category"]
     if recategorise:
         await tx.execute(SET_CATEGORIES, {
-            "organisation_id": organisation_id,
+            "organisation_id": job.organisation_id,
             "ids": list(recategorise),
             "categories": list(recategorise.values()),
-            "assigned_by": audit["audit_actor_user_id"],
+            "assigned_by": job.audit["audit_actor_user_id"],
         })
     outcome.created += counts["created"]
     outcome.updated += counts["updated"]
     outcome.suppressed += counts["suppressed"]
-    outcome.skipped += len(chunk) - len(results)
+    outcome.skipped += len(params["lines"]) - len(results)
 
 
 def chunks(
@@ -378,7 +387,10 @@ async def import_file(
 ) -> dict[str, Any]:
     """`nurturehub import FILE`: a CSV or JSON Lines file, streamed a chunk at a time; each chunk
     commits on its own (a dry run writes everything in one transaction, then rolls it back, so
-    its counts are exact). Returns the summary as JSON."""
+    its counts are exact). Returns the summary as JSON.
+
+    A thread reads, validates and hashes the next chunk while the database writes the one
+    before, at most two chunks ahead, so memory stays flat."""
     key = key_from_env()
     if key is None:
         raise ImportRefused(
@@ -392,24 +404,45 @@ async def import_file(
         if not await tx.scalar(ORGANISATION_EXISTS, {"id": organisation_id}):
             raise ImportRefused("no organisation has this id")
     audit = audit_params(action="cli.contacts.import", organisation_id=organisation_id, request_id="cli")
+    job = Job(organisation_id, key, source, on_duplicate, audit)
     outcome = Outcome()
-    options: dict[str, Any] = {"organisation_id": organisation_id, "key": key, "source": source,
-                               "on_duplicate": on_duplicate, "audit": audit}
-    with path.open("rb" if reader is jsonl_rows else "r", **_OPEN[reader]) as file:
-        batches = chunks(validate(reader(file, outcome), outcome))
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(maxsize=2)
+
+    def produce() -> None:
         try:
-            if dry_run:
-                async with db.transaction() as tx:
-                    for chunk in batches:
-                        await import_chunk(tx, chunk, outcome, **options)
-                        progress(outcome)
-                    raise _DryRun
-            for chunk in batches:
-                async with db.transaction() as tx:
-                    await import_chunk(tx, chunk, outcome, **options)
-                progress(outcome)
-        except _DryRun:
-            pass
+            with path.open("rb" if reader is jsonl_rows else "r", **_OPEN[reader]) as file:
+                for chunk in chunks(validate(reader(file, outcome), outcome)):
+                    asyncio.run_coroutine_threadsafe(ready.put(chunk_params(job, chunk)), loop).result()
+        finally:
+            asyncio.run_coroutine_threadsafe(ready.put(None), loop).result()
+
+    producing = loop.run_in_executor(None, produce)
+
+    async def consume(tx: Tx | None) -> None:
+        while (params := await ready.get()) is not None:
+            if tx is not None:
+                await write_chunk(tx, job, params, outcome)
+            else:
+                async with db.transaction() as own:
+                    await write_chunk(own, job, params, outcome)
+            progress(outcome)
+
+    try:
+        if dry_run:
+            async with db.transaction() as tx:
+                await consume(tx)
+                raise _DryRun
+        await consume(None)
+    except _DryRun:
+        pass
+    finally:
+        while not producing.done():  # let a reader stopped by a failure finish
+            if ready.empty():
+                await asyncio.sleep(0.01)
+            else:
+                ready.get_nowait()
+        await producing
     return outcome.summary(dry_run=dry_run).model_dump(mode="json", by_alias=True)
 
 

@@ -1104,12 +1104,12 @@ async def import_contacts(ctx: Context, params: ImportContactsParams) -> contact
     transaction for the batch, an audit entry per contact written."""
     outcome = contact_import.Outcome()
     valid = contact_import.validate(enumerate(params.rows), outcome)
+    job = contact_import.Job(
+        ctx.organisation_id, suppression.suppression_key(ctx), params.source, params.on_duplicate,
+        ctx.audit_params(),
+    )
     for chunk in contact_import.chunks(valid):
-        await contact_import.import_chunk(
-            ctx.db, chunk, outcome,
-            organisation_id=ctx.organisation_id, key=suppression.suppression_key(ctx),
-            source=params.source, on_duplicate=params.on_duplicate, audit=ctx.audit_params(),
-        )
+        await contact_import.write_chunk(ctx.db, job, contact_import.chunk_params(job, chunk), outcome)
     ctx.record("import", None, ["rows"])
     return outcome.summary()
 
