@@ -157,6 +157,9 @@ class UpdateContactParams(WireModel):
     consent_status: ConsentStatus | None = None
     consent_timestamp: AwareDatetime | None = None
     crm_payload: CrmPayload | None = None
+    external_id: ExternalId | None = Field(
+        default=None, description="the contact's id in its CRM connection (crmConnectionId)"
+    )
     category: Category | None = None
     reason: Reason | None = None
     suppression_override: suppression.SuppressionOverride | None = None
@@ -510,6 +513,7 @@ UPDATE_CONTACT = sql("""
                                  ELSE consent_timestamp END,
         crm_payload = CASE WHEN :set_crm_payload THEN CAST(:crm_payload AS jsonb)
                            ELSE crm_payload END,
+        external_id = CASE WHEN :set_external_id THEN CAST(:external_id AS text) ELSE external_id END,
         updated_at = now()
      WHERE organisation_id = :organisation_id AND id = :id
 """)
@@ -885,6 +889,7 @@ _UPDATABLE = {
     "consent_status": "consentStatus",
     "consent_timestamp": "consentTimestamp",
     "crm_payload": "crmPayload",
+    "external_id": "externalId",
 }
 
 
@@ -905,10 +910,14 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
     changed = {
         column for column in _UPDATABLE if column in given and getattr(params, column) != current[column]
     }
+    if "external_id" in changed and params.external_id is not None and current["crm_connection_id"] is None:
+        raise InvalidParams.for_field("externalId", "needs the contact's crmConnectionId, which it has not")
     lifted = await suppression.refuse_or_override(
         ctx,
         suppression.identifiers(
-            params.email if "email" in changed else None, params.phone if "phone" in changed else None, None
+            params.email if "email" in changed else None,
+            params.phone if "phone" in changed else None,
+            params.external_id if "external_id" in changed else None,
         ),
         params.suppression_override,
         can_override=True,

@@ -143,3 +143,20 @@ def test_no_plaintext_identifier_is_kept_by_an_override_or_a_lift(
                                    " WHERE organisation_id = %s", (org.id,))[0][0]
         for value in (erased["email"], erased["phone"], national, erased["phone"][1:]):
             assert value not in text, (table, value)
+
+
+def test_an_update_to_an_erased_external_id_is_refused(rpc: Rpc, world: Any, database_url: str) -> None:
+    from tests.test_contacts_erasure import connect_crm
+
+    org = world.org()
+    connection = connect_crm(database_url, org, "street")
+    gone = create(rpc, org, importSource="crm_sync", crmConnectionId=connection, externalId="ST-GONE")
+    rpc.call("contacts.delete", {"id": gone["id"]}, org.admin_token)
+    other = create(rpc, org, importSource="crm_sync", crmConnectionId=connection, externalId="ST-OTHER")
+    error = rpc.error("contacts.update", {"id": other["id"], "externalId": "ST-GONE"}, org.member_token)
+    assert error["data"]["code"] == "CONFLICT" and error["data"]["suppressed"] == ["external_id"]
+    moved = rpc.call("contacts.update", {"id": other["id"], "externalId": "ST-NEW"}, org.member_token)
+    assert moved["externalId"] == "ST-NEW"
+    unlinked = create(rpc, org)
+    error = rpc.error("contacts.update", {"id": unlinked["id"], "externalId": "ST-X"}, org.member_token)
+    assert error["data"]["issues"][0]["path"] == "externalId"

@@ -480,6 +480,7 @@ class UpdateContactParams(ParamsModel):
     consent_status: ConsentStatus | None = None
     consent_timestamp: datetime | None = None
     crm_payload: dict[str, Any] | None = None
+    external_id: str | None = None
     category: Category | None = None
     reason: str | None = None
     suppression_override: SuppressionOverride | None = None

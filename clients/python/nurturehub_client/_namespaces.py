@@ -668,6 +668,7 @@ class ContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
@@ -679,6 +680,9 @@ class ContactsNamespace:
 
         Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            external_id: the contact's id in its CRM connection (crmConnectionId).
         """
         params = UpdateContactParams(
             id=id,
@@ -691,6 +695,7 @@ class ContactsNamespace:
                 consent_status=consent_status,
                 consent_timestamp=consent_timestamp,
                 crm_payload=crm_payload,
+                external_id=external_id,
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
@@ -987,6 +992,7 @@ class AsyncContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
@@ -998,6 +1004,9 @@ class AsyncContactsNamespace:
 
         Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            external_id: the contact's id in its CRM connection (crmConnectionId).
         """
         params = UpdateContactParams(
             id=id,
@@ -1010,6 +1019,7 @@ class AsyncContactsNamespace:
                 consent_status=consent_status,
                 consent_timestamp=consent_timestamp,
                 crm_payload=crm_payload,
+                external_id=external_id,
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,
@@ -1276,6 +1286,7 @@ class ContactsBatchNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         consent_timestamp: datetime | None | NotGiven = NOT_GIVEN,
         crm_payload: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        external_id: str | None | NotGiven = NOT_GIVEN,
         category: Category | None | NotGiven = NOT_GIVEN,
         reason: str | None | NotGiven = NOT_GIVEN,
         suppression_override: SuppressionOverride | None | NotGiven = NOT_GIVEN,
@@ -1287,6 +1298,9 @@ class ContactsBatchNamespace:
 
         Procedure `contacts.update`, a mutation (writes, with an audit entry; never retried).
         Guard: authed, any member of the organisation.
+
+        Args:
+            external_id: the contact's id in its CRM connection (crmConnectionId).
         """
         params = UpdateContactParams(
             id=id,
@@ -1299,6 +1313,7 @@ class ContactsBatchNamespace:
                 consent_status=consent_status,
                 consent_timestamp=consent_timestamp,
                 crm_payload=crm_payload,
+                external_id=external_id,
                 category=category,
                 reason=reason,
                 suppression_override=suppression_override,

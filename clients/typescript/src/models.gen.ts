@@ -440,6 +440,8 @@ export interface UpdateContactParams {
   consentStatus?: ConsentStatus | null;
   consentTimestamp?: DateTime | null;
   crmPayload?: Record<string, unknown> | null;
+  /** the contact's id in its CRM connection (crmConnectionId) */
+  externalId?: string | null;
   category?: Category | null;
   reason?: string | null;
   suppressionOverride?: SuppressionOverride | null;
