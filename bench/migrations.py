@@ -3,7 +3,7 @@ and how long reads and writes of contacts waited meanwhile.
 
     python -m bench.migrations [--contacts 1000000] [--database-url URL]
 
-Builds the oldest released schema (migrations/released/) on a new embedded PostgreSQL (or a new
+Builds the oldest schema it upgrades (migrations/baseline/) on a new embedded PostgreSQL (or a new
 database on DATABASE_URL's server), loads bench.dataset's contacts into it, then runs the
 migration runner while a probe reads one contact and updates another every 10 ms on a
 connection of its own, and a sampler lists every lock the runner's backend holds (pg_locks,
@@ -86,7 +86,7 @@ def measure(url: str, contacts: int) -> dict[str, Any]:
     files = SchemaFiles.load()
     source = files.oldest
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(files.schema_at(source).encode())
+        conn.execute(files.baseline_text.encode())
     loaded = asyncio.run(dataset.load(url, contacts))
     main = loaded.organisations[0]
     probe = Probe(url, main.id, loaded.sample_contact_ids)

@@ -101,8 +101,9 @@ class _Rollback(Exception):
     pass
 
 
-async def expected(conn: psycopg.AsyncConnection[Any], schema_text: str) -> list[str]:
-    """The description of what `schema_text` creates, applied in a scratch schema and rolled back.
+async def expected(conn: psycopg.AsyncConnection[Any], scripts: Sequence[str]) -> list[str]:
+    """The description of what `scripts` create, applied in order in a scratch schema and rolled
+    back.
 
     Raises psycopg.errors.InsufficientPrivilege when the role may not create a schema.
     """
@@ -112,7 +113,8 @@ async def expected(conn: psycopg.AsyncConnection[Any], schema_text: str) -> list
         async with conn.transaction():
             await conn.execute(pgsql.SQL("CREATE SCHEMA {}").format(pgsql.Identifier(scratch)))
             await conn.execute("SELECT set_config('search_path', %s, true)", (_quoted(scratch),))
-            await conn.execute(schema_text.encode(), prepare=False)
+            for script in scripts:
+                await conn.execute(script.encode(), prepare=False)
             cursor = await conn.execute(_DESCRIBE, {"schema": scratch})
             lines = [row[0] for row in await cursor.fetchall()]
             raise _Rollback

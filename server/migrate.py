@@ -166,7 +166,9 @@ class Migrator:
             status = await self._status(conn)
             if status.state == "empty" and create:
                 await self._create(conn)
-                return {"from": None, "to": self.files.head, "created": True, "applied": []}
+                if self.files.schema_text is not None:
+                    return {"from": None, "to": self.files.head, "created": True, "applied": []}
+                status = await self._status(conn)  # a cut view: the baseline, then its steps
             if status.state in ("unversioned", "empty", "newer"):
                 self._refuse_unless_current(status)
             assert status.version is not None
@@ -262,7 +264,7 @@ class Migrator:
 
     async def _differences(self, conn: psycopg.AsyncConnection[Any], version: int) -> list[str]:
         try:
-            wanted = await catalog.expected(conn, self.files.schema_at(version))
+            wanted = await catalog.expected(conn, self.files.scripts_at(version))
         except psycopg.errors.InsufficientPrivilege:
             # The comparison builds the expected schema in a scratch schema, rolled back.
             return []
@@ -290,8 +292,10 @@ class Migrator:
     # Changing it ---------------------------------------------------------------------------------
 
     async def _create(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        """schema.sql in an empty database (a view cut by up_to: its baseline)."""
+        script = self.files.schema_text or self.files.baseline_text
         async with conn.transaction():
-            await conn.execute(self.files.schema_text.encode(), prepare=False)
+            await conn.execute(script.encode(), prepare=False)
 
     async def _apply(self, conn: psycopg.AsyncConnection[Any], step: Step) -> int:
         """Run one step and record it; returns its duration in ms. Raises MigrationError."""

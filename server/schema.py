@@ -1,6 +1,7 @@
 """The schema's versions, as files: schema.sql (the newest, whole), migrations/NNNN_*.sql (each
-takes version NNNN-1 to NNNN) and migrations/released/NNNN.sql (each older version's schema.sql,
-frozen as it was released, so a database at that version can be checked on its own server).
+takes version NNNN-1 to NNNN) and migrations/baseline/NNNN.sql (schema.sql as released at the
+oldest version a database can be upgraded from). What any older version's schema is follows:
+the baseline and the steps up to it, which the tests hold equal to each released schema.sql.
 
 A step's header says how to run it and what it does to a live database:
 
@@ -93,46 +94,57 @@ class Step:
 
 @dataclass(frozen=True)
 class SchemaFiles:
-    """Every version this code knows: `head` (schema.sql), the steps up to it, the released schemas."""
+    """Every version this code knows: `head` (schema.sql), the baseline, the steps between."""
 
     head: int
-    schema_text: str
+    schema_text: str | None  # None in a view cut at an earlier head (up_to)
     steps: dict[int, Step]
-    released: dict[int, Path]
+    baseline: int
+    baseline_text: str
 
     @classmethod
     def load(cls, migrations_dir: Path = MIGRATIONS_DIR, schema_path: Path = SCHEMA_PATH) -> SchemaFiles:
         schema_text = schema_path.read_text()
         head = version_of(schema_text)
         steps = {step.version: step for step in map(Step.parse, sorted(migrations_dir.glob("*.sql")))}
-        released = {int(p.stem): p for p in (migrations_dir / "released").glob("[0-9][0-9][0-9][0-9].sql")}
-        oldest = min(released, default=head)
-        for version in range(oldest + 1, head + 1):
+        baselines = sorted((migrations_dir / "baseline").glob("[0-9][0-9][0-9][0-9].sql"))
+        if len(baselines) != 1:
+            raise SchemaFilesError("migrations/baseline/ must hold exactly one NNNN.sql")
+        baseline = int(baselines[0].stem)
+        for version in range(baseline + 1, head + 1):
             if version not in steps:
                 raise SchemaFilesError(
                     f"schema.sql is at version {head} but no migrations/{version:04d}_*.sql takes "
                     f"version {version - 1} to {version}"
                 )
-        for version in range(oldest, head):
-            if version not in released:
-                raise SchemaFilesError(
-                    f"migrations/released/{version:04d}.sql is missing: copy schema.sql as it was at "
-                    f"version {version} there"
-                )
-        if max(steps, default=0) > head:
-            raise SchemaFilesError(f"a step goes past schema.sql's version {head}")
-        return cls(head, schema_text, steps, released)
+        if set(steps) - set(range(baseline + 1, head + 1)):
+            raise SchemaFilesError(f"a step lies outside versions {baseline + 1} to {head}")
+        return cls(head, schema_text, steps, baseline, baselines[0].read_text())
 
     @property
     def oldest(self) -> int:
         """The oldest version a database can be upgraded from."""
-        return min(self.released, default=self.head)
+        return self.baseline
 
-    def schema_at(self, version: int) -> str:
-        """What schema.sql was at `version`."""
-        if version == self.head:
-            return self.schema_text
-        return self.released[version].read_text()
+    def scripts_at(self, version: int) -> list[str]:
+        """SQL that creates `version`'s schema in one transaction: schema.sql for the head, else
+        the baseline and the steps up to `version` (a `transaction: off` step's CONCURRENTLY
+        dropped: inside a transaction the same objects are built, only with stronger locks)."""
+        if version == self.head and self.schema_text is not None:
+            return [self.schema_text]
+        return [self.baseline_text] + [
+            step.text if step.transactional else _CONCURRENTLY.sub("", step.text)
+            for step in self.steps_after(self.baseline, until=version)
+        ]
 
-    def steps_after(self, version: int) -> list[Step]:
-        return [self.steps[v] for v in range(version + 1, self.head + 1)]
+    def steps_after(self, version: int, until: int | None = None) -> list[Step]:
+        last = self.head if until is None else until
+        return [self.steps[v] for v in range(version + 1, last + 1)]
+
+    def up_to(self, version: int) -> SchemaFiles:
+        """These files as a release at `version` saw them (to build a database at it)."""
+        steps = {v: step for v, step in self.steps.items() if v <= version}
+        return SchemaFiles(version, None, steps, self.baseline, self.baseline_text)
+
+
+_CONCURRENTLY = re.compile(r"\bCONCURRENTLY\b", re.IGNORECASE)

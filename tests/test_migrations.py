@@ -1,8 +1,10 @@
 """Issue 16: every released schema upgrades in place to exactly schema.sql, keeping every row.
 
-Upgrade sources are the released schemas frozen in migrations/released/ (version 1 as of fb1dfbe,
-the last of the version-1 schemas; version 2 as of 42f74cd). A database is built from a source,
-filled through the procedures, migrated, and compared with a fresh database of schema.sql.
+Upgrade sources are every version from the baseline (migrations/baseline/0001.sql: version 1 as
+of fb1dfbe, the last of the version-1 schemas) up: a database at version N is the baseline
+migrated to N, and tests/released_schemas.tsv holds that this is, catalog for catalog, what
+schema.sql created when it was released at N. A database is built at a source, filled, migrated,
+and compared with a fresh database of schema.sql.
 """
 
 from __future__ import annotations
@@ -26,7 +28,14 @@ from tests.support import query
 
 BIN = Path(sys.executable).parent
 FILES = SchemaFiles.load()
-SOURCES = sorted(FILES.released)
+SOURCES = list(range(FILES.baseline, FILES.head))
+RELEASED = {
+    int(version): (commit, digest)
+    for version, commit, digest in (
+        line.split("\t") for line in (Path(__file__).parent / "released_schemas.tsv").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+}
 TABLES = (
     "organisations", "users", "memberships", "api_tokens", "contacts", "lead_category_assignments",
     "crm_providers", "crm_connections", "crm_writeback_queue", "crm_writeback_attempts",
@@ -35,10 +44,9 @@ TABLES = (
 
 
 def build(postgres, version: int) -> str:
-    """A new database holding the schema as released at `version`."""
+    """A new database at `version`: the baseline, migrated as a release at `version` would."""
     url = postgres.create_database()
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(FILES.schema_at(version).encode())
+    migrate(url, FILES.up_to(version))
     return url
 
 
@@ -83,17 +91,30 @@ def test_an_upgrade_gives_exactly_the_schema_of_schema_sql(postgres, source: int
     assert len(fresh_dump) > 300  # the comparison is of a whole schema, not of an empty dump
     differing = [line for line in set(fresh_dump) ^ set(upgraded_dump)]
     assert differing == [] and fresh_dump == upgraded_dump
-    assert versions(upgraded) == list(range(source, FILES.head + 1))
+    assert versions(upgraded) == list(range(FILES.baseline, FILES.head + 1))
 
 
-def test_schema_sql_changes_only_with_a_step_from_the_previous_version(postgres) -> None:
-    """The CI gate: schema.sql at version N must be what N-1 and its step make (the test above
-    for the newest source), and every version from the oldest source up has a step."""
-    previous = FILES.head - 1
-    assert previous in FILES.released, f"migrations/released/{previous:04d}.sql is missing"
-    assert set(FILES.steps) == set(range(FILES.oldest + 1, FILES.head + 1))
-    for version, path in FILES.released.items():
-        assert f"-- schema-version: {version}\n" in path.read_text(), path
+def test_schema_sql_changes_only_with_a_step_from_the_previous_version() -> None:
+    """The CI gate: schema.sql at version N must be what the baseline and the steps make (the
+    test above), every version has its step, and every released version is recorded."""
+    assert set(FILES.steps) == set(range(FILES.baseline + 1, FILES.head + 1))
+    assert set(RELEASED) == set(range(FILES.baseline, FILES.head)), (
+        "tests/released_schemas.tsv needs a line for every version below schema.sql's"
+    )
+
+
+@pytest.mark.parametrize("version", SOURCES)
+def test_each_released_schema_is_the_baseline_and_its_steps(postgres, version: int) -> None:
+    """What the runner checks a database at `version` against is what was released at it."""
+    import asyncio
+
+    from server.catalog import expected, fingerprint
+
+    async def chained() -> str:
+        async with await psycopg.AsyncConnection.connect(postgres.create_database(), autocommit=True) as conn:
+            return fingerprint(await expected(conn, FILES.scripts_at(version)))
+
+    assert asyncio.run(chained()) == RELEASED[version][1], f"version {version} as the steps build it"
 
 
 def fill(server_url: str, database_url: str) -> dict[str, Any]:
@@ -293,7 +314,6 @@ def files_with(tmp_path: Path, name: str, text: str) -> SchemaFiles:
     """This code's schema files plus one more step, `name`, taking schema.sql's version on by one."""
     folder = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, folder)
-    shutil.copy(SCHEMA_PATH, folder / "released" / f"{FILES.head:04d}.sql")
     (folder / name).write_text(text)
     schema = tmp_path / "schema.sql"
     schema.write_text(SCHEMA_PATH.read_text().replace(
@@ -391,7 +411,7 @@ def test_a_database_whose_schema_drifted_is_listed_by_check_and_not_migrated(pos
     assert any("contacts_source_idx" in d for d in json.loads(checked.stdout)["differences"])
     done = cli(url, "db", "migrate")
     assert done.returncode == 1 and "nurturehub db check" in done.stderr
-    assert versions(url) == [SOURCES[-1]]
+    assert versions(url) == list(range(FILES.baseline, SOURCES[-1] + 1))
 
 
 def git_schema(commit: str) -> str | None:
@@ -416,12 +436,23 @@ def test_a_development_build_version_1_is_recognised_and_refused(postgres, commi
     assert versions(url) == [1]
 
 
-def test_released_schemas_are_the_ones_git_history_released() -> None:
-    for version, commit in ((1, "fb1dfbe"), (2, "42f74cd"), (3, "3c6d814")):
-        text = git_schema(commit)
-        if text is None:
-            pytest.skip("no git history here")
-        assert FILES.released[version].read_text() == text
+@pytest.mark.parametrize("version", sorted(RELEASED))
+def test_the_recorded_fingerprints_are_those_of_the_released_schema_files(postgres, version: int) -> None:
+    import asyncio
+
+    from server.catalog import expected, fingerprint
+
+    commit, digest = RELEASED[version]
+    text = git_schema(commit)
+    if text is None:
+        pytest.skip("no git history here: the fingerprints stand as recorded")
+    assert f"-- schema-version: {version}\n" in text
+
+    async def released() -> str:
+        async with await psycopg.AsyncConnection.connect(postgres.create_database(), autocommit=True) as conn:
+            return fingerprint(await expected(conn, [text]))
+
+    assert asyncio.run(released()) == digest
 
 
 def test_a_step_without_its_header_is_refused(tmp_path: Path) -> None:

@@ -104,6 +104,7 @@ def test_serve_with_database_url_creates_only_schema_and_providers(postgres) -> 
 
 def test_serve_backs_up_then_migrates_an_embedded_database_of_an_earlier_release(tmp_path: Path) -> None:
     from server.embedded import EmbeddedPostgres
+    from server.migrate import Migrator
     from server.schema import SchemaFiles
     from tests.test_migrations import make_organisation, run_with_database
 
@@ -112,7 +113,7 @@ def test_serve_backs_up_then_migrates_an_embedded_database_of_an_earlier_release
     embedded = EmbeddedPostgres(tmp_path / "data")
     url = embedded.start()
     try:
-        query(url, files.schema_at(earlier))
+        run_with_database(url, lambda db: Migrator(url, files.up_to(earlier)).migrate())
         org = run_with_database(url, make_organisation)
         for n in range(3):
             query(url, "INSERT INTO contacts (organisation_id, first_name) VALUES (%s, %s)",
@@ -150,11 +151,14 @@ def test_serve_backs_up_then_migrates_an_embedded_database_of_an_earlier_release
 
 
 def test_serve_with_database_url_refuses_pending_steps_unless_asked_to_migrate(postgres) -> None:
+    import asyncio
+
+    from server.migrate import Migrator
     from server.schema import SchemaFiles
 
     files = SchemaFiles.load()
     url = postgres.create_database()
-    query(url, files.schema_at(files.head - 1))
+    asyncio.run(Migrator(url, files.up_to(files.head - 1)).migrate())
     env = {**os.environ, "DATABASE_URL": url}
     refused = subprocess.run(
         [str(BIN / "nurturehub"), "serve", "--port", str(free_port())],
