@@ -8,7 +8,7 @@ from uuid import UUID
 
 from pydantic import Field
 
-from server.accounts import AccountError, grant_token, list_tokens, member_role, normalise_email, outranks
+from server.accounts import AccountError, grant_token, list_tokens, member, normalise_email, outranks
 from server.auth import notify_auth_changed
 from server.context import Context
 from server.db import sql
@@ -161,9 +161,12 @@ async def create_token(ctx: Context, params: CreateTokenParams) -> CreatedToken:
         raise InvalidParams.for_field("email", "is not a valid email address") from None
     if outranks(params.role, caller.role):
         raise Forbidden(f"Forbidden: your role ({caller.role}) cannot grant the {params.role} role")
-    existing = await member_role(ctx.db, caller.organisation_id, email)
-    if existing is not None and outranks(existing, caller.role):
+    existing = await member(ctx.db, caller.organisation_id, email)
+    if existing is not None and outranks(existing[1], caller.role):
         raise Forbidden(f"Forbidden: your role ({caller.role}) cannot issue tokens to an owner")
+    if existing is not None and existing[0] == caller.user_id and params.role != caller.role:
+        # Else an organisation's last owner could demote itself and leave it with none.
+        raise Forbidden("Forbidden: a token for yourself keeps your own role")
     issued = await grant_token(ctx.db, caller.organisation_id, email, params.role, params.name)
     ctx.record("api_token", issued.token_id, ["role", "token"])
     return CreatedToken(

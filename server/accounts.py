@@ -21,7 +21,7 @@ __all__ = [
     "issue_token",
     "list_organisations",
     "list_tokens",
-    "member_role",
+    "member",
     "normalise_email",
     "outranks",
     "revoke_token",
@@ -83,8 +83,8 @@ SELECT_ORGANISATIONS = sql("""
      ORDER BY o.created_at, o.id
      LIMIT :limit
 """)
-MEMBER_ROLE = sql("""
-    SELECT m.role FROM memberships m JOIN users u ON u.id = m.user_id
+MEMBER = sql("""
+    SELECT m.user_id, m.role FROM memberships m JOIN users u ON u.id = m.user_id
      WHERE m.organisation_id = :organisation_id AND u.email = :email
 """)
 
@@ -142,12 +142,10 @@ async def issue_token(
     return issued
 
 
-async def member_role(tx: Tx, organisation_id: UUID, email: str) -> str | None:
-    """The role of the user with this email in the organisation, or None if not a member."""
-    role: str | None = await tx.scalar(
-        MEMBER_ROLE, {"organisation_id": organisation_id, "email": normalise_email(email)}
-    )
-    return role
+async def member(tx: Tx, organisation_id: UUID, email: str) -> tuple[UUID, str] | None:
+    """The user id and role of the member with this email, or None if not a member."""
+    row = await tx.one(MEMBER, {"organisation_id": organisation_id, "email": normalise_email(email)})
+    return None if row is None else (row["user_id"], row["role"])
 
 
 async def grant_token(

@@ -243,7 +243,6 @@ def create_app(
         finally:
             if sampler is not None:
                 sampler.cancel()
-                metrics.close()  # type: ignore[union-attr]
             await authenticator.stop()
             if database is None:
                 await db.close()

@@ -105,6 +105,7 @@ class Metrics:
         layout = repr((self.methods, codes, BOUNDS, PROCESS)).encode()
         self._fingerprint = float(zlib.crc32(layout))
         self.directory = directory
+        # Mapped for the life of the process: a call still finishing during shutdown may write.
         self._mapping: mmap.mmap | None = None
         if directory is None:
             self.values = memoryview(bytearray(self._size * 8)).cast("d")
@@ -191,13 +192,6 @@ class Metrics:
             samples = [f"{gauge.name}{_labels(labels)} {_number(value)}" for labels, value in gauge.samples]
             _family(lines, gauge.name, "gauge", gauge.help, samples)
         return ("\n".join(lines) + "\n").encode()
-
-    def close(self) -> None:
-        """Stop writing; the file stays, so this process's counters keep counting in the sum."""
-        if self._mapping is not None:
-            self.values.release()
-            self._mapping.close()
-            self._mapping = None
 
 
 def _family(lines: list[str], name: str, kind: str, help_text: str, samples: list[str]) -> None:

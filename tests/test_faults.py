@@ -188,3 +188,27 @@ def test_serve_restarts_the_embedded_postgresql_when_it_is_killed(tmp_path: Any)
         assert httpx.get(server.url + "/livez").status_code == 200
     finally:
         assert server.stop() == 0
+
+
+def test_serve_stops_within_its_deadline_though_a_client_sent_half_a_body(postgres: Any) -> None:
+    import os
+
+    from tests.test_serve import Serve
+
+    url = postgres.create_database()
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "NURTUREHUB_REQUEST_READ_TIMEOUT": "60",  # so the shutdown deadline is what ends it
+        "NURTUREHUB_SHUTDOWN_TIMEOUT": "2",
+    }
+    server = Serve(env)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{\"jsonrpc\":"
+        )
+        time.sleep(0.5)
+        started = time.monotonic()
+        assert server.stop() == 0
+        assert time.monotonic() - started < 10
