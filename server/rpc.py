@@ -177,6 +177,8 @@ class Dispatcher:
             # Valid JSON nested past orjson's 1,024 levels is bad input, not a parse error; the
             # message is only looked at once decoding has failed, so the hot path pays nothing.
             refusal: RPCError = _too_deep(None) if "depth limit" in exc.msg else ParseError()
+            if self.metrics is not None:
+                self.metrics.observe("", refusal.code, 0.0)
             return self._single(self._error(None, refusal, None, request_id))
 
         principals = _Principals(self.authenticator, authorization)
@@ -245,6 +247,8 @@ class Dispatcher:
         method = call.get("method")
         problem = self._request_problem(call, call_id, method)
         if problem is not None or not isinstance(method, str):
+            if self.metrics is not None:
+                self.metrics.observe("", InvalidRequest.code, 0.0)  # counted as method "other"
             return self._error(reply_id, InvalidRequest(f"Invalid Request: {problem}"), None, request_id)
 
         started = time.perf_counter()

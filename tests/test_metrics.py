@@ -72,6 +72,8 @@ def test_calls_are_counted_by_procedure_and_outcome(metered: ServerThread, world
         rpc.call("auth.whoami")
     rpc.error("contacts.get", {"id": "00000000-0000-0000-0000-000000000000"})
     rpc.error("no.suchMethod")
+    assert rpc.raw(b"{not json").status_code == 400
+    assert rpc.post({"jsonrpc": "1.0", "id": 1, "method": "auth.whoami"}).status_code == 400
     after = scrape(metered.url)
     assert calls(after, "auth.whoami") - calls(before, "auth.whoami") == 7
     by_code = {
@@ -80,6 +82,7 @@ def test_calls_are_counted_by_procedure_and_outcome(metered: ServerThread, world
     }
     assert by_code[("contacts.get", "NOT_FOUND")] >= 1
     assert by_code[("other", "METHOD_NOT_FOUND")] >= 1
+    assert by_code[("other", "PARSE_ERROR")] >= 1 and by_code[("other", "BAD_REQUEST")] >= 1
     count = {labels["method"]: value for name, labels, value in samples(after)
              if name == "nurturehub_rpc_call_duration_seconds_count"}
     assert count["auth.whoami"] >= 7
