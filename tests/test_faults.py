@@ -60,6 +60,29 @@ def test_headers_trickling_in_are_cut_off_at_the_read_timeout(
     assert time.monotonic() - started < 4
 
 
+def test_two_hundred_trickling_connections_are_all_closed_and_others_are_served(
+    server: ServerThread, short_read_timeout: float
+) -> None:
+    socks = [_connect(server) for _ in range(200)]
+    try:
+        for sock in socks:
+            sock.sendall(b"POST /rpc HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        assert httpx.get(server.url + "/livez", timeout=5).status_code == 200
+        time.sleep(0.5)
+        for sock in socks:
+            try:
+                sock.sendall(b"a")
+            except OSError:
+                pass
+        started = time.monotonic()
+        for sock in socks:
+            sock.settimeout(max(0.1, 4 - (time.monotonic() - started)))
+            assert _read_all(sock).startswith(b"HTTP/1.1 408 ")
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def test_a_connection_that_sends_nothing_is_closed_at_the_read_timeout(
     server: ServerThread, short_read_timeout: float
 ) -> None:
