@@ -3,7 +3,9 @@
 This layer owns what jsonrpcserver gets wrong (see README, dependency notes): NaN and boolean
 ids are refused, a batch answers each element on its own, notifications get no reply (an
 all-notification batch gets HTTP 204), limits are answered with JSON-RPC errors, and the error
-shape is built here and nowhere else. Each call runs in its own transaction, batch or not.
+shape is built here and nowhere else. Each call runs in its own transaction, batch or not; a
+batch's calls run side by side, a bounded number at once. Per-call metrics are recorded here, as
+the /rpc fast path (server/app.py) bypasses every middleware.
 """
 
 from __future__ import annotations
