@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from functools import partial
@@ -131,7 +131,9 @@ def dataset_arguments(prog: str, description: str | None, contacts: int) -> argp
 class Server(Served):
     """`nurturehub serve` in a subprocess, as an operator runs it."""
 
-    def __init__(self, database_url: str, workers: int, log: Path) -> None:
+    def __init__(
+        self, database_url: str, workers: int, log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # `nurturehub serve` is server.cli:main; run through -m from this tree, so a benchmark
@@ -146,8 +148,8 @@ class Server(Served):
             "--workers",
             str(workers),
         ]
-        env = {**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key()}
-        super().__init__(command, cwd=ROOT, env=env, log=log)
+        environment = {**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key(), **(env or {})}
+        super().__init__(command, cwd=ROOT, env=environment, log=log)
         self.wait_until_answering(self.url + "/readyz", seconds=60)
 
     def call(self, token: str, method: str, params: dict[str, Any] | None = None) -> Any:

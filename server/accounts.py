@@ -17,12 +17,23 @@ __all__ = [
     "IssuedToken",
     "ROLES",
     "create_organisation",
+    "grant_token",
     "issue_token",
+    "list_organisations",
+    "list_tokens",
+    "member",
     "normalise_email",
+    "outranks",
     "revoke_token",
 ]
 
 ROLES = ("owner", "admin", "member")
+_RANK = {"owner": 3, "admin": 2, "member": 1}
+
+
+def outranks(role: str, other: str) -> bool:
+    """Whether `role` stands above `other` (owner > admin > member)."""
+    return _RANK[role] > _RANK[other]
 
 INSERT_ORGANISATION = sql("INSERT INTO organisations (name) VALUES (:name) RETURNING id")
 UPSERT_USER = sql("""
@@ -50,6 +61,31 @@ REVOKE_TOKEN = sql("""
     UPDATE api_tokens SET revoked_at = now()
      WHERE id = :id AND revoked_at IS NULL
     RETURNING organisation_id
+""")
+# Newest first; `user_id` NULL lists the whole organisation's.
+SELECT_TOKENS = sql("""
+    SELECT t.id, t.name, t.user_id, u.email, m.role, t.created_at, t.last_used_at, t.revoked_at
+      FROM api_tokens t
+      JOIN memberships m ON m.organisation_id = t.organisation_id AND m.user_id = t.user_id
+      JOIN users u ON u.id = t.user_id
+     WHERE t.organisation_id = :organisation_id
+       AND (CAST(:user_id AS uuid) IS NULL OR t.user_id = :user_id)
+       AND (:include_revoked OR t.revoked_at IS NULL)
+     ORDER BY t.created_at DESC, t.id
+     LIMIT :limit
+""")
+SELECT_ORGANISATIONS = sql("""
+    SELECT o.id, o.name, o.created_at,
+           (SELECT count(*) FROM memberships m WHERE m.organisation_id = o.id) AS members,
+           (SELECT count(*) FROM api_tokens t
+             WHERE t.organisation_id = o.id AND t.revoked_at IS NULL) AS active_tokens
+      FROM organisations o
+     ORDER BY o.created_at, o.id
+     LIMIT :limit
+""")
+MEMBER = sql("""
+    SELECT m.user_id, m.role FROM memberships m JOIN users u ON u.id = m.user_id
+     WHERE m.organisation_id = :organisation_id AND u.email = :email
 """)
 
 
@@ -98,7 +134,25 @@ async def _audit(
 async def issue_token(
     tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
 ) -> IssuedToken:
-    """Create the user and membership when missing (setting the role), then a new token."""
+    """An operator's token (the CLI): grant_token, with its audit row."""
+    issued = await grant_token(tx, organisation_id, email, role, name)
+    await _audit(
+        tx, "cli.token.create", organisation_id, "api_token", str(issued.token_id), ["role", "token"]
+    )
+    return issued
+
+
+async def member(tx: Tx, organisation_id: UUID, email: str) -> tuple[UUID, str] | None:
+    """The user id and role of the member with this email, or None if not a member."""
+    row = await tx.one(MEMBER, {"organisation_id": organisation_id, "email": normalise_email(email)})
+    return None if row is None else (row["user_id"], row["role"])
+
+
+async def grant_token(
+    tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
+) -> IssuedToken:
+    """Create the user and membership when missing (setting the role), then a new token; the
+    caller writes the audit row."""
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     if not await tx.scalar(ORGANISATION_EXISTS, {"id": organisation_id}):
@@ -118,7 +172,6 @@ async def issue_token(
             "token_hash": tokens.hash_token(token),
         },
     )
-    await _audit(tx, "cli.token.create", organisation_id, "api_token", str(token_id), ["role", "token"])
     return IssuedToken(organisation_id, user_id, token_id, token)
 
 
@@ -137,6 +190,31 @@ async def create_organisation(
     organisation_id = await tx.scalar(INSERT_ORGANISATION, {"name": name})
     await _audit(tx, "cli.org.create", organisation_id, "organisation", str(organisation_id), ["name"])
     return await issue_token(tx, organisation_id, owner_email, "owner", name="owner")
+
+
+async def list_tokens(
+    tx: Tx,
+    organisation_id: UUID,
+    *,
+    user_id: UUID | None = None,
+    include_revoked: bool = False,
+    limit: int = 1000,
+) -> list[dict[str, object]]:
+    """An organisation's tokens (or one member's), newest first; never a token or its hash."""
+    rows = await tx.all(
+        SELECT_TOKENS,
+        {
+            "organisation_id": organisation_id,
+            "user_id": user_id,
+            "include_revoked": include_revoked,
+            "limit": limit,
+        },
+    )
+    return [dict(row) for row in rows]
+
+
+async def list_organisations(tx: Tx, *, limit: int = 10_000) -> list[dict[str, object]]:
+    return [dict(row) for row in await tx.all(SELECT_ORGANISATIONS, {"limit": limit})]
 
 
 async def revoke_token(tx: Tx, token_id: UUID) -> bool:

@@ -1,10 +1,12 @@
-"""The ASGI app: POST /rpc, health and readiness probes, the OpenRPC document, the explorer, CORS."""
+"""The ASGI app: POST /rpc, liveness and readiness probes, metrics, the OpenRPC document, the
+explorer, CORS."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from functools import cache
 from typing import Any
 
@@ -19,11 +21,12 @@ from starlette.types import Receive, Scope, Send
 
 from server.auth import Authenticator
 from server.db import Database
-from server.errors import PayloadTooLarge, UnsupportedMediaType
+from server.errors import PayloadTooLarge, RPCError, UnsupportedMediaType
 from server.explorer import explorer_routes
+from server.metrics import Gauge, Metrics, ScrapeCollector, authorised
 from server.openrpc import openrpc_document
 from server.procedure import Router
-from server.rpc import Dispatcher, new_request_id
+from server.rpc import DISCOVER, Dispatcher, new_request_id
 from server.settings import Settings
 
 __all__ = ["create_app"]
@@ -64,6 +67,8 @@ class RpcEndpoint:
             )
         status, body = (204, b"") if reply.body is None else (reply.status, reply.body)
         response_headers = [(b"x-request-id", request_id.encode())]
+        if reply.retry_after is not None:
+            response_headers.append((b"retry-after", str(reply.retry_after).encode()))
         if status != 204:
             response_headers += [
                 (b"content-type", _JSON.encode()),
@@ -145,8 +150,18 @@ class _App(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, router: Router, *, database: Database | None = None) -> Starlette:
-    """Build the app; `database` lets a caller share one engine (tests), else the app owns one."""
+def create_app(
+    settings: Settings,
+    router: Router,
+    *,
+    database: Database | None = None,
+    collectors: Sequence[ScrapeCollector] = (),
+) -> Starlette:
+    """Build the app; `database` lets a caller share one engine (tests), else the app owns one.
+
+    `collectors` add gauges measured at scrape time (queue depths) to GET /metrics, which is
+    there only when settings.metrics_token is set.
+    """
     db = database or Database(
         settings.database_url,
         pool_size=settings.pool_size,
@@ -159,14 +174,17 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
         return openrpc_document(router, title=TITLE, version=VERSION)
 
     authenticator = Authenticator(db, settings.database_url, cache_seconds=settings.auth_cache_seconds)
-    dispatcher = Dispatcher(router, db, settings, authenticator, discover=discover)
+    metrics = Metrics([*router, DISCOVER], settings.metrics_dir) if settings.metrics_token else None
+    dispatcher = Dispatcher(router, db, settings, authenticator, discover=discover, metrics=metrics)
 
     rpc = RpcEndpoint(dispatcher, settings)
 
-    async def healthz(request: Request) -> Response:
+    async def livez(request: Request) -> Response:
+        """Liveness: the process answers. Says nothing of the database (see readyz)."""
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        """Readiness: this process can serve calls now, its database answering."""
         if await db.ping():
             return _json({"status": "ready", "database": "ok"})
         return _json({"status": "unavailable", "database": "unreachable"}, status=503)
@@ -174,9 +192,48 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
     async def openrpc_json(request: Request) -> Response:
         return _json(discover())
 
+    def sample() -> None:
+        """This process's gauges and slow-path counters, into its metrics for the scrape."""
+        assert metrics is not None
+        pool = db.pool
+        for name, value in (
+            ("nurturehub_db_pool_connections_in_use", pool.in_use),
+            ("nurturehub_db_pool_connections_idle", pool.size - pool.in_use),
+            ("nurturehub_db_pool_waiting", pool.waiting),
+            ("nurturehub_db_pool_waits_total", pool.waits),
+            ("nurturehub_db_pool_wait_seconds_total", pool.wait_seconds),
+            ("nurturehub_db_pool_timeouts_total", pool.timeouts),
+            ("nurturehub_auth_cache_hits_total", authenticator.hits),
+            ("nurturehub_auth_cache_misses_total", authenticator.misses),
+            ("nurturehub_auth_listener_up", authenticator.listening),
+            ("nurturehub_shed_total", dispatcher.shed),
+            ("nurturehub_processes", 1),
+        ):
+            metrics.set(name, float(value))
+
+    async def sample_forever() -> None:
+        while True:
+            sample()
+            await asyncio.sleep(1.0)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        assert metrics is not None and settings.metrics_token is not None
+        if not authorised(settings.metrics_token, request.headers.get("authorization")):
+            return Response("Unauthorized\n", status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        sample()
+        scraped: list[Gauge] = []
+        try:
+            async with db.transaction(read_only=True, priority=True) as tx:
+                for collect in collectors:
+                    scraped += await collect(tx)
+        except RPCError:
+            pass  # the database is away: the process's own figures still answer
+        return Response(metrics.render(scraped), media_type="text/plain; version=0.0.4; charset=utf-8")
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         authenticator.start()
+        sampler = asyncio.create_task(sample_forever()) if metrics is not None else None
         # What exists now (modules, models, validators: nearly all of the heap) lives as long
         # as the process, so full collections stop walking it: time in the collector per
         # contacts.get call, about 30 us on average before, 6-7 us after (bench/gc_cost.py).
@@ -184,6 +241,8 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
         try:
             yield
         finally:
+            if sampler is not None:
+                sampler.cancel()
             await authenticator.stop()
             if database is None:
                 await db.close()
@@ -202,10 +261,13 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
     ]
     routes = [
         Route("/rpc", BrowserRpcEndpoint(rpc), methods=["POST"]),
-        Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/healthz", livez, methods=["GET"]),  # the liveness probe's earlier name
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openrpc.json", openrpc_json, methods=["GET"]),
     ]
+    if metrics is not None:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if settings.explorer:
         routes += explorer_routes()
     app = _App(rpc, routes=routes, middleware=middleware, lifespan=lifespan)

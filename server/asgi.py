@@ -14,10 +14,12 @@ __all__ = ["app_from_env"]
 
 
 def app_from_env() -> Starlette:
-    from server.cli import ROUTER, load
+    from server.cli import METRICS_COLLECTORS, ROUTER, load
 
     configure_logging(os.environ.get("NURTUREHUB_LOG_LEVEL", "INFO"))
     url = os.environ.get("DATABASE_URL")
     if not url:
         raise SystemExit("DATABASE_URL is not set: start the server with 'nurturehub serve'")
-    return create_app(Settings.from_env(url), load(ROUTER))
+    settings = Settings.from_env(url)
+    collectors = [load(path) for path in METRICS_COLLECTORS] if settings.metrics_token else []
+    return create_app(settings, load(ROUTER), collectors=collectors)

@@ -13,9 +13,11 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -29,12 +31,14 @@ from server.accounts import (
     DuplicateOrganisationName,
     create_organisation,
     issue_token,
+    list_organisations,
+    list_tokens,
     revoke_token,
 )
 from server.backup import BackupError, backup_to, restore_from, take_backup, taken_at
 from server.crypto import CryptoError, Keyring, KeyringError, ensure_key_file
 from server.db import Database, sql
-from server.embedded import EmbeddedPostgres, resolve_database_url
+from server.embedded import EmbeddedPostgres, Watchdog, resolve_database_url
 from server.keys import KeyConfigError, prepare_for_serve
 from server.logs import configure_logging
 from server.migrate import MigrationError, Migrator
@@ -43,6 +47,7 @@ from server.settings import (
     erasure_journal_path,
     keyring_from_env,
     migration_lock_timeout,
+    shutdown_timeout,
 )
 
 __all__ = ["main"]
@@ -50,6 +55,7 @@ __all__ = ["main"]
 ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
 WORKER = "procedures.writeback.worker:main"
+METRICS_COLLECTORS = ("procedures.writeback.metrics:collect",)
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 SUBJECT_ACCESS_EXPORT = "procedures.contacts:export_for_operator"
 ERASURE_REPLAY = "procedures.erasures:replay"
@@ -332,10 +338,38 @@ def cmd_org_create(args: argparse.Namespace) -> None:
         return {
             "organisationId": str(issued.organisation_id),
             "userId": str(issued.user_id),
+            "tokenId": str(issued.token_id),
             "token": issued.token,
         }
 
     _print_json(_with_database(work, prepare=True))
+
+
+def _jsonable(row: dict[str, object]) -> dict[str, object]:
+    """A row for JSON output: camelCase keys, ids and times as strings."""
+    out: dict[str, object] = {}
+    for key, value in row.items():
+        head, *rest = key.split("_")
+        name = head + "".join(part.title() for part in rest)
+        out[name] = value if value is None or isinstance(value, (int, str, bool)) else str(value)
+    return out
+
+
+def cmd_org_list(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.transaction(read_only=True) as tx:
+            return [_jsonable(row) for row in await list_organisations(tx)]
+
+    _print_json({"organisations": _with_database(work)})
+
+
+def cmd_token_list(args: argparse.Namespace) -> None:
+    async def work(db: Database) -> list[dict[str, object]]:
+        async with db.transaction(read_only=True) as tx:
+            rows = await list_tokens(tx, args.org, include_revoked=args.include_revoked)
+        return [_jsonable(row) for row in rows]
+
+    _print_json({"organisationId": str(args.org), "tokens": _with_database(work)})
 
 
 def cmd_token_create(args: argparse.Namespace) -> None:
@@ -446,13 +480,31 @@ def _first_start_demo(db: Database) -> Callable[[], Awaitable[dict[str, str] | N
             if await tx.scalar(_HAS_ORGANISATIONS):
                 return None
             issued = await create_organisation(tx, DEMO_ORGANISATION, DEMO_OWNER)
-        return {"organisationId": str(issued.organisation_id), "token": issued.token}
+        return {
+            "organisationId": str(issued.organisation_id),
+            "tokenId": str(issued.token_id),
+            "token": issued.token,
+        }
 
     return create
 
 
+async def _organisations_served(db: Database) -> list[dict[str, object]]:
+    async with db.transaction(read_only=True) as tx:
+        return await list_organisations(tx, limit=6)
+
+
 def _exit_quietly(signum: int, frame: object) -> None:
     raise SystemExit(0)
+
+
+_gave_up: list[str] = []  # why the embedded database's watchdog stopped `serve`, if it did
+
+
+def _stop_serving(reason: str) -> None:
+    """From the watchdog's thread: stop serving as SIGTERM would, then exit non-zero."""
+    _gave_up.append(reason)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def cmd_serve(args: argparse.Namespace) -> None:
@@ -468,6 +520,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
 
 def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) -> None:
     url, embedded = resolve_database_url()
+    metrics_dir: Path | None = None
+    watchdog: Watchdog | None = None
     try:
         if embedded is not None:
             print(f"NurtureHub: embedded PostgreSQL, data in {embedded.pgdata}", flush=True)
@@ -479,25 +533,26 @@ def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) ->
             raise CommandError(str(exc)) from None
         _announce_encryption_keys()
 
-        async def prepare() -> dict[str, str] | None:
+        async def prepare() -> tuple[dict[str, str] | None, list[dict[str, object]]]:
             for line in await ensure_schema(url, embedded, migrate=args.migrate):
                 print(f"NurtureHub: {line}", flush=True)
             db = Database(url, pool_size=2)
             try:
                 await _seed(db)
                 # Only a database of our own gets demo data; DATABASE_URL gets schema and seeds only.
-                return await _first_start_demo(db)() if embedded is not None else None
+                demo = await _first_start_demo(db)() if embedded is not None else None
+                return demo, await _organisations_served(db)
             finally:
                 await db.close()
 
-        demo = asyncio.run(prepare())
+        demo, organisations = asyncio.run(prepare())
         shown_host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
         endpoint = f"http://{shown_host}:{args.port}/rpc"
         if demo is not None:
             call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "contacts.listCrmProviders"})
             print(
                 f"\nCreated the demo organisation '{DEMO_ORGANISATION}' (id {demo['organisationId']}).\n"
-                f"Its owner's token, shown this once:\n\n    {demo['token']}\n\n"
+                f"Its owner's token (token id {demo['tokenId']}), shown this once:\n\n    {demo['token']}\n\n"
                 f"Make your first call:\n\n"
                 f"    curl -s {endpoint} \\\n"
                 f"      -H 'Authorization: Bearer {demo['token']}' \\\n"
@@ -506,16 +561,34 @@ def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) ->
                 flush=True,
             )
         else:
+            # On a restart, say which organisations this database holds, by id, so the next
+            # command (token create --org ...) can be typed without a query.
+            for row in organisations[:5]:
+                print(f"NurtureHub: organisation {row['id']} '{row['name']}' "
+                      f"({row['active_tokens']} active tokens)", flush=True)
+            if len(organisations) > 5:
+                print("NurtureHub: ... and more: nurturehub org list", flush=True)
             print(
                 "\nMore tokens: nurturehub token create --org ORG_ID --email EMAIL"
                 " --role owner|admin|member\n"
+                "Tokens: nurturehub token list --org ORG_ID; organisations: nurturehub org list\n"
                 "Organisations: nurturehub org create NAME --owner-email EMAIL\n",
                 flush=True,
             )
         os.environ["DATABASE_URL"] = url  # for worker processes
+        if os.environ.get("NURTUREHUB_METRICS_TOKEN", "").strip():
+            # Each server process's metrics file goes here, for whichever answers a scrape to
+            # add up (server/metrics.py); made afresh, so no earlier run's counts linger.
+            shared = Path("/dev/shm") if Path("/dev/shm").is_dir() else None
+            metrics_dir = Path(tempfile.mkdtemp(prefix="nurturehub-metrics-", dir=shared))
+            os.environ["NURTUREHUB_METRICS_DIR"] = str(metrics_dir)
+            print("NurtureHub: metrics at GET /metrics (bearer NURTUREHUB_METRICS_TOKEN)", flush=True)
         # uvicorn re-raises SIGTERM after its graceful shutdown; exit cleanly instead, so the
         # embedded PostgreSQL below is stopped too.
         signal.signal(signal.SIGTERM, _exit_quietly)
+        if embedded is not None:
+            watchdog = Watchdog(embedded, _stop_serving)
+            watchdog.start()
         sock.listen(listen.BACKLOG)  # so the line below is true; calls queue until the app is up
         print(f"NurtureHub listening on {endpoint} (Ctrl-C to stop)", flush=True)
         status = listen.serve(
@@ -528,11 +601,23 @@ def _serve(args: argparse.Namespace, sock: socket.socket, http_protocol: str) ->
             log_config=None,
             access_log=False,
             server_header=False,
-            http=http_protocol,  # one send per response (server/http.py)
+            http=http_protocol,  # one send per response, read limits (server/http.py)
+            # A stop (SIGTERM, Ctrl-C) waits this long for calls in progress, then ends them.
+            timeout_graceful_shutdown=shutdown_timeout(),
         )
         if status:
             raise CommandError("the server could not start (see the log above)")
+        if _gave_up:  # uvicorn took the watchdog's SIGTERM as a stop and returned
+            raise CommandError(_gave_up[0])
+    except SystemExit:
+        if _gave_up:
+            raise CommandError(_gave_up[0]) from None
+        raise
     finally:
+        if watchdog is not None:
+            watchdog.stop()
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
         if embedded is not None:
             embedded.stop()
 
@@ -620,6 +705,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-duplicate-name", action="store_true", help="create it even if the name is taken"
     )
     org_create.set_defaults(run=cmd_org_create)
+    org.add_parser("list", help="every organisation, with its id").set_defaults(run=cmd_org_list)
 
     token = commands.add_parser("token", help="API tokens").add_subparsers(
         dest="token_command", required=True, parser_class=_Parser
@@ -630,6 +716,10 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--role", choices=("owner", "admin", "member"), required=True)
     token_create.add_argument("--name")
     token_create.set_defaults(run=cmd_token_create)
+    token_list = token.add_parser("list", help="an organisation's tokens: ids, users, roles, never a token")
+    token_list.add_argument("--org", type=_uuid, required=True)
+    token_list.add_argument("--include-revoked", action="store_true")
+    token_list.set_defaults(run=cmd_token_list)
     token_revoke = token.add_parser("revoke", help="revoke a token with immediate effect")
     token_revoke.add_argument("token_id", type=_uuid)
     token_revoke.set_defaults(run=cmd_token_revoke)

@@ -236,15 +236,16 @@ class Database:
         )
 
     @asynccontextmanager
-    async def transaction(self, *, read_only: bool = False) -> AsyncIterator[Tx]:
+    async def transaction(self, *, read_only: bool = False, priority: bool = False) -> AsyncIterator[Tx]:
         """Check out a connection and run one transaction: commit on success, else roll back.
 
         With `read_only`, statements run without BEGIN and COMMIT (autocommit). For reads this
         changes nothing: at READ COMMITTED every statement takes a fresh snapshot either way, and
-        it saves two round trips per call.
+        it saves two round trips per call. With `priority`, the call is served before callers
+        waiting without it when the pool is busy (server/pool.py).
         """
         try:
-            connection = await self.pool.acquire()
+            connection = await self.pool.acquire(priority=priority)
             try:
                 tx = Tx(connection, begin=not read_only)
                 try:

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from server.settings import default_data_dir
 
-__all__ = ["EmbeddedPostgres", "resolve_database_url"]
+__all__ = ["EmbeddedPostgres", "Watchdog", "resolve_database_url"]
+
+log = logging.getLogger("nurturehub.embedded")
 
 DATABASE_NAME = "nurturehub"
 
@@ -44,6 +48,63 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()
+
+    def running(self) -> bool:
+        """Whether its postmaster process is alive (no connection made: cheap to ask often)."""
+        return self._server is not None and bool(self._server.get_postmaster_info().is_running())
+
+    def restart(self) -> None:
+        """Start it again after it died; the same socket, so the same URL. Raises if it cannot."""
+        self._server.ensure_postgres_running()
+
+
+class Watchdog:
+    """Restarts the embedded PostgreSQL when it dies under `serve` (issue 20, point 8).
+
+    Before, a killed database left every call answering 503 until an operator noticed, while
+    the liveness probe stayed green. Checked once a second; when a restart fails `attempts`
+    times in a row, `give_up` runs (serve stops with a non-zero status, for a supervisor to
+    restart it whole).
+    """
+
+    def __init__(
+        self, embedded: EmbeddedPostgres, give_up: Callable[[str], None], *, attempts: int = 5
+    ) -> None:
+        self._embedded = embedded
+        self._give_up = give_up
+        self._attempts = attempts
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="embedded-postgres-watchdog", daemon=True)
+        self.restarts = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(1.0):
+            if self._embedded.running():
+                continue
+            log.warning("the embedded PostgreSQL has stopped; restarting it")
+            for attempt in range(1, self._attempts + 1):
+                if self._stop.is_set():
+                    return
+                try:
+                    self._embedded.restart()
+                except Exception as exc:  # its backends may still be exiting: try again shortly
+                    log.warning("restarting the embedded PostgreSQL failed (attempt %d): %s",
+                                attempt, type(exc).__name__)
+                    self._stop.wait(2.0)
+                    continue
+                self.restarts += 1
+                log.warning("the embedded PostgreSQL is running again")
+                break
+            else:
+                self._give_up(f"the embedded PostgreSQL stopped and {self._attempts} restarts failed")
+                return
 
 
 def resolve_database_url() -> tuple[str, EmbeddedPostgres | None]:

@@ -8,7 +8,8 @@ README, Performance). What it keeps:
 - a connection that comes back closed, broken or not idle (a transaction left open, a query
   still running) is closed, not reused; one older than `max_lifetime` is replaced;
 - a caller that finds every connection busy waits, first come first served, up to `timeout`,
-  then gets PoolTimeout.
+  then gets PoolTimeout; a caller asking for `priority` is served before every caller waiting
+  without it (the dispatcher asks so for an organisation within its share of the pool).
 """
 
 from __future__ import annotations
@@ -50,15 +51,41 @@ class Pool(Generic[C]):
         self._idle: list[C] = []
         self._expires: dict[int, float] = {}  # id(connection) -> when it is due for replacing
         self._size = 0  # connections open or being opened
-        # A waiter's future gets a connection, or None: a slot is free, open your own.
+        # A waiter's future gets a connection, or None: a slot is free, open your own. Priority
+        # waiters are served first; each deque is in arrival order.
         self._waiters: deque[asyncio.Future[C | None]] = deque()
+        self._priority_waiters: deque[asyncio.Future[C | None]] = deque()
+        self._wait_started: dict[int, float] = {}  # id(waiter) -> loop time it began waiting
         self._closed = False
+        # For metrics: callers that had to wait, their seconds waiting, and those who gave up.
+        self.waits = 0
+        self.wait_seconds = 0.0
+        self.timeouts = 0
 
     @property
     def size(self) -> int:
         return self._size
 
-    async def acquire(self) -> C:
+    @property
+    def saturated(self) -> bool:
+        """Every connection is out: a caller now would wait."""
+        return not self._idle and self._size >= self._max_size
+
+    @property
+    def in_use(self) -> int:
+        return self._size - len(self._idle)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._wait_started)
+
+    def longest_wait(self) -> float:
+        """Seconds the longest-waiting caller still waiting has waited (0: nobody waits)."""
+        if not self._wait_started:
+            return 0.0
+        return asyncio.get_running_loop().time() - min(self._wait_started.values())
+
+    async def acquire(self, *, priority: bool = False) -> C:
         if self._closed:
             raise PoolTimeout("the pool is closed")
         while self._idle:
@@ -67,7 +94,7 @@ class Pool(Generic[C]):
                 return connection
             await self._discard(connection)
         if self._size >= self._max_size:
-            connection_or_slot = await self._wait()
+            connection_or_slot = await self._wait(priority)
             if connection_or_slot is not None:
                 return connection_or_slot
         else:
@@ -130,18 +157,21 @@ class Pool(Generic[C]):
     def _next_waiter(self) -> asyncio.Future[C | None] | None:
         """The longest-waiting caller still waiting (one that timed out or was cancelled is
         done, and skipped), or None."""
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                return waiter
+        for waiters in (self._priority_waiters, self._waiters):
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    return waiter
         return None
 
-    async def _wait(self) -> C | None:
+    async def _wait(self, priority: bool) -> C | None:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[C | None] = loop.create_future()
-        self._waiters.append(waiter)
+        (self._priority_waiters if priority else self._waiters).append(waiter)
         # A plain timer, not asyncio.timeout(): under load many callers wait here.
         expiry = loop.call_later(self._timeout, self._expire, waiter)
+        self.waits += 1
+        started = self._wait_started[id(waiter)] = loop.time()
         try:
             return await waiter
         except BaseException:
@@ -155,7 +185,10 @@ class Pool(Generic[C]):
             raise
         finally:
             expiry.cancel()
+            del self._wait_started[id(waiter)]
+            self.wait_seconds += loop.time() - started
 
     def _expire(self, waiter: asyncio.Future[C | None]) -> None:
         if not waiter.done():
+            self.timeouts += 1
             waiter.set_exception(PoolTimeout(f"no connection was free within {self._timeout} s"))

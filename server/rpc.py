@@ -3,17 +3,21 @@
 This layer owns what jsonrpcserver gets wrong (see README, dependency notes): NaN and boolean
 ids are refused, a batch answers each element on its own, notifications get no reply (an
 all-notification batch gets HTTP 204), limits are answered with JSON-RPC errors, and the error
-shape is built here and nowhere else. Each call runs in its own transaction, batch or not.
+shape is built here and nowhere else. Each call runs in its own transaction, batch or not; a
+batch's calls run side by side, a bounded number at once. Per-call metrics are recorded here, as
+the /rpc fast path (server/app.py) bypasses every middleware.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pydantic
@@ -32,7 +36,9 @@ from server.errors import (
     ParseError,
     PayloadTooLarge,
     RPCError,
+    ServiceUnavailable,
 )
+from server.metrics import Metrics
 from server.procedure import Guard, Kind, Procedure, Router
 from server.settings import Settings
 
@@ -48,12 +54,14 @@ DISCOVER = "rpc.discover"
 class Reply:
     status: int
     body: bytes | None  # None: nothing to send (notifications only)
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
     payload: dict[str, Any]
     status: int
+    retry_after: int | None = None
 
 
 def field_issues(error: pydantic.ValidationError) -> list[dict[str, Any]]:
@@ -112,13 +120,19 @@ class _Principals:
         self._authorization = authorization
         self._principal: Principal | None = None
         self._error: RPCError | None = None
+        self._lock: asyncio.Lock | None = None
 
     async def get(self) -> Principal:
         if self._principal is None and self._error is None:
-            try:
-                self._principal = await self._authenticator.authenticate(self._authorization)
-            except RPCError as exc:
-                self._error = exc
+            # The calls of a batch run side by side: the first resolves, the others wait for it.
+            if self._lock is None:
+                self._lock = asyncio.Lock()
+            async with self._lock:
+                if self._principal is None and self._error is None:
+                    try:
+                        self._principal = await self._authenticator.authenticate(self._authorization)
+                    except RPCError as exc:
+                        self._error = exc
         if self._error is not None:
             raise self._error
         assert self._principal is not None
@@ -139,12 +153,24 @@ class Dispatcher:
         authenticator: Authenticator,
         *,
         discover: Callable[[], Mapping[str, Any]],
+        metrics: Metrics | None = None,
     ) -> None:
         self.router = router
         self.db = db
         self.settings = settings
         self.authenticator = authenticator
         self.discover = discover
+        self.metrics = metrics
+        pool = settings.pool_size + settings.pool_max_overflow
+        # A batch's calls run this many at a time, so one batch of 50 leaves half the pool to
+        # everyone else.
+        self.batch_width = settings.batch_concurrency or max(1, pool // 2)
+        # An organisation's share of the pool: its calls in flight (in this process) beyond
+        # this many wait behind everyone else's, and are shed when the pool is overloaded.
+        self.organisation_share = settings.organisation_max_in_flight or max(1, pool // 2)
+        self.shed_after = settings.shed_after
+        self._in_flight: dict[UUID, int] = {}
+        self.shed = 0  # calls refused for their organisation's share (metrics)
 
     async def handle(self, body: bytes, *, authorization: str | None, request_id: str) -> Reply:
         try:
@@ -153,6 +179,8 @@ class Dispatcher:
             # Valid JSON nested past orjson's 1,024 levels is bad input, not a parse error; the
             # message is only looked at once decoding has failed, so the hot path pays nothing.
             refusal: RPCError = _too_deep(None) if "depth limit" in exc.msg else ParseError()
+            if self.metrics is not None:
+                self.metrics.observe("", refusal.code, 0.0)
             return self._single(self._error(None, refusal, None, request_id))
 
         principals = _Principals(self.authenticator, authorization)
@@ -169,20 +197,39 @@ class Dispatcher:
                 f"Payload too large: a batch may hold at most {self.settings.max_batch_length} calls"
             )
             return self._single(self._error(None, error, None, request_id))
-        outcomes = [await self._one(element, principals, request_id) for element in message]
+        outcomes = await self._batch(message, principals, request_id)
         replies = [o for o in outcomes if o is not None]
         if not replies:
             return Reply(204, None)
         statuses = {o.status for o in replies}
         status = statuses.pop() if len(statuses) == 1 else 207
-        return Reply(self._status(status), orjson.dumps([o.payload for o in replies]))
+        retry_after = max((o.retry_after or 0 for o in replies), default=0) or None
+        return Reply(self._status(status), orjson.dumps([o.payload for o in replies]), retry_after)
+
+    async def _batch(
+        self, calls: list[Any], principals: _Principals, request_id: str
+    ) -> list[_Outcome | None]:
+        """Each call in its own transaction, up to `batch_width` at once; outcomes in request order."""
+        outcomes: list[_Outcome | None] = [None] * len(calls)
+        pending = iter(enumerate(calls))
+
+        async def lane() -> None:
+            for index, call in pending:  # the lanes share one iterator: each call runs once
+                outcomes[index] = await self._one(call, principals, request_id)
+
+        width = min(len(calls), self.batch_width)
+        if width == 1:
+            await lane()
+        else:
+            await asyncio.gather(*(lane() for _ in range(width)))
+        return outcomes
 
     def refuse(self, error: RPCError, request_id: str) -> Reply:
         """A reply for a request refused before its body was read (e.g. too large)."""
         return self._single(self._error(None, error, None, request_id))
 
     def _single(self, outcome: _Outcome) -> Reply:
-        return Reply(self._status(outcome.status), orjson.dumps(outcome.payload))
+        return Reply(self._status(outcome.status), orjson.dumps(outcome.payload), outcome.retry_after)
 
     def _status(self, status: int) -> int:
         return 200 if self.settings.always_http_200 else status
@@ -202,6 +249,8 @@ class Dispatcher:
         method = call.get("method")
         problem = self._request_problem(call, call_id, method)
         if problem is not None or not isinstance(method, str):
+            if self.metrics is not None:
+                self.metrics.observe("", InvalidRequest.code, 0.0)  # counted as method "other"
             return self._error(reply_id, InvalidRequest(f"Invalid Request: {problem}"), None, request_id)
 
         started = time.perf_counter()
@@ -216,13 +265,16 @@ class Dispatcher:
             log.exception("unhandled error in %s (request %s)", method, request_id)
             outcome = self._error(reply_id, InternalError(), method, request_id)
             code = InternalError.code
+        elapsed = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.observe(method, code, elapsed)
         log.info(
             "rpc",
             extra={
                 "rpc": {
                     "procedure": method,
                     "code": code,
-                    "durationMs": round((time.perf_counter() - started) * 1000, 2),
+                    "durationMs": round(elapsed * 1000, 2),
                     "requestId": request_id,
                     "organisationId": principals.organisation_id,
                     "notification": is_notification,
@@ -254,9 +306,42 @@ class Dispatcher:
             principal = await principals.get()
             if procedure.guard is Guard.ADMIN and not principal.is_admin:
                 raise Forbidden(f"Forbidden: {method} needs the owner or admin role")
+            # Fair shares (issue 20, point 8): an organisation within its share of the pool is
+            # served before those beyond it; beyond it, once callers have queued for longer
+            # than `shed_after`, its calls are refused at once rather than after the pool wait.
+            organisation = principal.organisation_id
+            in_flight = self._in_flight.get(organisation, 0)
+            within_share = in_flight < self.organisation_share
+            if not within_share and self.db.pool.longest_wait() > self.shed_after:
+                self.shed += 1
+                raise ServiceUnavailable(
+                    "Service unavailable: your organisation has too many calls in progress, "
+                    "try again in a moment",
+                    data={"retryAfter": 1},
+                )
+            self._in_flight[organisation] = in_flight + 1
+            try:
+                return await self._execute(procedure, method, params, principal, request_id, within_share)
+            finally:
+                left = self._in_flight[organisation] - 1
+                if left:
+                    self._in_flight[organisation] = left
+                else:
+                    del self._in_flight[organisation]
+        return await self._execute(procedure, method, params, principal, request_id, False)
 
+    async def _execute(
+        self,
+        procedure: Procedure,
+        method: str,
+        params: Any,
+        principal: Principal | None,
+        request_id: str,
+        priority: bool,
+    ) -> Any:
         validated = self._validate(procedure, params)
-        async with self.db.transaction(read_only=procedure.kind is Kind.QUERY) as tx:
+        read_only = procedure.kind is Kind.QUERY
+        async with self.db.transaction(read_only=read_only, priority=priority) as tx:
             ctx = Context(
                 request_id=request_id,
                 procedure=method,
@@ -320,7 +405,7 @@ class Dispatcher:
             "id": call_id,
             "error": {"code": error.rpc_code, "message": error.message, "data": data},
         }
-        return _Outcome(payload, error.http_status)
+        return _Outcome(payload, error.http_status, error.extra.get("retryAfter"))
 
 
 class _RandomIds:

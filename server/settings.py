@@ -10,7 +10,7 @@ from server.crypto import Keyring, KeyringError
 from server.keys import KeyConfigError, key_from_env
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, *, allow_zero: bool = False) -> int:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
         return default
@@ -18,7 +18,7 @@ def _int_env(name: str, default: int) -> int:
         value = int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {raw!r}") from None
-    if value <= 0:
+    if value < 0 or (value == 0 and not allow_zero):
         raise SystemExit(f"{name} must be positive, got {value}")
     return value
 
@@ -74,6 +74,18 @@ class Settings:
     verify_encoded_results: bool = False
     # GET /explorer, the API explorer page; NURTUREHUB_EXPLORER=0 turns it off.
     explorer: bool = True
+    # Calls of one batch run at once; 0: half the pool.
+    batch_concurrency: int = 0
+    # An organisation's share of the pool (calls in flight per process); 0: half the pool.
+    organisation_max_in_flight: int = 0
+    # Seconds callers may queue for a connection before calls beyond their organisation's
+    # share are refused at once (503 with Retry-After) instead of waiting.
+    shed_after: float = 0.25
+    # GET /metrics, for a scraper sending this as a bearer token; None: no /metrics at all.
+    metrics_token: str | None = field(default=None, repr=False)
+    # Where each server process keeps its metrics for the others to add up (server/metrics.py);
+    # `serve` makes it. None: this process's own figures only.
+    metrics_dir: Path | None = None
 
     @classmethod
     def from_env(cls, database_url: str) -> Settings:
@@ -92,6 +104,11 @@ class Settings:
             verify_encoded_results=_bool_env("NURTUREHUB_VERIFY_ENCODED_RESULTS"),
             explorer=os.environ.get("NURTUREHUB_EXPLORER", "1") not in ("0", "false", "no"),
             erasure_journal=erasure_journal_path(),
+            batch_concurrency=_int_env("NURTUREHUB_BATCH_CONCURRENCY", 0, allow_zero=True),
+            organisation_max_in_flight=_int_env("NURTUREHUB_ORG_MAX_IN_FLIGHT", 0, allow_zero=True),
+            shed_after=_float_env("NURTUREHUB_SHED_AFTER", 0.25),
+            metrics_token=os.environ.get("NURTUREHUB_METRICS_TOKEN", "").strip() or None,
+            metrics_dir=Path(folder) if (folder := os.environ.get("NURTUREHUB_METRICS_DIR")) else None,
         )
 
 
@@ -105,6 +122,11 @@ def erasure_journal_path() -> Path:
 def migration_lock_timeout() -> float:
     """Seconds a migration step waits for a table lock before it gives way and tries again."""
     return _float_env("NURTUREHUB_MIGRATION_LOCK_TIMEOUT", 5.0)
+
+
+def shutdown_timeout() -> float:
+    """Seconds `serve` waits for calls in progress when it is stopped, before it ends them."""
+    return _float_env("NURTUREHUB_SHUTDOWN_TIMEOUT", 20.0)
 
 
 def _suppression_key_from_env() -> bytes | None:

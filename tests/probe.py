@@ -10,7 +10,7 @@ from server.context import Context
 from server.db import sql
 from server.encoded import Encoded, encode
 from server.models import WireModel
-from server.procedure import ADMIN, PUBLIC, Router, mutation, query
+from server.procedure import ADMIN, AUTHED, PUBLIC, Router, mutation, query
 
 
 class Empty(WireModel):
@@ -93,6 +93,13 @@ async def sleep(ctx: Context, params: SleepParams) -> Ok:
     return Ok(ok=True)
 
 
+@query(guard=AUTHED)
+async def sleep_as_member(ctx: Context, params: SleepParams) -> Ok:
+    """Hold a database connection for a while, as a member of an organisation."""
+    await ctx.db.execute(sql("SELECT pg_sleep(:seconds)"), {"seconds": params.seconds})
+    return Ok(ok=True)
+
+
 @query(guard=PUBLIC)
 async def transaction(ctx: Context, params: Empty) -> Transaction:
     """Which transaction and connection this call ran on."""
@@ -130,6 +137,7 @@ probe_router = Router(
                         "renameInOneStatement": rename_in_one_statement,
                         "adminOnly": admin_only,
                         "sleep": sleep,
+                        "sleepAsMember": sleep_as_member,
                         "broken": broken,
                         "transaction": transaction,
                         "badOutput": bad_output,

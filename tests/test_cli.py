@@ -28,11 +28,40 @@ def test_org_create_prints_ids_and_a_working_token(database_url: str, rpc: Rpc) 
     )
     assert done.returncode == 0, done.stderr
     created = json.loads(done.stdout)
-    assert set(created) == {"organisationId", "userId", "token"}
+    assert set(created) == {"organisationId", "userId", "tokenId", "token"}
     me = rpc.call("auth.whoami", {}, token=created["token"])
     assert me["organisation"] == {"id": created["organisationId"], "name": "Harbour Lettings"}
     assert me["user"] == {"id": created["userId"], "email": "boss@harbour.co.uk"}
     assert me["role"] == "owner"
+
+
+def test_org_list_and_token_list_show_ids_and_never_a_token(database_url: str, rpc: Rpc) -> None:
+    """Issue 20, point 3: token ids printed everywhere; token list --org, org list."""
+    name = f"Listing Lettings {uuid.uuid4().hex[:6]}"
+    created = json.loads(
+        nurturehub(database_url, "org", "create", name, "--owner-email", "o@listing.co.uk").stdout
+    )
+    org_id = created["organisationId"]
+    issued = json.loads(
+        nurturehub(database_url, "token", "create", "--org", org_id, "--email", "m@listing.co.uk",
+                   "--role", "member", "--name", "phone").stdout
+    )
+    organisations = json.loads(nurturehub(database_url, "org", "list").stdout)["organisations"]
+    mine = [o for o in organisations if o["id"] == org_id]
+    assert mine and mine[0]["name"] == name and mine[0]["activeTokens"] == 2 and mine[0]["members"] == 2
+
+    nurturehub(database_url, "token", "revoke", issued["tokenId"])
+    listed = nurturehub(database_url, "token", "list", "--org", org_id)
+    assert listed.returncode == 0, listed.stderr
+    tokens = json.loads(listed.stdout)["tokens"]
+    owner = (created["tokenId"], "owner", "o@listing.co.uk")
+    assert [(t["id"], t["role"], t["email"]) for t in tokens] == [owner]
+    everything = json.loads(
+        nurturehub(database_url, "token", "list", "--org", org_id, "--include-revoked").stdout
+    )["tokens"]
+    assert {t["id"] for t in everything} == {created["tokenId"], issued["tokenId"]}
+    assert [t["name"] for t in everything if t["revokedAt"]] == ["phone"]
+    assert created["token"] not in listed.stdout and issued["token"] not in str(everything)
 
 
 def test_org_create_refuses_a_name_already_taken_unless_asked(database_url: str) -> None:

@@ -65,6 +65,8 @@ def test_serve_on_the_embedded_database_prints_a_working_first_call(tmp_path: Pa
         text = server.text()
         token = re.search(r"^\s+(nh_[0-9A-Za-z]{38})$", text, re.MULTILINE)
         assert token, text
+        named = re.search(r"demo organisation '.*' \(id ([0-9a-f-]{36})\)", text)
+        assert named and re.search(r"token id [0-9a-f-]{36}", text), text
         curl = re.search(r"^\s+(curl -s .*?-d '.*?')$", text, re.MULTILINE | re.DOTALL)
         assert curl, text
         command = curl.group(1).replace("\\\n", " ")
@@ -82,6 +84,8 @@ def test_serve_on_the_embedded_database_prints_a_working_first_call(tmp_path: Pa
     try:
         assert "Created the demo organisation" not in again.text()
         assert len(providers(again.url, token.group(1))) == 5
+        # A restart names the organisation it serves (issue 20, point 3).
+        assert f"organisation {named.group(1)} 'Demo Estate Agency'" in again.text()
     finally:
         assert again.stop() == 0
 

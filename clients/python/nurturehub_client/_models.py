@@ -38,6 +38,8 @@ __all__ = [
     "ContactErasure",
     "ContactPage",
     "CreateContactParams",
+    "CreateTokenParams",
+    "CreatedToken",
     "CrmConnection",
     "CrmHolder",
     "CrmProvider",
@@ -64,17 +66,24 @@ __all__ = [
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
+    "ListTokensParams",
     "ListWritebackParams",
+    "MyTokensParams",
     "OnDuplicate",
     "PersonExport",
     "Problem",
     "Removed",
     "RetryWritebackParams",
+    "RevokeTokenParams",
+    "RevokedToken",
+    "Role",
     "SkippedConnection",
     "SuppressionLifted",
     "SuppressionOverride",
     "SuppressionStatus",
     "TestConnectionParams",
+    "Token",
+    "TokenList",
     "UpdateConnectionParams",
     "UpdateContactParams",
     "Whoami",
@@ -86,6 +95,7 @@ __all__ = [
     "WritebackStatus",
 ]
 
+Role = Literal["owner", "admin", "member"]
 Category = Literal[
     "seller",
     "buyer",
@@ -148,6 +158,56 @@ class AuditPage(ResultModel):
     next_cursor: str | None
 
 
+class CreateTokenParams(ParamsModel):
+    email: str
+    role: Role
+    name: str | None = None
+
+
+class CreatedToken(ResultModel):
+    id: UUID
+    user_id: UUID
+    role: Role
+    name: str | None
+    token: str
+
+
+class ListTokensParams(ParamsModel):
+    user_id: str | UUID | None = None
+    include_revoked: bool = False
+
+
+class Token(ResultModel):
+    """A token's record: never the token itself, which is shown once, when created."""
+
+    id: UUID
+    name: str | None
+    user_id: UUID
+    email: str
+    role: Role
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    current: bool
+
+
+class TokenList(ResultModel):
+    items: list[Token]
+
+
+class MyTokensParams(ParamsModel):
+    include_revoked: bool = False
+
+
+class RevokeTokenParams(ParamsModel):
+    id: str | UUID
+
+
+class RevokedToken(ResultModel):
+    id: UUID
+    revoked_at: datetime
+
+
 class WhoamiParams(ParamsModel):
     pass
 
@@ -165,7 +225,7 @@ class WhoamiOrganisation(ResultModel):
 class Whoami(ResultModel):
     user: WhoamiUser
     organisation: WhoamiOrganisation
-    role: Literal["owner", "admin", "member"]
+    role: Role
 
 
 class AssignCategoryParams(ParamsModel):

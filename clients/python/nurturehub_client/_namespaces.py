@@ -35,6 +35,8 @@ from ._models import (
     ContactErasure,
     ContactPage,
     CreateContactParams,
+    CreatedToken,
+    CreateTokenParams,
     CrmConnection,
     CrmProvider,
     DeleteContactParams,
@@ -56,14 +58,20 @@ from ._models import (
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
+    ListTokensParams,
     ListWritebackParams,
+    MyTokensParams,
     OnDuplicate,
     PersonExport,
     RetryWritebackParams,
+    RevokedToken,
+    RevokeTokenParams,
+    Role,
     SuppressionLifted,
     SuppressionOverride,
     SuppressionStatus,
     TestConnectionParams,
+    TokenList,
     UpdateConnectionParams,
     UpdateContactParams,
     Whoami,
@@ -92,6 +100,10 @@ __all__ = [
 ]
 
 _AUDIT_LIST = Procedure("audit.list", "query", TypeAdapter(AuditPage))
+_AUTH_CREATE_TOKEN = Procedure("auth.createToken", "mutation", TypeAdapter(CreatedToken))
+_AUTH_LIST_TOKENS = Procedure("auth.listTokens", "query", TypeAdapter(TokenList))
+_AUTH_MY_TOKENS = Procedure("auth.myTokens", "query", TypeAdapter(TokenList))
+_AUTH_REVOKE_TOKEN = Procedure("auth.revokeToken", "mutation", TypeAdapter(RevokedToken))
 _AUTH_WHOAMI = Procedure("auth.whoami", "query", TypeAdapter(Whoami))
 _CONTACTS_ASSIGN_CATEGORY = Procedure(
     "contacts.assignCategory",
@@ -334,10 +346,74 @@ class AuditBatchNamespace:
 
 
 class AuthNamespace:
-    """auth.*: who the caller is."""
+    """auth.*: who the caller is, and API tokens (list, create, revoke)."""
 
     def __init__(self, transport: SyncTransport) -> None:
         self._transport = transport
+
+    def create_token(
+        self,
+        *,
+        email: str,
+        role: Role,
+        name: str | None | NotGiven = NOT_GIVEN,
+    ) -> CreatedToken:
+        """A new token for a member of the caller's organisation, acting with `role` (the member's
+        role is set to it; a new email becomes a member). Never a role above the caller's, nor for
+        a member ranked above the caller. The token is in this reply only.
+
+        Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        return self._transport.call(_AUTH_CREATE_TOKEN(params))
+
+    def list_tokens(
+        self,
+        *,
+        user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> TokenList:
+        """The organisation's API tokens (or one member's), newest first, without the tokens.
+
+        Procedure `auth.listTokens`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = ListTokensParams(**given(user_id=user_id, include_revoked=include_revoked))
+        return self._transport.call(_AUTH_LIST_TOKENS(params))
+
+    def my_tokens(
+        self,
+        *,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> TokenList:
+        """The caller's own API tokens, newest first, the one in use marked `current`.
+
+        Procedure `auth.myTokens`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = MyTokensParams(**given(include_revoked=include_revoked))
+        return self._transport.call(_AUTH_MY_TOKENS(params))
+
+    def revoke_token(
+        self,
+        *,
+        id: str | UUID,
+    ) -> RevokedToken:
+        """Revoke a token at once, on every server. Anyone may revoke their own; owners and admins
+        any of their organisation's, except those of members ranked above them.
+
+        Procedure `auth.revokeToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+        """
+        params = RevokeTokenParams(id=id)
+        return self._transport.call(_AUTH_REVOKE_TOKEN(params))
 
     def whoami(self) -> Whoami:
         """The calling user, their organisation and their role in it.
@@ -350,10 +426,74 @@ class AuthNamespace:
 
 
 class AsyncAuthNamespace:
-    """auth.*: who the caller is."""
+    """auth.*: who the caller is, and API tokens (list, create, revoke)."""
 
     def __init__(self, transport: AsyncTransport) -> None:
         self._transport = transport
+
+    async def create_token(
+        self,
+        *,
+        email: str,
+        role: Role,
+        name: str | None | NotGiven = NOT_GIVEN,
+    ) -> CreatedToken:
+        """A new token for a member of the caller's organisation, acting with `role` (the member's
+        role is set to it; a new email becomes a member). Never a role above the caller's, nor for
+        a member ranked above the caller. The token is in this reply only.
+
+        Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        return await self._transport.call(_AUTH_CREATE_TOKEN(params))
+
+    async def list_tokens(
+        self,
+        *,
+        user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> TokenList:
+        """The organisation's API tokens (or one member's), newest first, without the tokens.
+
+        Procedure `auth.listTokens`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = ListTokensParams(**given(user_id=user_id, include_revoked=include_revoked))
+        return await self._transport.call(_AUTH_LIST_TOKENS(params))
+
+    async def my_tokens(
+        self,
+        *,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> TokenList:
+        """The caller's own API tokens, newest first, the one in use marked `current`.
+
+        Procedure `auth.myTokens`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = MyTokensParams(**given(include_revoked=include_revoked))
+        return await self._transport.call(_AUTH_MY_TOKENS(params))
+
+    async def revoke_token(
+        self,
+        *,
+        id: str | UUID,
+    ) -> RevokedToken:
+        """Revoke a token at once, on every server. Anyone may revoke their own; owners and admins
+        any of their organisation's, except those of members ranked above them.
+
+        Procedure `auth.revokeToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+        """
+        params = RevokeTokenParams(id=id)
+        return await self._transport.call(_AUTH_REVOKE_TOKEN(params))
 
     async def whoami(self) -> Whoami:
         """The calling user, their organisation and their role in it.
@@ -366,10 +506,74 @@ class AsyncAuthNamespace:
 
 
 class AuthBatchNamespace:
-    """auth.*: who the caller is."""
+    """auth.*: who the caller is, and API tokens (list, create, revoke)."""
 
     def __init__(self, batch: Collector) -> None:
         self._batch = batch
+
+    def create_token(
+        self,
+        *,
+        email: str,
+        role: Role,
+        name: str | None | NotGiven = NOT_GIVEN,
+    ) -> Pending[CreatedToken]:
+        """A new token for a member of the caller's organisation, acting with `role` (the member's
+        role is set to it; a new email becomes a member). Never a role above the caller's, nor for
+        a member ranked above the caller. The token is in this reply only.
+
+        Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        return self._batch.add(_AUTH_CREATE_TOKEN(params))
+
+    def list_tokens(
+        self,
+        *,
+        user_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> Pending[TokenList]:
+        """The organisation's API tokens (or one member's), newest first, without the tokens.
+
+        Procedure `auth.listTokens`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = ListTokensParams(**given(user_id=user_id, include_revoked=include_revoked))
+        return self._batch.add(_AUTH_LIST_TOKENS(params))
+
+    def my_tokens(
+        self,
+        *,
+        include_revoked: bool | NotGiven = NOT_GIVEN,
+    ) -> Pending[TokenList]:
+        """The caller's own API tokens, newest first, the one in use marked `current`.
+
+        Procedure `auth.myTokens`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            include_revoked: Left out, the server uses False.
+        """
+        params = MyTokensParams(**given(include_revoked=include_revoked))
+        return self._batch.add(_AUTH_MY_TOKENS(params))
+
+    def revoke_token(
+        self,
+        *,
+        id: str | UUID,
+    ) -> Pending[RevokedToken]:
+        """Revoke a token at once, on every server. Anyone may revoke their own; owners and admins
+        any of their organisation's, except those of members ranked above them.
+
+        Procedure `auth.revokeToken`, a mutation (writes, with an audit entry; never retried).
+        Guard: authed, any member of the organisation.
+        """
+        params = RevokeTokenParams(id=id)
+        return self._batch.add(_AUTH_REVOKE_TOKEN(params))
 
     def whoami(self) -> Pending[Whoami]:
         """The calling user, their organisation and their role in it.

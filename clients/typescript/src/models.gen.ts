@@ -11,6 +11,10 @@ export type DateTime = string;
 /** A UUID, as a string. */
 export type Uuid = string;
 
+/** Every Role value, in the server's order. */
+export const ROLES = ["owner", "admin", "member"] as const;
+export type Role = (typeof ROLES)[number];
+
 /** Every Category value, in the server's order. */
 export const CATEGORIES = [
   "seller",
@@ -111,6 +115,55 @@ export interface AuditPage {
   nextCursor: string | null;
 }
 
+export interface CreateTokenParams {
+  email: string;
+  role: Role;
+  name?: string | null;
+}
+
+export interface CreatedToken {
+  id: Uuid;
+  userId: Uuid;
+  role: Role;
+  name: string | null;
+  token: string;
+}
+
+export interface ListTokensParams {
+  userId?: string | Uuid | null;
+  includeRevoked?: boolean;
+}
+
+/** A token's record: never the token itself, which is shown once, when created. */
+export interface Token {
+  id: Uuid;
+  name: string | null;
+  userId: Uuid;
+  email: string;
+  role: Role;
+  createdAt: DateTime;
+  lastUsedAt: DateTime | null;
+  revokedAt: DateTime | null;
+  current: boolean;
+}
+
+export interface TokenList {
+  items: Token[];
+}
+
+export interface MyTokensParams {
+  includeRevoked?: boolean;
+}
+
+export interface RevokeTokenParams {
+  id: string | Uuid;
+}
+
+export interface RevokedToken {
+  id: Uuid;
+  revokedAt: DateTime;
+}
+
 export type WhoamiParams = Record<string, never>;
 
 export interface WhoamiUser {
@@ -126,7 +179,7 @@ export interface WhoamiOrganisation {
 export interface Whoami {
   user: WhoamiUser;
   organisation: WhoamiOrganisation;
-  role: "owner" | "admin" | "member";
+  role: Role;
 }
 
 export interface AssignCategoryParams {

@@ -19,6 +19,38 @@ export interface Procedures {
     errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: M.AuditEntry;
   };
+  "auth.createToken": {
+    kind: "mutation";
+    guard: "admin";
+    params: M.CreateTokenParams;
+    result: M.CreatedToken;
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    item: never;
+  };
+  "auth.listTokens": {
+    kind: "query";
+    guard: "admin";
+    params: M.ListTokensParams;
+    result: M.TokenList;
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    item: never;
+  };
+  "auth.myTokens": {
+    kind: "query";
+    guard: "authed";
+    params: M.MyTokensParams;
+    result: M.TokenList;
+    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    item: never;
+  };
+  "auth.revokeToken": {
+    kind: "mutation";
+    guard: "authed";
+    params: M.RevokeTokenParams;
+    result: M.RevokedToken;
+    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    item: never;
+  };
   "auth.whoami": {
     kind: "query";
     guard: "authed";
@@ -200,6 +232,10 @@ export interface Procedures {
 /** Each procedure's kind: what the runtime needs to build the client. */
 export const PROCEDURES = {
   "audit.list": "query",
+  "auth.createToken": "mutation",
+  "auth.listTokens": "query",
+  "auth.myTokens": "query",
+  "auth.revokeToken": "mutation",
   "auth.whoami": "query",
   "contacts.assignCategory": "mutation",
   "contacts.checkSuppression": "query",
@@ -240,6 +276,33 @@ export interface NurtureHubClient {
     list: PagedQueryProcedure<"audit.list">;
   };
   auth: {
+    /**
+     * A new token for a member of the caller's organisation, acting with `role` (the member's
+     * role is set to it; a new email becomes a member). Never a role above the caller's, nor for
+     * a member ranked above the caller. The token is in this reply only.
+     *
+     * `auth.createToken`: a mutation (audited; never retried), guard `admin`.
+     */
+    createToken: MutationProcedure<"auth.createToken">;
+    /**
+     * The organisation's API tokens (or one member's), newest first, without the tokens.
+     *
+     * `auth.listTokens`: a query, guard `admin`.
+     */
+    listTokens: QueryProcedure<"auth.listTokens">;
+    /**
+     * The caller's own API tokens, newest first, the one in use marked `current`.
+     *
+     * `auth.myTokens`: a query, guard `authed`.
+     */
+    myTokens: QueryProcedure<"auth.myTokens">;
+    /**
+     * Revoke a token at once, on every server. Anyone may revoke their own; owners and admins
+     * any of their organisation's, except those of members ranked above them.
+     *
+     * `auth.revokeToken`: a mutation (audited; never retried), guard `authed`.
+     */
+    revokeToken: MutationProcedure<"auth.revokeToken">;
     /**
      * The calling user, their organisation and their role in it.
      *

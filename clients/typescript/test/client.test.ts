@@ -55,6 +55,17 @@ async function rejection(promise: Promise<unknown>): Promise<RpcError> {
 }
 
 describe('every procedure', () => {
+  test('auth tokens', async () => {
+    const created = await admin.auth.createToken.mutate({ email: `${marker}-t@example.co.uk`, role: 'member', name: 'ts' });
+    assert.ok(created.token.startsWith('nh_'));
+    const listed = await admin.auth.listTokens.query({ userId: created.userId });
+    assert.deepEqual(listed.items.map((t) => t.id), [created.id]);
+    const mine = await member.auth.myTokens.query();
+    assert.equal(mine.items.filter((t) => t.current).length, 1);
+    const revoked = await admin.auth.revokeToken.mutate({ id: created.id });
+    assert.equal(revoked.id, created.id);
+  });
+
   test('auth and contacts', async () => {
     const me = await member.auth.whoami.query();
     assert.equal(me.role, 'member');
