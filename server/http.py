@@ -74,65 +74,65 @@ _REFUSALS = {
 }
 
 
-class _RequestTooLarge(Exception):
-    """Raised inside the parser to stop it; the answer is already on its way."""
-
-
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     # Read once per process from the environment, as uvicorn builds protocols itself.
     MAX_HEADER_BYTES = int(_env_number("NURTUREHUB_MAX_HEADER_BYTES", 64 * 1024))
     READ_TIMEOUT = _env_number("NURTUREHUB_REQUEST_READ_TIMEOUT", 15.0)
 
-    _read_deadline: asyncio.TimerHandle | None = None
+    # The limits cost a request two attribute stores and a find in each read of its headers: a
+    # timer per request, and a Python call per header, cost contacts.get 6% of its server CPU
+    # (bench/results/operations-20261205.md). One timer per connection looks at the request in
+    # progress when it fires, and sleeps again until that request's deadline.
+    _watch: asyncio.TimerHandle | None = None
+    _reading_since: float | None = None  # when the request in progress began to arrive
+    _in_headers = True
     _header_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         coalescing = _CoalescingTransport(transport, self.loop)  # type: ignore[arg-type]
         super().connection_made(coalescing)  # type: ignore[arg-type]
-        self._arm_read_deadline()  # a connection that never sends a byte is closed too
+        self._reading_since = self.loop.time()  # a connection that never sends a byte is closed too
+        self._watch = self.loop.call_later(self.READ_TIMEOUT, self._check_reading)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_read_deadline()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         super().connection_lost(exc)
 
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._header_bytes = 0
-        self._arm_read_deadline()
+    def data_received(self, data: bytes) -> None:
+        if self._in_headers:
+            if self._reading_since is None:
+                self._reading_since = self.loop.time()
+            end = data.find(b"\r\n\r\n")
+            self._header_bytes += len(data) if end < 0 else end
+            if self._header_bytes > self.MAX_HEADER_BYTES:
+                self._refuse(431, b"Request headers too large")
+                return
+        super().data_received(data)
 
-    def on_url(self, url: bytes) -> None:
-        self._count_header_bytes(len(url))
-        super().on_url(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value) + 4)
-        super().on_header(name, value)
+    def on_headers_complete(self) -> None:
+        self._in_headers = False
+        super().on_headers_complete()
 
     def on_message_complete(self) -> None:
-        self._disarm_read_deadline()
+        self._reading_since = None
+        self._in_headers, self._header_bytes = True, 0  # the next request's headers come next
         super().on_message_complete()
 
-    def _count_header_bytes(self, size: int) -> None:
-        self._header_bytes += size
-        if self._header_bytes > self.MAX_HEADER_BYTES:
-            self._refuse(431, b"Request headers too large")
-            raise _RequestTooLarge()  # uvicorn then answers 400 to a closed transport: dropped
-
-    def _arm_read_deadline(self) -> None:
-        if self._read_deadline is None:
-            self._read_deadline = self.loop.call_later(self.READ_TIMEOUT, self._read_timed_out)
-
-    def _disarm_read_deadline(self) -> None:
-        if self._read_deadline is not None:
-            self._read_deadline.cancel()
-            self._read_deadline = None
-
-    def _read_timed_out(self) -> None:
-        self._read_deadline = None
+    def _check_reading(self) -> None:
+        self._watch = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
+        since = self._reading_since
+        if since is None:  # between requests: uvicorn's keep-alive timeout has those
+            self._watch = self.loop.call_later(self.READ_TIMEOUT, self._check_reading)
+            return
+        left = since + self.READ_TIMEOUT - self.loop.time()
+        if left > 0:
+            self._watch = self.loop.call_later(left, self._check_reading)
+        elif self.cycle is None or self.cycle.response_complete or not self.cycle.response_started:
             # Nothing of a response is out yet; a body still awaited by the app ends as a
             # disconnect (uvicorn tells it so when the connection is lost).
             self._refuse(408, b"Request not received in time")
