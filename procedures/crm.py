@@ -1,7 +1,7 @@
 """crm.*: CRM connections (credentials sealed at rest) and the engagement writeback queue.
 
-The queue is delivered by `nurturehub worker` (procedures/writeback/worker.py); which CRMs can
-take writeback, and how each is called, is in procedures/writeback/adapters/.
+The queue is delivered by `nurturehub worker` (integrations/writeback.py); which CRMs can
+take writeback, and how each is called, is in integrations/providers/.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import orjson
 import pydantic
 from pydantic import Field
 
-from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
-from procedures.writeback.adapters import (
+from integrations.config import CrmConfig
+from integrations.events import PAYLOADS, EventType
+from integrations.providers import (
     PROVIDERS,
     Adapter,
     AuthRejected,
@@ -27,8 +28,7 @@ from procedures.writeback.adapters import (
     build_adapters,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import PAYLOADS, EventType
+from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
 from server.context import Context
 from server.crypto import CryptoError, NoEncryptionKey
 from server.cursor import cursor_key, decode_cursor, encode_cursor
@@ -105,7 +105,7 @@ def _payload_shapes() -> str:
 class EnqueueWritebackParams(WireModel):
     contact_id: UUID
     event_type: EventType
-    # Validated against the event type's model (procedures/writeback/events.py) by the handler.
+    # Validated against the event type's model (integrations/events.py) by the handler.
     payload: dict[str, Any] = Field(description=_payload_shapes())
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
@@ -336,10 +336,10 @@ def _hint(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str:
 
 
 @functools.cache
-def _platform() -> tuple[WritebackConfig, dict[str, Adapter]]:
+def _platform() -> tuple[CrmConfig, dict[str, Adapter]]:
     """The CRM configuration and adapters the worker uses, from the same environment, once: the
     adapters keep the platform's OAuth2 tokens between checks."""
-    config = WritebackConfig.from_env()
+    config = CrmConfig.from_env()
     return config, build_adapters(config)
 
 

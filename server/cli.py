@@ -42,7 +42,7 @@ __all__ = ["main"]
 
 ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
-WORKER = "procedures.writeback.worker:main"
+WORKER = "integrations.writeback:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from procedures.writeback.config import WritebackConfig
+from integrations.config import CrmConfig
 from tests.support import free_port
 
 Behaviour = Any
@@ -75,7 +75,7 @@ class FakeCrm:
                 raise RuntimeError("the fake CRM did not start")
             time.sleep(0.01)
 
-    def config(self, **overrides: Any) -> WritebackConfig:
+    def config(self, **overrides: Any) -> CrmConfig:
         values: dict[str, Any] = {
             "reapit_api_url": f"{self.url}/reapit",
             "reapit_token_url": f"{self.url}/reapit/token",
@@ -92,7 +92,7 @@ class FakeCrm:
             "writeback_grace_seconds": 2.0,
         }
         values.update(overrides)
-        return WritebackConfig(**values)
+        return CrmConfig(**values)
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The same configuration as environment variables, for a worker subprocess."""

@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from procedures.writeback.adapters import agentos, alto, loop, reapit, street
-from procedures.writeback.adapters.base import (
+from integrations.config import CrmConfig
+from integrations.providers import agentos, alto, loop, reapit, street
+from integrations.providers.base import (
     Adapter,
     AuthRejected,
     Delivery,
@@ -17,7 +18,6 @@ from procedures.writeback.adapters.base import (
     TransientFailure,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
 from server.models import WireModel
 
 __all__ = [
@@ -38,7 +38,7 @@ class ProviderSpec:
     credentials: type[WireModel]
     settings: type[WireModel]
     hint_field: str  # the credential whose last characters the hint shows
-    adapter: Callable[[WritebackConfig], Adapter]
+    adapter: Callable[[CrmConfig], Adapter]
     unsupported: str | None = None  # why this CRM takes no writeback, if it does not
 
 
@@ -63,5 +63,5 @@ PROVIDERS: dict[str, ProviderSpec] = {
 }
 
 
-def build_adapters(config: WritebackConfig) -> dict[str, Adapter]:
+def build_adapters(config: CrmConfig) -> dict[str, Adapter]:
     return {provider_id: spec.adapter(config) for provider_id, spec in PROVIDERS.items()}

@@ -35,8 +35,9 @@ from uuid import UUID
 
 import httpx
 
-from procedures.crm_credentials import open_credentials
-from procedures.writeback.adapters import (
+from integrations.config import CrmConfig
+from integrations.events import PAYLOADS
+from integrations.providers import (
     Adapter,
     AuthRejected,
     Delivery,
@@ -45,8 +46,7 @@ from procedures.writeback.adapters import (
     build_adapters,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import PAYLOADS
+from procedures.crm_credentials import open_credentials
 from server.crypto import CryptoError, Keyring
 from server.db import Database, sql
 
@@ -250,7 +250,7 @@ class Worker:
         self,
         db: Database,
         keyring: Keyring,
-        config: WritebackConfig,
+        config: CrmConfig,
         *,
         concurrency: int = 4,
         worker_id: str | None = None,
@@ -463,7 +463,7 @@ class Worker:
 
 
 async def _serve(database_url: str, keyring: Keyring, concurrency: int) -> None:
-    config = WritebackConfig.from_env()
+    config = CrmConfig.from_env()
     db = Database(database_url, pool_size=concurrency + 2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -14,9 +14,9 @@ from typing import Any, Literal
 import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, TokenCache, check_answer
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import describe
+from integrations.config import CrmConfig
+from integrations.events import describe
+from integrations.providers.base import Delivery, TokenCache, check_answer
 from server.models import WireModel
 
 __all__ = ["ConnectionSettings", "Credentials", "ReapitAdapter"]
@@ -39,7 +39,7 @@ class ReapitAdapter:
     provider_id = "reapit"
     name = "Reapit"
 
-    def __init__(self, config: WritebackConfig) -> None:
+    def __init__(self, config: CrmConfig) -> None:
         self._config = config
         self._tokens = TokenCache(self.name)
 

@@ -12,9 +12,9 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, TokenCache
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import describe
+from integrations.config import CrmConfig
+from integrations.events import describe
+from integrations.providers.base import Delivery, TokenCache
 from server.models import WireModel
 
 __all__ = ["AltoAdapter", "ConnectionSettings", "Credentials"]
@@ -37,7 +37,7 @@ class AltoAdapter:
     provider_id = "alto"
     name = "Alto"
 
-    def __init__(self, config: WritebackConfig) -> None:
+    def __init__(self, config: CrmConfig) -> None:
         self._config = config
         self._tokens = TokenCache(self.name)
 

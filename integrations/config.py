@@ -1,4 +1,4 @@
-"""Writeback settings, from the environment: CRM base URLs, platform OAuth2 clients, timings."""
+"""CRM settings, from the environment: CRM base URLs, platform OAuth2 clients, timings."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["WritebackConfig"]
+__all__ = ["CrmConfig"]
 
 
 @dataclass(frozen=True)
-class WritebackConfig:
+class CrmConfig:
     # Base URLs: configurable so tests (and sandboxes) can point adapters elsewhere.
     reapit_api_url: str = "https://platform.reapit.cloud"
     reapit_token_url: str = "https://connect.reapit.cloud/token"
@@ -46,10 +46,10 @@ class WritebackConfig:
             object.__setattr__(self, "writeback_lease_seconds", minimum)
 
     def __repr__(self) -> str:  # the client secrets stay out of logs
-        return "WritebackConfig(...)"
+        return "CrmConfig(...)"
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> WritebackConfig:
+    def from_env(cls, **overrides: Any) -> CrmConfig:
         """Each field from NURTUREHUB_<FIELD> (e.g. NURTUREHUB_REAPIT_API_URL), else its default."""
         values: dict[str, Any] = {}
         for spec in fields(cls):

@@ -15,7 +15,7 @@ from uuid import UUID
 
 import httpx
 
-from procedures.writeback.events import Payload
+from integrations.events import Payload
 
 __all__ = [
     "Adapter",
