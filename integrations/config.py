@@ -37,6 +37,16 @@ class CrmConfig:
     writeback_poll_interval: float = 1.0
     # On SIGTERM, in-flight deliveries get this long to finish before they are released.
     writeback_grace_seconds: float = 15.0
+    # Inbound sync. Reapit does not say whether a retried webhook is signed anew, and retries
+    # span about 33 minutes: an hour's window, with duplicates recognised by event identity.
+    reapit_webhook_tolerance_seconds: float = 3600.0
+    webhook_max_body_bytes: float = 256 * 1024.0
+    sync_lease_seconds: float = 120.0
+    sync_poll_interval: float = 1.0
+    sync_page_size: float = 100.0
+    # Attempts at one webhook event before it is dead (listed for admins, replayable).
+    inbox_max_attempts: float = 5.0
+    sync_grace_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         # A lease shorter than a delivery (token fetch and write, each up to crm_timeout) would

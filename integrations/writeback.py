@@ -20,7 +20,6 @@ the CRM's response body, a credential or the payload).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 import random
@@ -46,6 +45,7 @@ from integrations.providers import (
     build_adapters,
     reaching,
 )
+from integrations.providers.base import retry_after_seconds
 from procedures.crm_credentials import open_credentials
 from server.crypto import CryptoError, Keyring
 from server.db import Database, sql
@@ -212,22 +212,6 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds before try `attempt + 1`: base * 4**(attempt-1), capped, with +-25% jitter."""
     delay: float = min(cap, base * 4.0 ** max(0, attempt - 1))
     return delay * random.uniform(0.75, 1.25)
-
-
-def retry_after_seconds(header: str | None, limit: float) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date), at most `limit`; None when absent."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return min(float(header), limit)
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), limit)
 
 
 def classify(response: httpx.Response, adapter: Adapter, writeback_max_retry_after: float) -> Outcome:

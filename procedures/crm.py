@@ -79,7 +79,11 @@ class UpdateConnectionParams(WireModel):
     connection_id: UUID
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
+    # Per provider, writeback's and inbound sync's (pollIntervalSeconds, lookbackSeconds,
+    # reconcileIntervalHours, categoryPrecedence, and Reapit's investorCategoryIds, ...).
     settings: dict[str, Any] | None = None
+    # Whether `nurturehub sync` polls this connection (webhooks are taken either way).
+    sync_enabled: bool | None = None
 
 
 class DisconnectParams(WireModel):
@@ -203,6 +207,20 @@ INSERT_CONNECTION = sql("""
     ON CONFLICT (organisation_id, provider_id) DO NOTHING
     RETURNING id
 """)
+SET_TENANT_REF = sql("""
+    UPDATE crm_connections SET tenant_ref = :tenant_ref
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+# Webhooks that came before the connection (kept unrouted) are applied now.
+CLAIM_UNROUTED = sql("""
+    UPDATE crm_webhook_inbox
+       SET organisation_id = :organisation_id, connection_id = :id, status = 'received',
+           next_attempt_at = now()
+     WHERE provider_id = :provider_id AND tenant_ref = :tenant_ref AND status = 'unrouted'
+       AND NOT EXISTS (SELECT 1 FROM crm_connections
+                        WHERE provider_id = :provider_id AND tenant_ref = :tenant_ref
+                          AND id <> :id)
+""")
 LOCK_CONNECTION = sql("""
     SELECT provider_id, status FROM crm_connections
      WHERE organisation_id = :organisation_id AND id = :id
@@ -215,6 +233,9 @@ UPDATE_CONNECTION = sql("""
            credentials_hint = CASE WHEN CAST(:sealed AS bytea) IS NULL THEN credentials_hint
                                    ELSE :hint END,
            settings = coalesce(CAST(:settings AS jsonb), settings),
+           tenant_ref = CASE WHEN CAST(:sealed AS bytea) IS NULL THEN tenant_ref
+                             ELSE CAST(:tenant_ref AS text) END,
+           sync_enabled = coalesce(CAST(:sync_enabled AS boolean), sync_enabled),
            last_error_message = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_message END,
            last_error_at = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_at END,
            updated_at = now()
@@ -333,6 +354,11 @@ def _seal(ctx: Context, connection_id: UUID, credentials: pydantic.BaseModel) ->
 
 def _hint(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str:
     return credentials_hint(str(getattr(credentials, spec.hint_field)))
+
+
+def _tenant_ref(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str | None:
+    """The agency's selector in its CRM, kept in plaintext so webhooks can be routed by it."""
+    return str(getattr(credentials, spec.tenant_field)) if spec.tenant_field else None
 
 
 @functools.cache
@@ -466,6 +492,13 @@ async def connect(ctx: Context, params: ConnectParams) -> CrmConnection:
     )
     if inserted is None:
         raise Conflict(f"Conflict: this organisation already has a {provider_name} connection")
+    if spec.tenant_field:
+        selector = {
+            "organisation_id": ctx.organisation_id, "id": connection_id,
+            "provider_id": params.provider_id, "tenant_ref": _tenant_ref(spec, credentials),
+        }
+        await ctx.db.execute(SET_TENANT_REF, selector)
+        await ctx.db.execute(CLAIM_UNROUTED, selector)
     ctx.record("crm_connection", connection_id, ["providerId", "credentials", "settings", "status"])
     return await _get_connection(ctx, connection_id)
 
@@ -477,19 +510,21 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
     Resuming, or replacing the credentials of a connection in error, makes it pending: its
     waiting events are delivered again, and the first success makes it active.
     """
-    if params.paused is None and params.credentials is None and params.settings is None:
-        raise InvalidParams.for_field("params", "give paused, credentials or settings")
+    given = (params.paused, params.credentials, params.settings, params.sync_enabled)
+    if all(value is None for value in given):
+        raise InvalidParams.for_field("params", "give paused, credentials, settings or syncEnabled")
     scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
     current = await ctx.db.one(LOCK_CONNECTION, scope)
     if current is None:
         raise NotFound("Not found: no CRM connection with this id")
     spec = _spec(current["provider_id"])
     changed: list[str] = []
-    sealed = hint = settings = None
+    sealed = hint = settings = tenant_ref = None
     if params.credentials is not None:
         credentials = _validated(spec.credentials, params.credentials, "credentials")
         sealed = _seal(ctx, params.connection_id, credentials)
         hint = _hint(spec, credentials)
+        tenant_ref = _tenant_ref(spec, credentials)
         changed.append("credentials")
     if params.settings is not None:
         settings = orjson.dumps(_wire(_validated(spec.settings, params.settings, "settings")))
@@ -503,6 +538,8 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
         status = "pending"
     if status != current["status"]:
         changed.append("status")
+    if params.sync_enabled is not None:
+        changed.append("syncEnabled")
     await ctx.db.execute(
         UPDATE_CONNECTION,
         {
@@ -511,6 +548,8 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
             "sealed": sealed,
             "hint": hint,
             "settings": settings.decode() if settings is not None else None,
+            "tenant_ref": tenant_ref,
+            "sync_enabled": params.sync_enabled,
         },
     )
     ctx.record("crm_connection", params.connection_id, changed)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from server.auth import Authenticator
@@ -145,7 +145,18 @@ class _App(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, router: Router, *, database: Database | None = None) -> Starlette:
+# Routes beyond /rpc that the app serves (the CRM webhook receivers), built from the app's
+# database and settings; loaded by import path, as the router is, so server/ imports neither.
+ExtraRoutes = Callable[[Database, Settings], Sequence[BaseRoute]]
+
+
+def create_app(
+    settings: Settings,
+    router: Router,
+    *,
+    database: Database | None = None,
+    extra_routes: ExtraRoutes | None = None,
+) -> Starlette:
     """Build the app; `database` lets a caller share one engine (tests), else the app owns one."""
     db = database or Database(
         settings.database_url,
@@ -200,7 +211,7 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
             max_age=7200,
         )
     ]
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/rpc", BrowserRpcEndpoint(rpc), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
@@ -208,6 +219,8 @@ def create_app(settings: Settings, router: Router, *, database: Database | None 
     ]
     if settings.explorer:
         routes += explorer_routes()
+    if extra_routes is not None:
+        routes += extra_routes(db, settings)
     app = _App(rpc, routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.db = db
     app.state.dispatcher = dispatcher

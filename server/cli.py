@@ -42,13 +42,16 @@ __all__ = ["main"]
 
 ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
+# The CRM webhook receivers that `serve` mounts beside /rpc.
+EXTRA_ROUTES = os.environ.get("NURTUREHUB_EXTRA_ROUTES", "integrations.webhooks:routes")
 WORKER = "integrations.writeback:main"
+SYNC = "integrations.sync:main"
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
-SERVICES = ("serve", "worker")
+SERVICES = ("serve", "worker", "sync")
 
 _HAS_ORGANISATIONS = sql("SELECT EXISTS (SELECT 1 FROM organisations)")
 
@@ -300,6 +303,18 @@ def cmd_worker(args: argparse.Namespace) -> None:
             embedded.stop()
 
 
+def cmd_sync(args: argparse.Namespace) -> None:
+    keyring, _ = _encryption_keys(create=False)
+    url, embedded = resolve_database_url()
+    try:
+        # The erasure suppression key is the server's: every import path checks against it.
+        print(prepare_for_serve(embedded.data_dir if embedded else None), flush=True)
+        load(SYNC)(url, keyring)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     keyring, source = _encryption_keys(create=False)
     if source is None:
@@ -441,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="deliver the CRM writeback queue")
     worker.add_argument("--concurrency", type=_positive, default=4)
     worker.set_defaults(run=cmd_worker)
+
+    sync = commands.add_parser(
+        "sync", help="bring contacts in from the CRMs: apply their webhooks and poll for changes"
+    )
+    sync.set_defaults(run=cmd_sync)
 
     keys = commands.add_parser("keys", help="encryption keys").add_subparsers(
         dest="keys_command", required=True, parser_class=_Parser

@@ -40,13 +40,27 @@ class ProviderSpec:
     hint_field: str  # the credential whose last characters the hint shows
     adapter: Callable[[CrmConfig], Adapter]
     unsupported: str | None = None  # why this CRM takes no writeback, if it does not
+    # The credential that selects the agency in the CRM, stored in plaintext as tenant_ref so
+    # a webhook finds its connection without decrypting anything; None: the key itself selects.
+    tenant_field: str | None = None
+    no_webhooks: str | None = None  # why this CRM's webhook path takes nothing, if it does not
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
     "reapit": ProviderSpec(
-        reapit.Credentials, reapit.ConnectionSettings, reapit.HINT_FIELD, reapit.ReapitAdapter
+        reapit.Credentials,
+        reapit.ConnectionSettings,
+        reapit.HINT_FIELD,
+        reapit.ReapitAdapter,
+        tenant_field=reapit.TENANT_FIELD,
     ),
-    "alto": ProviderSpec(alto.Credentials, alto.ConnectionSettings, alto.HINT_FIELD, alto.AltoAdapter),
+    "alto": ProviderSpec(
+        alto.Credentials,
+        alto.ConnectionSettings,
+        alto.HINT_FIELD,
+        alto.AltoAdapter,
+        tenant_field="agency_ref",
+    ),
     "street": ProviderSpec(
         street.Credentials, street.ConnectionSettings, street.HINT_FIELD, street.StreetAdapter
     ),
@@ -56,9 +70,15 @@ PROVIDERS: dict[str, ProviderSpec] = {
         agentos.HINT_FIELD,
         agentos.AgentOsAdapter,
         agentos.UNSUPPORTED,
+        no_webhooks="agentOS documents no webhooks (its public API is pull only)",
     ),
     "loop": ProviderSpec(
-        loop.Credentials, loop.ConnectionSettings, loop.HINT_FIELD, loop.LoopAdapter, loop.UNSUPPORTED
+        loop.Credentials,
+        loop.ConnectionSettings,
+        loop.HINT_FIELD,
+        loop.LoopAdapter,
+        loop.UNSUPPORTED,
+        no_webhooks="Loop documents no webhooks and no contact API",
     ),
 }
 

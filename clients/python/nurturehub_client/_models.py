@@ -233,6 +233,7 @@ class ContactDetail(ResultModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
     active_assignment: Assignment | None
 
 
@@ -326,6 +327,7 @@ class ListContactsParams(ParamsModel):
     consent_status: ConsentStatus | None = None
     import_source: ImportSource | None = None
     search: str | None = None
+    archived: bool | None = False
     created_after: datetime | None = None
     created_before: datetime | None = None
     cursor: str | None = None
@@ -350,6 +352,7 @@ class Contact(ResultModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
 
 
 class ContactPage(ResultModel):
@@ -497,3 +500,4 @@ class UpdateConnectionParams(ParamsModel):
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
+    sync_enabled: bool | None = None

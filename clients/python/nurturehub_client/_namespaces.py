@@ -543,6 +543,7 @@ class ContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -554,6 +555,7 @@ class ContactsNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -563,6 +565,7 @@ class ContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -579,6 +582,7 @@ class ContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
@@ -594,6 +598,7 @@ class ContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 limit=limit,
@@ -824,6 +829,7 @@ class AsyncContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -835,6 +841,7 @@ class AsyncContactsNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -844,6 +851,7 @@ class AsyncContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -860,6 +868,7 @@ class AsyncContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
@@ -875,6 +884,7 @@ class AsyncContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 limit=limit,
@@ -1105,6 +1115,7 @@ class ContactsBatchNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -1116,6 +1127,7 @@ class ContactsBatchNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -1125,6 +1137,7 @@ class ContactsBatchNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -1358,6 +1371,7 @@ class CrmNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> CrmConnection:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -1369,7 +1383,12 @@ class CrmNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return self._transport.call(_CRM_UPDATE_CONNECTION(params))
 
@@ -1546,6 +1565,7 @@ class AsyncCrmNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> CrmConnection:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -1557,7 +1577,12 @@ class AsyncCrmNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return await self._transport.call(_CRM_UPDATE_CONNECTION(params))
 
@@ -1710,6 +1735,7 @@ class CrmBatchNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> Pending[CrmConnection]:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -1721,6 +1747,11 @@ class CrmBatchNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return self._batch.add(_CRM_UPDATE_CONNECTION(params))

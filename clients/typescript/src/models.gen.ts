@@ -196,6 +196,7 @@ export interface ContactDetail {
   group: Group | null;
   createdAt: DateTime;
   updatedAt: DateTime;
+  archivedAt: DateTime | null;
   activeAssignment: Assignment | null;
 }
 
@@ -289,6 +290,7 @@ export interface ListContactsParams {
   consentStatus?: ConsentStatus | null;
   importSource?: ImportSource | null;
   search?: string | null;
+  archived?: boolean | null;
   createdAfter?: DateTime | null;
   createdBefore?: DateTime | null;
   cursor?: string | null;
@@ -312,6 +314,7 @@ export interface Contact {
   group: Group | null;
   createdAt: DateTime;
   updatedAt: DateTime;
+  archivedAt: DateTime | null;
 }
 
 export interface ContactPage {
@@ -455,4 +458,5 @@ export interface UpdateConnectionParams {
   paused?: boolean | null;
   credentials?: Record<string, unknown> | null;
   settings?: Record<string, unknown> | null;
+  syncEnabled?: boolean | null;
 }
