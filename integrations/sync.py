@@ -62,8 +62,9 @@ ONE_SECOND = timedelta(seconds=1)
 CLAIM_EVENTS = sql("""
     WITH due AS (
         SELECT id FROM crm_webhook_inbox
-         WHERE (status = 'received' AND next_attempt_at <= now())
-            OR (status = 'processing' AND lease_expires_at <= now())
+         WHERE ((status = 'received' AND next_attempt_at <= now())
+                OR (status = 'processing' AND lease_expires_at <= now()))
+           AND (CAST(:only AS uuid[]) IS NULL OR connection_id = ANY (CAST(:only AS uuid[])))
          ORDER BY next_attempt_at
          LIMIT :limit
            FOR UPDATE SKIP LOCKED)
@@ -101,6 +102,7 @@ CLAIM_CONNECTION = sql("""
         SELECT organisation_id, id FROM crm_connections
          WHERE sync_enabled AND status IN ('active', 'pending')
            AND provider_id = ANY (CAST(:providers AS text[]))
+           AND (CAST(:only AS uuid[]) IS NULL OR id = ANY (CAST(:only AS uuid[])))
            AND coalesce(next_sync_at, '-infinity') <= now()
            AND coalesce(sync_lease_expires_at, '-infinity') <= now()
          ORDER BY next_sync_at NULLS FIRST
@@ -176,8 +178,10 @@ class SyncWorker:
         suppression_key: bytes,
         *,
         worker_id: str | None = None,
+        only: list[UUID] | None = None,
     ) -> None:
         self.db = db
+        self.only = only  # these connections alone (`nurturehub sync --connection`), else all
         self.keyring = keyring
         self.config = config
         self.suppression_key = suppression_key
@@ -225,7 +229,12 @@ class SyncWorker:
             rows = list(
                 await tx.all(
                     CLAIM_EVENTS,
-                    {"limit": limit, "worker": self.worker_id, "lease": self.config.sync_lease_seconds},
+                    {
+                        "limit": limit,
+                        "worker": self.worker_id,
+                        "lease": self.config.sync_lease_seconds,
+                        "only": self.only,
+                    },
                 )
             )
         for row in rows:
@@ -321,6 +330,7 @@ class SyncWorker:
                     "worker": self.worker_id,
                     "lease": self.config.sync_lease_seconds,
                     "providers": self.pollable,
+                    "only": self.only,
                 },
             )
         if connection is None:
@@ -580,7 +590,7 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-async def _serve(database_url: str, keyring: Keyring) -> None:
+async def _serve(database_url: str, keyring: Keyring, only: list[UUID] | None) -> None:
     config = CrmConfig.from_env()
     key = key_from_env()
     if key is None:
@@ -590,7 +600,7 @@ async def _serve(database_url: str, keyring: Keyring) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    worker = SyncWorker(db, keyring, config, key)
+    worker = SyncWorker(db, keyring, config, key, only=only)
     print(
         f"NurtureHub sync {worker.worker_id}: applying CRM webhooks and polling (SIGTERM or Ctrl-C to stop)",
         flush=True,
@@ -602,7 +612,7 @@ async def _serve(database_url: str, keyring: Keyring) -> None:
     print(f"NurtureHub sync stopped after applying {worker.applied} records", flush=True)
 
 
-def main(database_url: str, keyring: Keyring) -> None:
+def main(database_url: str, keyring: Keyring, only: list[UUID] | None = None) -> None:
     """The `nurturehub sync` command (loaded by import path from server/cli.py)."""
     if not keyring:
         sys.stderr.write(
@@ -610,4 +620,4 @@ def main(database_url: str, keyring: Keyring) -> None:
             "connection's credentials can be read (set NURTUREHUB_ENCRYPTION_KEYS)\n"
         )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    asyncio.run(_serve(database_url, keyring))
+    asyncio.run(_serve(database_url, keyring, only))

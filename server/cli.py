@@ -309,7 +309,7 @@ def cmd_sync(args: argparse.Namespace) -> None:
     try:
         # The erasure suppression key is the server's: every import path checks against it.
         print(prepare_for_serve(embedded.data_dir if embedded else None), flush=True)
-        load(SYNC)(url, keyring)
+        load(SYNC)(url, keyring, args.connection or None)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -459,6 +459,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser(
         "sync", help="bring contacts in from the CRMs: apply their webhooks and poll for changes"
+    )
+    sync.add_argument(
+        "--connection", type=_uuid, action="append", help="only this connection (repeatable)"
     )
     sync.set_defaults(run=cmd_sync)
 

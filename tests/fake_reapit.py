@@ -43,6 +43,13 @@ class FakeReapit:
         self.signing_fails = False
         self.contact_reads = 0
         self.key_reads = 0
+        # Reapit's published limits, when `enforce_limits`: at most 5 requests in flight per
+        # customer and 20 a second; beyond either, 429 with Retry-After.
+        self.enforce_limits = False
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.too_many = 0
+        self._second = (0, 0)  # (second, requests in it)
         self._key = Ed25519PrivateKey.generate()
         self._lock = threading.Lock()
         self.port = free_port()
@@ -165,8 +172,28 @@ class FakeReapit:
             return Response(status_code=status, headers=headers)
         return None
 
+    def _over_limit(self) -> Response | None:
+        now = int(time.time())
+        second, count = self._second
+        self._second = (now, count + 1 if second == now else 1)
+        if self.enforce_limits and (self.in_flight > 5 or self._second[1] > 20):
+            self.too_many += 1
+            return Response(status_code=429, headers={"Retry-After": "1"})
+        return None
+
     async def _list(self, request: Request) -> Response:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            return self._list_page(request)
+        finally:
+            self.in_flight -= 1
+
+    def _list_page(self, request: Request) -> Response:
         self.contact_reads += 1
+        limited = self._over_limit()
+        if limited is not None:
+            return limited
         scripted = self._scripted()
         if scripted is not None:
             return scripted

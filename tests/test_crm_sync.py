@@ -55,7 +55,11 @@ class Sync:
         self.db = Database(database_url, pool_size=3)
         self.worker = SyncWorker(self.db, KEYRING, reapit.config(), SUPPRESSION_KEY)
 
-    def drain(self) -> None:
+    def drain(self, *connection_ids: str) -> None:
+        """Rounds until nothing is left, for these connections only (other tests' connections
+        in the shared database are not this test's to sync)."""
+        self.worker.only = [uuid.UUID(c) for c in connection_ids]
+
         async def go() -> None:
             async with httpx.AsyncClient(timeout=5) as http:
                 for _ in range(200):
@@ -129,7 +133,7 @@ def test_a_signed_reapit_webhook_is_stored_at_once_then_applied_once_however_oft
     assert (first.status_code, first.json()["status"]) == (202, "accepted")
     assert (again.status_code, again.json()["status"]) == (202, "duplicate")
     assert [row[0] for row in inbox(database_url, customer)] == ["received"]
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     assert contact["externalId"] == record["id"] and contact["crmConnectionId"] == connection_id
     assert contact["importSource"] == "crm_sync" and contact["consentStatus"] == "granted"
@@ -151,7 +155,7 @@ def test_a_signed_reapit_webhook_is_stored_at_once_then_applied_once_however_oft
 def test_one_change_sent_once_per_role_under_one_event_id_is_kept_once_per_topic(
     hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, database_url: str
 ) -> None:
-    _, _, customer = agency
+    _, connection_id, customer = agency
     record = reapit.put(**person())
     event_id = str(uuid.uuid4())
     for topic in ("contacts.modified", "applicants.modified", "contacts.modified"):
@@ -166,7 +170,7 @@ def test_a_forged_or_stale_webhook_is_refused_with_401_and_nothing_is_stored(
 ) -> None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    _, _, customer = agency
+    _, connection_id, customer = agency
     body = reapit.event("contacts.created", reapit.put(**person()), customer=customer)
     headers = reapit.signed(body)
     if forge == "bad_signature":
@@ -188,7 +192,7 @@ def test_a_forged_or_stale_webhook_is_refused_with_401_and_nothing_is_stored(
 def test_a_signing_key_that_cannot_be_fetched_answers_503_so_reapit_retries(
     hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, database_url: str
 ) -> None:
-    _, _, customer = agency
+    _, connection_id, customer = agency
     reapit.signing_fails = True
     body = reapit.event("contacts.created", reapit.put(**person()), customer=customer)
     assert post_hook(hooks, body, reapit.signed(body)).status_code == 503
@@ -225,7 +229,7 @@ def test_an_unrouted_event_is_applied_once_its_agency_connects(
     org = world.org("Late Agency")
     connection = connect(hooks, org, "reapit", {"customerId": customer})
     query(database_url, "UPDATE crm_connections SET sync_enabled = false WHERE id = %s", (connection["id"],))
-    sync.drain()
+    sync.drain(connection["id"])
     assert len(contacts_of(hooks, org)) == 1
 
 
@@ -245,7 +249,7 @@ def test_backfill_then_incremental_brings_every_contact_once_and_keeps_them_curr
     reapit.tick()
     for index in range(150):
         made.append(reapit.put(**person(forename=f"Q{index}")))
-    sync.drain()
+    sync.drain(connection_id)
     held = query(
         database_url, "SELECT external_id FROM contacts WHERE crm_connection_id = %s", (connection_id,)
     )
@@ -258,7 +262,7 @@ def test_backfill_then_incremental_brings_every_contact_once_and_keeps_them_curr
     reapit.tick()
     edited = reapit.put(made[3]["id"], surname="Byron")
     query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
-    sync.drain()
+    sync.drain(connection_id)
     rows = query(
         database_url,
         "SELECT last_name FROM contacts WHERE crm_connection_id = %s AND external_id = %s",
@@ -283,7 +287,7 @@ def test_a_field_our_validation_refuses_drops_alone_and_an_archived_record_archi
     org, connection_id, _ = agency
     odd = reapit.put(**person(mobilePhone="12", primaryAddress={"postcode": "NOT A CODE"}))
     gone = reapit.put(**person(active=False, archivedOn="2026-01-01"))
-    sync.drain()
+    sync.drain(connection_id)
     [run] = query(
         database_url,
         "SELECT created, field_errors, archived FROM crm_sync_runs WHERE connection_id = %s",
@@ -305,7 +309,7 @@ def test_a_429_waits_as_retry_after_says_and_a_5xx_leaves_the_cursor_where_rows_
         reapit.put(**person())
     reapit.read_script = [(429, "1"), (200, None)]
     reapit.read_script = [(429, "1")]
-    sync.drain()
+    sync.drain(connection_id)
     assert query(
         database_url, "SELECT count(*) FROM contacts WHERE crm_connection_id = %s", (connection_id,)
     ) == [(120,)]
@@ -320,24 +324,24 @@ def test_a_429_waits_as_retry_after_says_and_a_5xx_leaves_the_cursor_where_rows_
 def test_an_older_version_never_overwrites_a_newer_one_but_an_opt_out_applies_at_once(
     hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
 ) -> None:
-    org, _, customer = agency
+    org, connection_id, customer = agency
     old = reapit.put(**person(surname="Old", marketingConsent="grant"))
     reapit.tick()
     new = reapit.put(old["id"], surname="New")
     for record in (new, old):  # delivered out of order
         body = reapit.event("contacts.modified", record, customer=customer)
         post_hook(hooks, body, reapit.signed(body))
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     assert contact["lastName"] == "New" and contact["consentStatus"] == "granted"
     optout = reapit.event("contacts.optedout", old, customer=customer)  # an old record, but a deny
     post_hook(hooks, optout, reapit.signed(optout))
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     assert contact["consentStatus"] == "denied" and contact["lastName"] == "New"
     # A stale grant never beats the newer deny.
     post_hook(hooks, body := reapit.event("contacts.modified", new, customer=customer), reapit.signed(body))
-    sync.drain()
+    sync.drain(connection_id)
     assert contacts_of(hooks, org)[0]["consentStatus"] == "denied"
 
 
@@ -346,7 +350,7 @@ def test_an_erased_person_never_comes_back_by_webhook_or_poll_and_their_payload_
 ) -> None:
     org, connection_id, customer = agency
     record = reapit.put(**person())
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     hooks.call("contacts.delete", {"id": contact["id"]}, org.admin_token)
     reapit.tick()
@@ -358,7 +362,7 @@ def test_an_erased_person_never_comes_back_by_webhook_or_poll_and_their_payload_
         "UPDATE crm_connections SET next_sync_at = now(), sync_cursor = NULL WHERE id = %s",
         (connection_id,),
     )
-    sync.drain()
+    sync.drain(connection_id)
     assert contacts_of(hooks, org) == []
     assert inbox(database_url, customer)[-1] == ("done", "suppressed", True)
 
@@ -368,7 +372,7 @@ def test_an_agents_own_category_stands_until_the_crm_derived_category_changes(
 ) -> None:
     org, connection_id, _ = agency
     record = reapit.put(**person(relationships=[{"associatedType": "landlord"}]))
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     assert contact["category"] == "landlord"
     hooks.call(
@@ -377,12 +381,12 @@ def test_an_agents_own_category_stands_until_the_crm_derived_category_changes(
     reapit.tick()
     reapit.put(record["id"], surname="Same roles")
     query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
-    sync.drain()
+    sync.drain(connection_id)
     assert contacts_of(hooks, org)[0]["category"] == "managed_landlord"
     reapit.tick()
     reapit.put(record["id"], relationships=[{"associatedType": "vendor"}])
     query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
-    sync.drain()
+    sync.drain(connection_id)
     assert contacts_of(hooks, org)[0]["category"] == "seller"
 
 
@@ -394,8 +398,121 @@ def test_a_crm_person_matches_an_existing_contact_by_email_instead_of_duplicatin
         "contacts.create", {"firstName": "Ada", "email": "ada.match@example.co.uk"}, org.member_token
     )
     reapit.put(**person(email="Ada.Match@Example.co.uk", surname="Lovelace"))
-    sync.drain()
+    sync.drain(connection_id)
     [contact] = contacts_of(hooks, org)
     assert contact["id"] == mine["id"] and contact["crmConnectionId"] == connection_id
     assert contact["lastName"] == "Lovelace" and contact["importSource"] == "manual"
 
+
+# Procedures ------------------------------------------------------------------------------------------
+
+
+def test_sync_status_runs_and_sync_now_with_a_reset_that_duplicates_nothing(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    org, connection_id, _ = agency
+    before = hooks.call("crm.getSyncStatus", {"connectionId": connection_id}, org.member_token)
+    assert before["syncSupported"] is True and before["streams"][0]["phase"] is None
+    for _ in range(30):
+        reapit.put(**person())
+    sync.drain(connection_id)
+    status = hooks.call("crm.getSyncStatus", {"connectionId": connection_id}, org.member_token)
+    [stream] = status["streams"]
+    assert stream["phase"] == "incremental" and stream["watermark"] and stream["lagSeconds"] >= 0
+    assert (stream["lastRun"]["status"], stream["lastRun"]["created"]) == ("ok", 30)
+    assert status["inbox"] == {"waiting": 0, "dead": 0}
+    refused = hooks.error("crm.syncNow", {"connectionId": connection_id}, org.member_token)
+    assert refused["data"]["code"] == "FORBIDDEN"
+    reset = hooks.call("crm.syncNow", {"connectionId": connection_id, "reset": True}, org.admin_token)
+    assert reset["nextSyncAt"] is not None
+    sync.drain(connection_id)
+    runs = hooks.call("crm.listSyncRuns", {"connectionId": connection_id}, org.member_token)
+    assert [(r["trigger"], r["created"], r["unchanged"]) for r in runs[:2]] == [
+        ("reset", 0, 30),
+        ("schedule", 30, 0),
+    ]
+    assert query(
+        database_url, "SELECT count(*) FROM contacts WHERE crm_connection_id = %s", (connection_id,)
+    ) == [(30,)]
+    audit = query(
+        database_url,
+        "SELECT action FROM audit_log WHERE organisation_id = %s AND action = 'crm.syncNow'",
+        (org.id,),
+    )
+    assert audit == [("crm.syncNow",)]
+
+
+def test_webhook_events_are_listed_without_payloads_and_a_replay_reads_the_crm_again(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync
+) -> None:
+    org, connection_id, customer = agency
+    record = reapit.put(**person(surname="First"))
+    body = reapit.event("contacts.created", record, customer=customer)
+    post_hook(hooks, body, reapit.signed(body))
+    sync.drain(connection_id)
+    [event] = hooks.call("crm.listWebhookEvents", {"connectionId": connection_id}, org.admin_token)
+    assert (event["status"], event["outcome"], event["entityId"]) == ("done", "created", record["id"])
+    assert "payload" not in event and "First" not in str(event)
+    reapit.tick()
+    reapit.put(record["id"], surname="Since")
+    replayed = hooks.call("crm.replayWebhookEvent", {"id": event["id"]}, org.admin_token)
+    assert replayed["status"] == "received"
+    sync.drain(connection_id)
+    assert contacts_of(hooks, org)[0]["lastName"] == "Since"
+    again = hooks.error("crm.replayWebhookEvent", {"id": str(uuid.uuid4())}, org.admin_token)
+    assert again["data"]["code"] == "NOT_FOUND"
+
+
+# The command ---------------------------------------------------------------------------------------
+
+
+def test_nurturehub_sync_brings_contacts_in_and_stops_cleanly_on_sigterm(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, database_url: str
+) -> None:
+    import base64
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    from tests.crm_support import KEY_SPEC
+    from tests.support import wait_until
+
+    org, connection_id, customer = agency
+    for _ in range(5):
+        reapit.put(**person())
+    body = reapit.event("contacts.optedout", reapit.put(**person(marketingConsent="deny")), customer=customer)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NURTUREHUB_ENCRYPTION_KEYS": KEY_SPEC,
+        "NURTUREHUB_SUPPRESSION_KEY": base64.b64encode(SUPPRESSION_KEY).decode(),
+        "NURTUREHUB_REAPIT_API_URL": reapit.url,
+        "NURTUREHUB_REAPIT_TOKEN_URL": f"{reapit.url}/token",
+        "NURTUREHUB_REAPIT_CLIENT_ID": "platform-client",
+        "NURTUREHUB_REAPIT_CLIENT_SECRET": "platform-secret",
+        "NURTUREHUB_SYNC_POLL_INTERVAL": "0.1",
+    }
+    env.pop("NURTUREHUB_ENCRYPTION_KEYS_FILE", None)
+    out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "sync", "--connection", connection_id],
+        env=env,
+        stdout=out,
+        stderr=err,
+        text=True,
+    )
+    try:
+        assert wait_until(lambda: len(contacts_of(hooks, org)) == 6, timeout=20)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    out.seek(0)
+    err.seek(0)
+    output, errors = out.read(), err.read()
+    assert code == 0, errors
+    assert "NurtureHub sync" in output and "stopped after applying" in output
+    assert "Lovelace" not in output + errors and "@example.co.uk" not in output + errors
+    assert sum(c["consentStatus"] == "denied" for c in contacts_of(hooks, org)) == 1

@@ -49,24 +49,36 @@ __all__ = [
     "GetCategoryHistoryParams",
     "GetConsentParams",
     "GetContactParams",
+    "GetSyncStatusParams",
     "Group",
     "IdentifierKind",
     "ImportSource",
+    "InboxBacklog",
+    "InboxStatus",
     "LiftSuppressionParams",
     "ListAuditParams",
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
+    "ListSyncRunsParams",
+    "ListWebhookEventsParams",
     "ListWritebackParams",
     "Removed",
+    "ReplayWebhookEventParams",
     "RetryWritebackParams",
     "SkippedConnection",
     "SuppressionLifted",
     "SuppressionOverride",
     "SuppressionStatus",
+    "SyncNowParams",
+    "SyncPhase",
+    "SyncRun",
+    "SyncStatus",
+    "SyncStream",
     "TestConnectionParams",
     "UpdateConnectionParams",
     "UpdateContactParams",
+    "WebhookEvent",
     "Whoami",
     "WhoamiOrganisation",
     "WhoamiParams",
@@ -106,6 +118,8 @@ EventType = Literal[
     "hot_alert_fired",
 ]
 WritebackStatus = Literal["pending", "processing", "success", "failed"]
+SyncPhase = Literal["backfill", "incremental"]
+InboxStatus = Literal["received", "processing", "done", "skipped", "dead", "unrouted"]
 
 
 class ListAuditParams(ParamsModel):
@@ -456,8 +470,83 @@ class Enqueued(ResultModel):
     skipped: list[SkippedConnection]
 
 
+class GetSyncStatusParams(ParamsModel):
+    connection_id: str | UUID
+
+
+class SyncRun(ResultModel):
+    id: UUID
+    stream: str
+    trigger: Literal["schedule", "manual", "reset"]
+    status: Literal["running", "ok", "failed"]
+    started_at: datetime
+    finished_at: datetime | None
+    pages: int
+    fetched: int
+    created: int
+    updated: int
+    unchanged: int
+    suppressed: int
+    archived: int
+    field_errors: int
+    rate_limited: int
+    error: str | None
+
+
+class SyncStream(ResultModel):
+    stream: str
+    phase: SyncPhase | None
+    watermark: datetime | None
+    lag_seconds: float | None
+    last_run: SyncRun | None
+
+
+class InboxBacklog(ResultModel):
+    waiting: int
+    dead: int
+
+
+class SyncStatus(ResultModel):
+    connection_id: UUID
+    provider_id: str
+    sync_supported: bool
+    sync_enabled: bool
+    next_sync_at: datetime | None
+    running: bool
+    streams: list[SyncStream]
+    inbox: InboxBacklog
+
+
 class ListConnectionsParams(ParamsModel):
     pass
+
+
+class ListSyncRunsParams(ParamsModel):
+    connection_id: str | UUID
+    limit: int = 20
+
+
+class ListWebhookEventsParams(ParamsModel):
+    connection_id: str | UUID | None = None
+    status: InboxStatus | None = None
+    limit: int = 50
+
+
+class WebhookEvent(ResultModel):
+    """A webhook delivery as the inbox keeps it: what and when, never its payload."""
+
+    id: UUID
+    provider_id: str
+    connection_id: UUID | None
+    topic: str
+    entity_id: str | None
+    event_time: datetime | None
+    status: InboxStatus
+    attempts: int
+    outcome: str | None
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
 
 
 class ListWritebackParams(ParamsModel):
@@ -474,8 +563,18 @@ class WritebackPage(ResultModel):
     next_cursor: str | None
 
 
+class ReplayWebhookEventParams(ParamsModel):
+    id: str | UUID
+
+
 class RetryWritebackParams(ParamsModel):
     id: str | UUID
+
+
+class SyncNowParams(ParamsModel):
+    connection_id: str | UUID
+    stream: str | None = None
+    reset: bool = False
 
 
 class TestConnectionParams(ParamsModel):

@@ -45,21 +45,30 @@ from ._models import (
     GetCategoryHistoryParams,
     GetConsentParams,
     GetContactParams,
+    GetSyncStatusParams,
     Group,
     ImportSource,
+    InboxStatus,
     LiftSuppressionParams,
     ListAuditParams,
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
+    ListSyncRunsParams,
+    ListWebhookEventsParams,
     ListWritebackParams,
+    ReplayWebhookEventParams,
     RetryWritebackParams,
     SuppressionLifted,
     SuppressionOverride,
     SuppressionStatus,
+    SyncNowParams,
+    SyncRun,
+    SyncStatus,
     TestConnectionParams,
     UpdateConnectionParams,
     UpdateContactParams,
+    WebhookEvent,
     Whoami,
     WhoamiParams,
     WritebackEntry,
@@ -121,9 +130,22 @@ _CONTACTS_UPDATE = Procedure("contacts.update", "mutation", TypeAdapter(ContactD
 _CRM_CONNECT = Procedure("crm.connect", "mutation", TypeAdapter(CrmConnection))
 _CRM_DISCONNECT = Procedure("crm.disconnect", "mutation", TypeAdapter(Disconnected))
 _CRM_ENQUEUE_WRITEBACK = Procedure("crm.enqueueWriteback", "mutation", TypeAdapter(Enqueued))
+_CRM_GET_SYNC_STATUS = Procedure("crm.getSyncStatus", "query", TypeAdapter(SyncStatus))
 _CRM_LIST_CONNECTIONS = Procedure("crm.listConnections", "query", TypeAdapter(list[CrmConnection]))
+_CRM_LIST_SYNC_RUNS = Procedure("crm.listSyncRuns", "query", TypeAdapter(list[SyncRun]))
+_CRM_LIST_WEBHOOK_EVENTS = Procedure(
+    "crm.listWebhookEvents",
+    "query",
+    TypeAdapter(list[WebhookEvent]),
+)
 _CRM_LIST_WRITEBACK = Procedure("crm.listWriteback", "query", TypeAdapter(WritebackPage))
+_CRM_REPLAY_WEBHOOK_EVENT = Procedure(
+    "crm.replayWebhookEvent",
+    "mutation",
+    TypeAdapter(WebhookEvent),
+)
 _CRM_RETRY_WRITEBACK = Procedure("crm.retryWriteback", "mutation", TypeAdapter(WritebackEntry))
+_CRM_SYNC_NOW = Procedure("crm.syncNow", "mutation", TypeAdapter(SyncStatus))
 _CRM_TEST_CONNECTION = Procedure("crm.testConnection", "query", TypeAdapter(ConnectionCheck))
 _CRM_UPDATE_CONNECTION = Procedure("crm.updateConnection", "mutation", TypeAdapter(CrmConnection))
 
@@ -1270,6 +1292,20 @@ class CrmNamespace:
         )
         return self._transport.call(_CRM_ENQUEUE_WRITEBACK(params))
 
+    def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> SyncStatus:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return self._transport.call(_CRM_GET_SYNC_STATUS(params))
+
     def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1278,6 +1314,43 @@ class CrmNamespace:
         """
         params = ListConnectionsParams()
         return self._transport.call(_CRM_LIST_CONNECTIONS(params))
+
+    def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[SyncRun]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return self._transport.call(_CRM_LIST_SYNC_RUNS(params))
+
+    def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[WebhookEvent]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return self._transport.call(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     def list_writeback(
         self,
@@ -1335,6 +1408,20 @@ class CrmNamespace:
             )
         )
 
+    def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> WebhookEvent:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return self._transport.call(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     def retry_writeback(
         self,
         *,
@@ -1347,6 +1434,25 @@ class CrmNamespace:
         """
         params = RetryWritebackParams(id=id)
         return self._transport.call(_CRM_RETRY_WRITEBACK(params))
+
+    def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> SyncStatus:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return self._transport.call(_CRM_SYNC_NOW(params))
 
     def test_connection(
         self,
@@ -1464,6 +1570,20 @@ class AsyncCrmNamespace:
         )
         return await self._transport.call(_CRM_ENQUEUE_WRITEBACK(params))
 
+    async def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> SyncStatus:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return await self._transport.call(_CRM_GET_SYNC_STATUS(params))
+
     async def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1472,6 +1592,43 @@ class AsyncCrmNamespace:
         """
         params = ListConnectionsParams()
         return await self._transport.call(_CRM_LIST_CONNECTIONS(params))
+
+    async def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[SyncRun]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return await self._transport.call(_CRM_LIST_SYNC_RUNS(params))
+
+    async def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[WebhookEvent]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return await self._transport.call(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     async def list_writeback(
         self,
@@ -1529,6 +1686,20 @@ class AsyncCrmNamespace:
             )
         )
 
+    async def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> WebhookEvent:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return await self._transport.call(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     async def retry_writeback(
         self,
         *,
@@ -1541,6 +1712,25 @@ class AsyncCrmNamespace:
         """
         params = RetryWritebackParams(id=id)
         return await self._transport.call(_CRM_RETRY_WRITEBACK(params))
+
+    async def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> SyncStatus:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return await self._transport.call(_CRM_SYNC_NOW(params))
 
     async def test_connection(
         self,
@@ -1658,6 +1848,20 @@ class CrmBatchNamespace:
         )
         return self._batch.add(_CRM_ENQUEUE_WRITEBACK(params))
 
+    def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> Pending[SyncStatus]:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return self._batch.add(_CRM_GET_SYNC_STATUS(params))
+
     def list_connections(self) -> Pending[list[CrmConnection]]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1666,6 +1870,43 @@ class CrmBatchNamespace:
         """
         params = ListConnectionsParams()
         return self._batch.add(_CRM_LIST_CONNECTIONS(params))
+
+    def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> Pending[list[SyncRun]]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return self._batch.add(_CRM_LIST_SYNC_RUNS(params))
+
+    def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> Pending[list[WebhookEvent]]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return self._batch.add(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     def list_writeback(
         self,
@@ -1699,6 +1940,20 @@ class CrmBatchNamespace:
         )
         return self._batch.add(_CRM_LIST_WRITEBACK(params))
 
+    def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> Pending[WebhookEvent]:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return self._batch.add(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     def retry_writeback(
         self,
         *,
@@ -1711,6 +1966,25 @@ class CrmBatchNamespace:
         """
         params = RetryWritebackParams(id=id)
         return self._batch.add(_CRM_RETRY_WRITEBACK(params))
+
+    def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> Pending[SyncStatus]:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return self._batch.add(_CRM_SYNC_NOW(params))
 
     def test_connection(
         self,
