@@ -27,6 +27,9 @@ class CrmConfig:
     alto_client_secret: str = ""
     # One HTTP call (connect, write and read) may take at most this long.
     crm_timeout: float = 10.0
+    # A whole delivery (token fetch and write, every byte of the answer) may take at most this
+    # long; 0: twice crm_timeout.
+    crm_deadline: float = 0.0
     # How long a claimed event is held; a worker killed mid-delivery loses it after this.
     writeback_lease_seconds: float = 60.0
     # Retry n waits about backoff_base * 4**(n-1) seconds (with jitter), at most backoff_cap:
@@ -51,7 +54,9 @@ class CrmConfig:
     def __post_init__(self) -> None:
         # A lease shorter than a delivery (token fetch and write, each up to crm_timeout) would
         # let a second worker take an event that is still in flight.
-        minimum = 2 * self.crm_timeout + 1
+        if self.crm_deadline <= 0:
+            object.__setattr__(self, "crm_deadline", 2 * self.crm_timeout)
+        minimum = max(2 * self.crm_timeout, self.crm_deadline) + 1
         if self.writeback_lease_seconds < minimum:
             object.__setattr__(self, "writeback_lease_seconds", minimum)
 

@@ -28,6 +28,7 @@ import random
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -194,27 +195,36 @@ class SyncWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Apply the inbox and poll due connections until `stop` is set; what is in flight then
-        gets the grace period, and what is not committed is read again by the next run."""
+        gets the grace period, and what is not committed is read again by the next run.
+
+        The inbox and the polls are two loops, so a long backfill never holds back a webhook
+        (an opt-out must apply within seconds, not after a 10,000-contact read)."""
         async with httpx.AsyncClient(timeout=self.config.crm_timeout, follow_redirects=False) as http:
-            while not stop.is_set():
-                task = asyncio.ensure_future(self.run_once(http))
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done():
-                    done, _ = await asyncio.wait({task}, timeout=self.config.sync_grace_seconds)
-                    if not done:
-                        task.cancel()
-                        await asyncio.wait({task}, timeout=10)
-                stopping.cancel()
-                busy = False
-                if task.done() and not task.cancelled():
-                    if task.exception() is not None:
-                        log.error("sync round failed", exc_info=task.exception())
-                    else:
-                        busy = task.result()
-                if not busy and not stop.is_set():
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), timeout=self.config.sync_poll_interval)
+            await asyncio.gather(
+                self._loop(stop, lambda: self.process_inbox(http), "inbox"),
+                self._loop(stop, lambda: self.poll_one(http), "poll"),
+            )
+
+    async def _loop(self, stop: asyncio.Event, step: Callable[[], Awaitable[Any]], name: str) -> None:
+        while not stop.is_set():
+            task = asyncio.ensure_future(step())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                done, _ = await asyncio.wait({task}, timeout=self.config.sync_grace_seconds)
+                if not done:
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=10)
+            stopping.cancel()
+            busy = False
+            if task.done() and not task.cancelled():
+                if task.exception() is not None:
+                    log.error("sync %s round failed", name, exc_info=task.exception())
+                else:
+                    busy = bool(task.result())
+            if not busy and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.config.sync_poll_interval)
 
     async def run_once(self, http: httpx.AsyncClient) -> bool:
         """One round: the inbox's due events, then one due connection. True if it did anything."""
