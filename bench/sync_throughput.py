@@ -244,6 +244,12 @@ def main() -> None:
     parser.add_argument("--apply", type=int, default=5_000)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--duration", type=float, default=10)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=["backfill", "apply", "webhooks"],
+        default=["backfill", "apply", "webhooks"],
+    )
     args = parser.parse_args()
     keyring_spec = new_key_entry()
     keyring = Keyring.parse(keyring_spec)
@@ -259,11 +265,13 @@ def main() -> None:
     fake = FakeReapit()
     try:
         asyncio.run(prepare())
-        results = {
-            "backfill": backfill(url, keyring, fake, args.contacts),
-            "apply": apply_rate(url, keyring, args.apply),
-            "webhooks": webhooks(url, keyring, fake, args.rate, args.duration),
-        }
+        results: dict[str, Any] = {}
+        if "backfill" in args.only:
+            results["backfill"] = backfill(url, keyring, fake, args.contacts)
+        if "apply" in args.only:
+            results["apply"] = apply_rate(url, keyring, args.apply)
+        if "webhooks" in args.only:
+            results["webhooks"] = webhooks(url, keyring, fake, args.rate, args.duration)
     finally:
         fake.stop()
         embedded.stop()

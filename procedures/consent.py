@@ -15,7 +15,7 @@ from uuid import UUID
 
 from procedures.contact_fields import ConsentStatus
 from server.context import Context
-from server.db import Row, Tx, sql
+from server.db import Row, sql
 from server.models import WireModel
 
 __all__ = [
@@ -26,7 +26,6 @@ __all__ = [
     "effective",
     "history",
     "record_changes",
-    "record_sync_changes",
     "source_of",
 ]
 
@@ -125,31 +124,6 @@ async def record_changes(
     if changes:
         params = event_params(ctx, changes, source=source, consented_at=consented_at)
         await ctx.db.execute(INSERT_EVENTS, {**params, "contact_id": contact_id})
-
-
-async def record_sync_changes(
-    tx: Tx,
-    organisation_id: UUID,
-    contact_id: UUID,
-    changes: dict[str, str],
-    *,
-    consented_at: datetime | None,
-    crm_connection_id: UUID,
-) -> None:
-    """`record_changes` for the CRM sync (no procedure call, no actor): source 'crm_sync'."""
-    if changes:
-        await tx.execute(INSERT_EVENTS, {
-            "organisation_id": organisation_id,
-            "contact_id": contact_id,
-            "channels": list(changes),
-            "statuses": list(changes.values()),
-            "consented_at": consented_at,
-            "source": "crm_sync",
-            "actor_user_id": None,
-            "actor_token_id": None,
-            "crm_connection_id": crm_connection_id,
-            "request_id": None,
-        })
 
 
 async def history(ctx: Context, contact_id: UUID) -> list[ConsentEvent]:

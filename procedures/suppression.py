@@ -17,7 +17,7 @@ from pydantic import Field
 
 from procedures.contact_fields import Reason
 from server.context import Context
-from server.db import Row, Tx, sql
+from server.db import Row, sql
 from server.errors import Conflict, Forbidden, InvalidParams, ServiceUnavailable
 from server.keys import keyed_hash
 from server.models import WireModel
@@ -26,7 +26,6 @@ __all__ = [
     "IdentifierKind",
     "SuppressionOverride",
     "check",
-    "check_in",
     "hashes",
     "identifiers",
     "lift",
@@ -93,17 +92,11 @@ def hashes(key: bytes, organisation_id: UUID, found: Sequence[tuple[IdentifierKi
 
 async def check(ctx: Context, found: Sequence[tuple[IdentifierKind, str]]) -> list[Row]:
     """The suppressed ones among `found`: rows of (kind, identifier_hash)."""
-    return await check_in(ctx.db, suppression_key(ctx), ctx.organisation_id, found)
-
-
-async def check_in(
-    tx: Tx, key: bytes, organisation_id: UUID, found: Sequence[tuple[IdentifierKind, str]]
-) -> list[Row]:
-    """`check`, for a caller outside a procedure (the CRM sync) holding its own transaction."""
     if not found:
         return []
-    return list(await tx.all(SELECT_SUPPRESSED, {
-        "organisation_id": organisation_id, "hashes": hashes(key, organisation_id, found)
+    return list(await ctx.db.all(SELECT_SUPPRESSED, {
+        "organisation_id": ctx.organisation_id,
+        "hashes": hashes(suppression_key(ctx), ctx.organisation_id, found),
     }))
 
 
