@@ -38,6 +38,7 @@ def _iso(second: int) -> str:
 class FakeReapit:
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.owners: dict[str, str] = {}  # contact id -> the customer whose it is, when said
         self.clock = int(time.time()) - 3600  # seconds; tests move it with tick()
         self.read_script: list[tuple[int, str | None]] = []
         self.signing_fails = False
@@ -94,10 +95,15 @@ class FakeReapit:
     def tick(self, seconds: int = 1) -> None:
         self.clock += seconds
 
-    def put(self, contact_id: str | None = None, **fields: Any) -> dict[str, Any]:
-        """Create or edit a contact, stamped with the clock's second and a new eTag."""
+    def put(
+        self, contact_id: str | None = None, *, customer: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
+        """Create or edit a contact, stamped with the clock's second and a new eTag; with
+        `customer`, only that customer's reads see it."""
         with self._lock:
             contact_id = contact_id or uuid.uuid4().hex[:9].upper()
+            if customer is not None:
+                self.owners[contact_id] = customer
             record = self.contacts.get(contact_id) or {
                 "id": contact_id,
                 "created": _iso(self.clock),
@@ -200,8 +206,12 @@ class FakeReapit:
         q = request.query_params
         size = min(int(q.get("pageSize", 25)), 100)
         number = int(q.get("pageNumber", 1))
+        customer = request.headers.get("reapit-customer")
         with self._lock:
-            rows = sorted(self.contacts.values(), key=lambda r: (r["modified"], r["id"]))
+            rows = sorted(
+                (r for r in self.contacts.values() if self.owners.get(r["id"], customer) == customer),
+                key=lambda r: (r["modified"], r["id"]),
+            )
         if "modifiedFrom" in q:
             rows = [r for r in rows if r["modified"] >= q["modifiedFrom"]]
         if "modifiedTo" in q:
