@@ -406,6 +406,7 @@ class SyncWorker:
         async with self.db.transaction() as tx:
             run = _Run(await tx.scalar(START_RUN, {**scope, "stream": STREAM, "trigger": trigger}), Counts())
         status, error = "failed", None
+        seen: set[tuple[str, str | None, datetime | None]] = set()
         try:
             while True:
                 page = await self._fetch(
@@ -445,9 +446,13 @@ class SyncWorker:
                         state["reconciledAt"] = now.isoformat()
                 else:
                     state.setdefault("phase", "backfill")
-                await self._commit_page(
-                    connection, run, drafts + tie_sweep, page.bad_records, cursor_all, streams, state
-                )
+                # The next page starts at this page's last second, inclusive: what this run has
+                # just committed at that second is not applied twice.
+                fresh = [d for d in drafts + tie_sweep if (d.external_id, d.etag, d.modified) not in seen]
+                run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
+                run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
+                await self._commit_page(connection, run, fresh, page.bad_records, cursor_all, streams, state)
+                seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
                 if not full:
                     break
                 if last is not None:
