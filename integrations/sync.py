@@ -346,11 +346,12 @@ class SyncWorker:
         if connection is None:
             return False
         adapter: Any = self.adapters[connection["provider_id"]]
-        settings = adapter.settings_model.model_validate(connection["settings"])
-        assert isinstance(settings, SyncSettings)
         scope = {"organisation_id": connection["organisation_id"], "id": connection["id"]}
-        ok, delay, tenant_ref = False, float(settings.poll_interval_seconds), None
+        ok, delay, tenant_ref = False, 300.0, None
         try:
+            settings = adapter.settings_model.model_validate(connection["settings"])
+            assert isinstance(settings, SyncSettings)
+            delay = float(settings.poll_interval_seconds)
             credentials = open_credentials(
                 self.keyring,
                 connection["organisation_id"],
