@@ -43,6 +43,9 @@ class CrmConfig:
     # Inbound sync. Reapit does not say whether a retried webhook is signed anew, and retries
     # span about 33 minutes: an hour's window, with duplicates recognised by event identity.
     reapit_webhook_tolerance_seconds: float = 3600.0
+    # The shared secret Alto sends in x-signature (set up with Alto support); empty: Alto's
+    # webhooks are answered 503, so Alto retries them until it is configured.
+    alto_webhook_secret: str = ""
     webhook_max_body_bytes: float = 256 * 1024.0
     sync_lease_seconds: float = 120.0
     sync_poll_interval: float = 1.0

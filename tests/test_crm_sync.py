@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.crm_support import connect
@@ -443,3 +444,64 @@ def test_nurturehub_sync_brings_contacts_in_and_stops_cleanly_on_sigterm(
     assert "NurtureHub sync" in output and "stopped after applying" in output
     assert "Lovelace" not in output + errors and "@example.co.uk" not in output + errors
     assert sum(c["consentStatus"] == "denied" for c in contacts_of(hooks, org)) == 1
+
+
+# Alto ------------------------------------------------------------------------------------------------
+
+
+def test_alto_webhooks_are_checked_by_their_shared_secret_and_kept_once_by_event_id(
+    database_url: str, world: World, reapit: FakeReapit
+) -> None:
+    from integrations.webhooks import Receiver
+    from procedures import app_router
+    from tests.crm_support import KEYRING
+    from tests.support import ServerThread
+
+    def routes(secret: str) -> Any:
+        config = reapit.config(alto_webhook_secret=secret)
+        return lambda db, settings: Receiver(db, settings.encryption_keys, config).routes()
+
+    thread = ServerThread(
+        database_url,
+        app_router,
+        encryption_keys=KEYRING,
+        suppression_key=SUPPRESSION_KEY,
+        extra_routes=routes("alto-shared-secret"),
+    )
+    unset = ServerThread(database_url, app_router, encryption_keys=KEYRING, extra_routes=routes(""))
+    rpc = Rpc(thread.url)
+    try:
+        org = world.org("Alto Agency")
+        agency_ref = str(uuid.uuid4())
+        connect(rpc, org, "alto", {"agencyRef": agency_ref})
+        event = {
+            "specversion": "1.0",
+            "id": f"{uuid.uuid4()}|integration",
+            "type": "Contact.Modified",
+            "source": "alto",
+            "time": "2026-12-05T10:00:00Z",
+            "data": {"agencyRef": agency_ref, "contactId": 123},
+        }
+        body = orjson.dumps(event)
+        good = {"x-signature": "alto-shared-secret", "Content-Type": "application/json"}
+        assert post_hook(rpc, body, good, "alto").json()["status"] == "accepted"
+        assert post_hook(rpc, body, good, "alto").json()["status"] == "duplicate"
+        forged = post_hook(rpc, body, {**good, "x-signature": "guess"}, "alto")
+        assert forged.status_code == 401 and "alto-shared-secret" not in forged.text
+        assert post_hook(Rpc(unset.url), body, good, "alto").status_code == 503
+        stored = query(
+            database_url,
+            "SELECT topic, entity_id, status FROM crm_webhook_inbox WHERE tenant_ref = %s",
+            (agency_ref,),
+        )
+        assert stored == [("Contact.Modified", "123", "received")]
+        assert post_hook(rpc, b"{}", good, "street").status_code == 410
+    finally:
+        rpc.http.close()
+        thread.stop()
+        unset.stop()
+        query(
+            database_url,
+            "UPDATE crm_webhook_inbox SET status = 'skipped', payload = NULL"
+            " WHERE provider_id = 'alto' AND status = 'received'",
+        )
