@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 5
+-- schema-version: 6
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -139,9 +139,23 @@ CREATE TABLE crm_connections (
     last_synced_at        timestamptz,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
+    -- Inbound sync. tenant_ref is the agency's plaintext selector in its CRM (Reapit customer id,
+    -- Alto AgencyRef): a webhook finds its connection by it, never by decrypting credentials.
+    tenant_ref            text CHECK (char_length(tenant_ref) <= 100),
+    sync_enabled          boolean NOT NULL DEFAULT true,
+    next_sync_at          timestamptz,
+    sync_lease_expires_at timestamptz,
+    sync_locked_by        text CHECK (char_length(sync_locked_by) <= 100),
     PRIMARY KEY (organisation_id, id),
     UNIQUE (organisation_id, provider_id)
 );
+-- A webhook's route. Not unique: sandboxes (Reapit's SBOX) are shared, so an event whose
+-- selector several organisations name is kept unrouted, never delivered to all of them.
+CREATE INDEX crm_connections_tenant_idx ON crm_connections (provider_id, tenant_ref)
+    WHERE tenant_ref IS NOT NULL;
+-- The sync worker's claim: connections due for a poll.
+CREATE INDEX crm_connections_sync_due_idx ON crm_connections (next_sync_at)
+    WHERE sync_enabled;
 
 CREATE TABLE contacts (
     organisation_id   uuid NOT NULL REFERENCES organisations (id) ON DELETE CASCADE,
@@ -165,6 +179,16 @@ CREATE TABLE contacts (
         contact_search_vector(first_name, last_name, email, phone, postcode)) STORED,
     created_at        timestamptz NOT NULL DEFAULT now(),
     updated_at        timestamptz NOT NULL DEFAULT now(),
+    -- Inbound sync: archived in the CRM (reversible; contacts.list hides it unless asked), the
+    -- CRM's version of the record last applied (an older one never overwrites it), and the
+    -- category the CRM's roles last gave (an agent's own choice stands until that changes).
+    -- Plain text, not the crm_reference and lead_category domains: adding a column of a domain
+    -- with a CHECK rewrites the table (42 s at 1,000,000 contacts, bench.migrations); the apply
+    -- path writes only a category of the twelve and a CRM's eTag.
+    archived_at        timestamptz,
+    source_modified_at timestamptz,
+    source_etag        text,
+    crm_category       text,
     PRIMARY KEY (organisation_id, id),
     FOREIGN KEY (organisation_id, crm_connection_id)
         REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (crm_connection_id),
@@ -388,6 +412,73 @@ CREATE TABLE crm_writeback_attempts (
 );
 CREATE INDEX crm_writeback_attempts_queue_idx ON crm_writeback_attempts (organisation_id, queue_id, attempt);
 
+-- CRM sync (inbound) ------------------------------------------------------------------------------
+
+-- Webhook inbox: each verified delivery, stored before the CRM is answered, then applied by
+-- `nurturehub sync`. The payload is an AES-256-GCM envelope (bound to this table, column and row)
+-- and is nulled once processed, so a person's data does not outlive its processing here. An
+-- event for no known connection is kept as unrouted (organisation null) so it can be replayed.
+-- dedupe_key is the provider's event identity (Reapit: event id, topic and entity, as one
+-- change is sent once per role under one event id).
+CREATE TABLE crm_webhook_inbox (
+    id               uuid NOT NULL DEFAULT gen_random_uuid(),
+    provider_id      text NOT NULL REFERENCES crm_providers (id),
+    organisation_id  uuid REFERENCES organisations (id) ON DELETE CASCADE,
+    connection_id    uuid,
+    tenant_ref       text CHECK (char_length(tenant_ref) <= 100),
+    dedupe_key       text NOT NULL CHECK (char_length(dedupe_key) <= 400),
+    topic            text NOT NULL CHECK (char_length(topic) <= 100),
+    entity_id        text CHECK (char_length(entity_id) <= 200),
+    event_time       timestamptz,
+    status           text NOT NULL DEFAULT 'received'
+                     CHECK (status IN ('received', 'processing', 'done', 'skipped', 'dead', 'unrouted')),
+    attempts         integer NOT NULL DEFAULT 0 CHECK (attempts >= 0),
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    lease_expires_at timestamptz,
+    locked_by        text CHECK (char_length(locked_by) <= 100),
+    payload          bytea,
+    outcome          text CHECK (char_length(outcome) <= 100),
+    last_error       text CHECK (char_length(last_error) <= 500),
+    received_at      timestamptz NOT NULL DEFAULT now(),
+    processed_at     timestamptz,
+    PRIMARY KEY (id),
+    UNIQUE (provider_id, dedupe_key),
+    FOREIGN KEY (organisation_id, connection_id)
+        REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (connection_id)
+);
+CREATE INDEX crm_webhook_inbox_due_idx ON crm_webhook_inbox (next_attempt_at)
+    WHERE status IN ('received', 'processing');
+CREATE INDEX crm_webhook_inbox_list_idx ON crm_webhook_inbox (organisation_id, received_at DESC, id);
+CREATE INDEX crm_webhook_inbox_unrouted_idx ON crm_webhook_inbox (provider_id, tenant_ref)
+    WHERE status = 'unrouted';
+
+-- One row per sync run of one stream of one connection, with its counts.
+CREATE TABLE crm_sync_runs (
+    organisation_id uuid NOT NULL,
+    id              uuid NOT NULL DEFAULT gen_random_uuid(),
+    connection_id   uuid NOT NULL,
+    stream          text NOT NULL CHECK (char_length(stream) <= 50),
+    trigger         text NOT NULL CHECK (trigger IN ('schedule', 'manual', 'reset')),
+    status          text NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'failed')),
+    started_at      timestamptz NOT NULL DEFAULT now(),
+    finished_at     timestamptz,
+    pages           integer NOT NULL DEFAULT 0,
+    fetched         integer NOT NULL DEFAULT 0,
+    created         integer NOT NULL DEFAULT 0,
+    updated         integer NOT NULL DEFAULT 0,
+    unchanged       integer NOT NULL DEFAULT 0,
+    suppressed      integer NOT NULL DEFAULT 0,
+    archived        integer NOT NULL DEFAULT 0,
+    field_errors    integer NOT NULL DEFAULT 0,
+    rate_limited    integer NOT NULL DEFAULT 0,
+    error           text CHECK (char_length(error) <= 500),
+    PRIMARY KEY (organisation_id, id),
+    FOREIGN KEY (organisation_id, connection_id)
+        REFERENCES crm_connections (organisation_id, id) ON DELETE CASCADE
+);
+CREATE INDEX crm_sync_runs_connection_idx
+    ON crm_sync_runs (organisation_id, connection_id, started_at DESC, id);
+
 -- Audit -------------------------------------------------------------------------------------------
 
 -- One row per mutation, written in the mutation's transaction. Names of changed fields only,
@@ -416,4 +507,4 @@ $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
-INSERT INTO schema_version (version, name) VALUES (5, 'schema.sql');
+INSERT INTO schema_version (version, name) VALUES (6, 'schema.sql');

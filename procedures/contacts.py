@@ -89,6 +89,8 @@ class Contact(WireModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    # Archived in the CRM it came from (reversible: the CRM restoring it clears this).
+    archived_at: datetime | None
 
 
 class ContactDetail(Contact):
@@ -117,6 +119,8 @@ class ListContactsParams(WireModel):
     consent_status: ConsentStatus | None = None
     import_source: ImportSource | None = None
     search: SearchText | None = None
+    # Contacts archived in their CRM are left out by default; true lists only those, null both.
+    archived: bool | None = False
     created_after: AwareDatetime | None = None
     created_before: AwareDatetime | None = None
     cursor: str | None = Field(default=None, max_length=400)
@@ -333,6 +337,7 @@ _CONTACT_SQL = {
     "group": "lead_category_group(c.active_category)",
     "created_at": "c.created_at",
     "updated_at": "c.updated_at",
+    "archived_at": "c.archived_at",
 }
 _CONTACT_COLUMNS = ", ".join(f'{expression} AS "{name}"' for name, expression in _CONTACT_SQL.items())
 # The same, under the wire names: list pages go to JSON as selected (server/encoded.py).
@@ -362,6 +367,7 @@ _FILTERS = {
     "consent_status": "(CAST(:consent_status AS text) IS NULL OR c.consent_status = :consent_status)",
     "import_source": "(CAST(:import_source AS text) IS NULL OR c.import_source = :import_source)",
     "tsquery": "(CAST(:tsquery AS tsquery) IS NULL OR c.search_vector @@ CAST(:tsquery AS tsquery))",
+    "archived": "(CAST(:archived AS boolean) IS NULL OR (c.archived_at IS NOT NULL) = :archived)",
 }
 _ORDER = "ORDER BY c.created_at DESC, c.id DESC LIMIT :fetch"
 # The same order over rows already selected under wire names.
@@ -389,7 +395,7 @@ LIST_CONTACTS_BY_SEARCH_RECENT = sql(f"""
     WITH recent AS MATERIALIZED (
         SELECT c.id, c.first_name, c.last_name, c.email, c.phone, c.postcode, c.consent_status,
                c.consent_timestamp, c.import_source, c.crm_connection_id, c.external_id,
-               c.active_category, c.search_vector, c.created_at, c.updated_at
+               c.active_category, c.search_vector, c.created_at, c.updated_at, c.archived_at
           FROM contacts AS c WHERE {_PAGE}
          ORDER BY c.created_at DESC, c.id DESC LIMIT :window)
     SELECT {_CONTACT_WIRE_COLUMNS} FROM recent AS c WHERE {_residual()} {_ORDER}
@@ -698,6 +704,7 @@ def list_filters(params: ListContactsParams) -> dict[str, Any]:
         "consent_status": params.consent_status,
         "import_source": params.import_source,
         "tsquery": tsquery,
+        "archived": params.archived,
         # In UTC, so the same instant written with another offset keeps a cursor valid.
         "created_after": params.created_after.astimezone(UTC) if params.created_after else None,
         "created_before": params.created_before.astimezone(UTC) if params.created_before else None,

@@ -1,7 +1,7 @@
 """crm.*: CRM connections (credentials sealed at rest) and the engagement writeback queue.
 
-The queue is delivered by `nurturehub worker` (procedures/writeback/worker.py); which CRMs can
-take writeback, and how each is called, is in procedures/writeback/adapters/.
+The queue is delivered by `nurturehub worker` (integrations/writeback.py); which CRMs can
+take writeback, and how each is called, is in integrations/providers/.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ import orjson
 import pydantic
 from pydantic import Field
 
-from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
-from procedures.writeback.adapters import (
+from integrations.config import CrmConfig
+from integrations.events import PAYLOADS, EventType
+from integrations.providers import (
     PROVIDERS,
     Adapter,
     AuthRejected,
@@ -27,8 +28,7 @@ from procedures.writeback.adapters import (
     build_adapters,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import PAYLOADS, EventType
+from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
 from server.context import Context
 from server.crypto import CryptoError, NoEncryptionKey
 from server.cursor import cursor_key, decode_cursor, encode_cursor
@@ -79,7 +79,11 @@ class UpdateConnectionParams(WireModel):
     connection_id: UUID
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
+    # Per provider, writeback's and inbound sync's (pollIntervalSeconds, lookbackSeconds,
+    # reconcileIntervalHours, categoryPrecedence, and Reapit's investorCategoryIds, ...).
     settings: dict[str, Any] | None = None
+    # Whether `nurturehub sync` polls this connection (webhooks are taken either way).
+    sync_enabled: bool | None = None
 
 
 class DisconnectParams(WireModel):
@@ -105,7 +109,7 @@ def _payload_shapes() -> str:
 class EnqueueWritebackParams(WireModel):
     contact_id: UUID
     event_type: EventType
-    # Validated against the event type's model (procedures/writeback/events.py) by the handler.
+    # Validated against the event type's model (integrations/events.py) by the handler.
     payload: dict[str, Any] = Field(description=_payload_shapes())
     idempotency_key: str | None = Field(default=None, min_length=1, max_length=200)
 
@@ -173,6 +177,100 @@ class ConnectionCheck(WireModel):
     checked_at: datetime
 
 
+SyncPhase = Literal["backfill", "incremental"]
+InboxStatus = Literal["received", "processing", "done", "skipped", "dead", "unrouted"]
+
+
+class GetSyncStatusParams(WireModel):
+    connection_id: UUID
+
+
+class SyncRun(WireModel):
+    id: UUID
+    stream: str
+    trigger: Literal["schedule", "manual", "reset"]
+    status: Literal["running", "ok", "failed"]
+    started_at: datetime
+    finished_at: datetime | None
+    pages: int
+    fetched: int
+    created: int
+    updated: int
+    unchanged: int
+    suppressed: int
+    archived: int
+    field_errors: int
+    rate_limited: int
+    error: str | None
+
+
+class SyncStream(WireModel):
+    stream: str
+    phase: SyncPhase | None  # null: never run
+    # The CRM's `modified` time up to which every record is committed here, and how far that
+    # is behind now.
+    watermark: datetime | None
+    lag_seconds: float | None
+    last_run: SyncRun | None
+
+
+class InboxBacklog(WireModel):
+    waiting: int  # received or being applied
+    dead: int  # gave up after its attempts: see crm.listWebhookEvents, crm.replayWebhookEvent
+
+
+class SyncStatus(WireModel):
+    connection_id: UUID
+    provider_id: str
+    # Whether this CRM is polled by `nurturehub sync` (README, CRM sync: which ones are).
+    sync_supported: bool
+    sync_enabled: bool
+    next_sync_at: datetime | None
+    running: bool
+    streams: list[SyncStream]
+    inbox: InboxBacklog
+
+
+class SyncNowParams(WireModel):
+    connection_id: UUID
+    # null: every stream; "contacts" is the only one so far.
+    stream: str | None = Field(default=None, pattern=r"^contacts$")
+    # Re-read everything from the start; records already held are matched, not duplicated.
+    reset: bool = False
+
+
+class ListSyncRunsParams(WireModel):
+    connection_id: UUID
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class ListWebhookEventsParams(WireModel):
+    connection_id: UUID | None = None
+    status: InboxStatus | None = None
+    limit: int = Field(default=50, ge=1, le=100)
+
+
+class WebhookEvent(WireModel):
+    """A webhook delivery as the inbox keeps it: what and when, never its payload."""
+
+    id: UUID
+    provider_id: str
+    connection_id: UUID | None
+    topic: str
+    entity_id: str | None
+    event_time: datetime | None
+    status: InboxStatus
+    attempts: int
+    outcome: str | None
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
+
+
+class ReplayWebhookEventParams(WireModel):
+    id: UUID
+
+
 # SQL ---------------------------------------------------------------------------------------------
 
 _CONNECTION_COLUMNS = """
@@ -203,6 +301,20 @@ INSERT_CONNECTION = sql("""
     ON CONFLICT (organisation_id, provider_id) DO NOTHING
     RETURNING id
 """)
+SET_TENANT_REF = sql("""
+    UPDATE crm_connections SET tenant_ref = :tenant_ref
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+# Webhooks that came before the connection (kept unrouted) are applied now.
+CLAIM_UNROUTED = sql("""
+    UPDATE crm_webhook_inbox
+       SET organisation_id = :organisation_id, connection_id = :id, status = 'received',
+           next_attempt_at = now()
+     WHERE provider_id = :provider_id AND tenant_ref = :tenant_ref AND status = 'unrouted'
+       AND NOT EXISTS (SELECT 1 FROM crm_connections
+                        WHERE provider_id = :provider_id AND tenant_ref = :tenant_ref
+                          AND id <> :id)
+""")
 LOCK_CONNECTION = sql("""
     SELECT provider_id, status FROM crm_connections
      WHERE organisation_id = :organisation_id AND id = :id
@@ -215,6 +327,9 @@ UPDATE_CONNECTION = sql("""
            credentials_hint = CASE WHEN CAST(:sealed AS bytea) IS NULL THEN credentials_hint
                                    ELSE :hint END,
            settings = coalesce(CAST(:settings AS jsonb), settings),
+           tenant_ref = CASE WHEN CAST(:sealed AS bytea) IS NULL THEN tenant_ref
+                             ELSE CAST(:tenant_ref AS text) END,
+           sync_enabled = coalesce(CAST(:sync_enabled AS boolean), sync_enabled),
            last_error_message = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_message END,
            last_error_at = CASE WHEN :status = 'pending' THEN NULL ELSE last_error_at END,
            updated_at = now()
@@ -335,11 +450,16 @@ def _hint(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str:
     return credentials_hint(str(getattr(credentials, spec.hint_field)))
 
 
+def _tenant_ref(spec: ProviderSpec, credentials: pydantic.BaseModel) -> str | None:
+    """The agency's selector in its CRM, kept in plaintext so webhooks can be routed by it."""
+    return str(getattr(credentials, spec.tenant_field)) if spec.tenant_field else None
+
+
 @functools.cache
-def _platform() -> tuple[WritebackConfig, dict[str, Adapter]]:
+def _platform() -> tuple[CrmConfig, dict[str, Adapter]]:
     """The CRM configuration and adapters the worker uses, from the same environment, once: the
     adapters keep the platform's OAuth2 tokens between checks."""
-    config = WritebackConfig.from_env()
+    config = CrmConfig.from_env()
     return config, build_adapters(config)
 
 
@@ -429,6 +549,117 @@ async def queue_event(
     return Enqueued(entries=entries, skipped=skipped)
 
 
+SELECT_SYNC_STATE = sql("""
+    SELECT provider_id, sync_enabled, next_sync_at, sync_cursor,
+           coalesce(sync_lease_expires_at > now(), false) AS running
+      FROM crm_connections WHERE organisation_id = :organisation_id AND id = :id
+""")
+_RUN_COLUMNS = """
+    id, stream, trigger, status, started_at, finished_at, pages, fetched, created, updated,
+    unchanged, suppressed, archived, field_errors, rate_limited, error
+"""
+SELECT_LAST_RUNS = sql(f"""
+    SELECT DISTINCT ON (stream) {_RUN_COLUMNS} FROM crm_sync_runs
+     WHERE organisation_id = :organisation_id AND connection_id = :id
+     ORDER BY stream, started_at DESC, id
+""")
+SELECT_RUNS = sql(f"""
+    SELECT {_RUN_COLUMNS} FROM crm_sync_runs
+     WHERE organisation_id = :organisation_id AND connection_id = :id
+     ORDER BY started_at DESC, id LIMIT :limit
+""")
+SELECT_BACKLOG = sql("""
+    SELECT count(*) FILTER (WHERE status IN ('received', 'processing')) AS waiting,
+           count(*) FILTER (WHERE status = 'dead') AS dead
+      FROM crm_webhook_inbox WHERE organisation_id = :organisation_id AND connection_id = :id
+""")
+# A stream's state is reset (re-read from the start) or marked to run now; the worker reads
+# `trigger` for the run's record.
+REQUEST_SYNC = sql("""
+    UPDATE crm_connections
+       SET sync_cursor = jsonb_set(
+               coalesce(sync_cursor, '{}'::jsonb) || jsonb_build_object(
+                   'streams', coalesce(sync_cursor->'streams', '{}'::jsonb)),
+               ARRAY['streams', :stream],
+               CASE WHEN :reset THEN jsonb_build_object('trigger', 'reset')
+                    ELSE coalesce(sync_cursor->'streams'->:stream, '{}'::jsonb)
+                         || jsonb_build_object('trigger', 'manual') END),
+           next_sync_at = now(), updated_at = now()
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+_EVENT_COLUMNS = """
+    id, provider_id, connection_id, topic, entity_id, event_time, status, attempts, outcome,
+    last_error, received_at, processed_at
+"""
+SELECT_EVENTS = sql(f"""
+    SELECT {_EVENT_COLUMNS} FROM crm_webhook_inbox
+     WHERE organisation_id = :organisation_id
+       AND (CAST(:connection_id AS uuid) IS NULL OR connection_id = :connection_id)
+       AND (CAST(:status AS text) IS NULL OR status = :status)
+     ORDER BY received_at DESC, id LIMIT :limit
+""")
+# Applied again by `nurturehub sync`; its payload was dropped when it was processed, so the
+# record is read from the CRM as it is now.
+REPLAY_EVENT = sql(f"""
+    UPDATE crm_webhook_inbox
+       SET status = 'received', attempts = 0, next_attempt_at = now(), outcome = NULL,
+           last_error = NULL, processed_at = NULL
+     WHERE organisation_id = :organisation_id AND id = :id
+       AND status IN ('done', 'skipped', 'dead') AND connection_id IS NOT NULL
+    RETURNING {_EVENT_COLUMNS}
+""")
+SELECT_EVENT = sql(f"""
+    SELECT {_EVENT_COLUMNS} FROM crm_webhook_inbox WHERE organisation_id = :organisation_id AND id = :id
+""")
+
+
+def _pollable(provider_id: str) -> bool:
+    return hasattr(_platform()[1][provider_id], "fetch_people")
+
+
+def _lag(watermark: datetime | None) -> float | None:
+    return None if watermark is None else max(0.0, (datetime.now(UTC) - watermark).total_seconds())
+
+
+def _watermark(state: dict[str, Any]) -> datetime | None:
+    try:
+        return datetime.fromisoformat(state["wm"]) if state.get("wm") else None
+    except (TypeError, ValueError):
+        return None
+
+
+async def _sync_status(ctx: Context, connection_id: UUID) -> SyncStatus:
+    scope = {"organisation_id": ctx.organisation_id, "id": connection_id}
+    row = await ctx.db.one(SELECT_SYNC_STATE, scope)
+    if row is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    runs = {r["stream"]: SyncRun.model_validate(dict(r)) for r in await ctx.db.all(SELECT_LAST_RUNS, scope)}
+    states = dict((row["sync_cursor"] or {}).get("streams") or {})
+    supported = _pollable(row["provider_id"])
+    streams = []
+    for stream in sorted(set(states) | set(runs) | ({"contacts"} if supported else set())):
+        state = dict(states.get(stream) or {})
+        watermark = _watermark(state)
+        phase = state.get("phase")
+        streams.append(SyncStream(
+            stream=stream, phase=phase if phase in ("backfill", "incremental") else None,
+            watermark=watermark, lag_seconds=_lag(watermark), last_run=runs.get(stream),
+        ))
+    backlog = await ctx.db.one(SELECT_BACKLOG, scope)
+    return SyncStatus(
+        connection_id=connection_id,
+        provider_id=row["provider_id"],
+        sync_supported=supported,
+        sync_enabled=row["sync_enabled"],
+        next_sync_at=row["next_sync_at"],
+        running=row["running"],
+        streams=streams,
+        inbox=InboxBacklog(
+            waiting=backlog["waiting"] if backlog else 0, dead=backlog["dead"] if backlog else 0
+        ),
+    )
+
+
 # Handlers ----------------------------------------------------------------------------------------
 
 
@@ -466,6 +697,13 @@ async def connect(ctx: Context, params: ConnectParams) -> CrmConnection:
     )
     if inserted is None:
         raise Conflict(f"Conflict: this organisation already has a {provider_name} connection")
+    if spec.tenant_field:
+        selector = {
+            "organisation_id": ctx.organisation_id, "id": connection_id,
+            "provider_id": params.provider_id, "tenant_ref": _tenant_ref(spec, credentials),
+        }
+        await ctx.db.execute(SET_TENANT_REF, selector)
+        await ctx.db.execute(CLAIM_UNROUTED, selector)
     ctx.record("crm_connection", connection_id, ["providerId", "credentials", "settings", "status"])
     return await _get_connection(ctx, connection_id)
 
@@ -477,19 +715,21 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
     Resuming, or replacing the credentials of a connection in error, makes it pending: its
     waiting events are delivered again, and the first success makes it active.
     """
-    if params.paused is None and params.credentials is None and params.settings is None:
-        raise InvalidParams.for_field("params", "give paused, credentials or settings")
+    given = (params.paused, params.credentials, params.settings, params.sync_enabled)
+    if all(value is None for value in given):
+        raise InvalidParams.for_field("params", "give paused, credentials, settings or syncEnabled")
     scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
     current = await ctx.db.one(LOCK_CONNECTION, scope)
     if current is None:
         raise NotFound("Not found: no CRM connection with this id")
     spec = _spec(current["provider_id"])
     changed: list[str] = []
-    sealed = hint = settings = None
+    sealed = hint = settings = tenant_ref = None
     if params.credentials is not None:
         credentials = _validated(spec.credentials, params.credentials, "credentials")
         sealed = _seal(ctx, params.connection_id, credentials)
         hint = _hint(spec, credentials)
+        tenant_ref = _tenant_ref(spec, credentials)
         changed.append("credentials")
     if params.settings is not None:
         settings = orjson.dumps(_wire(_validated(spec.settings, params.settings, "settings")))
@@ -503,6 +743,8 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
         status = "pending"
     if status != current["status"]:
         changed.append("status")
+    if params.sync_enabled is not None:
+        changed.append("syncEnabled")
     await ctx.db.execute(
         UPDATE_CONNECTION,
         {
@@ -511,6 +753,8 @@ async def update_connection(ctx: Context, params: UpdateConnectionParams) -> Crm
             "sealed": sealed,
             "hint": hint,
             "settings": settings.decode() if settings is not None else None,
+            "tenant_ref": tenant_ref,
+            "sync_enabled": params.sync_enabled,
         },
     )
     ctx.record("crm_connection", params.connection_id, changed)
@@ -639,6 +883,63 @@ async def test_connection(ctx: Context, params: TestConnectionParams) -> Connect
     )
 
 
+@query(guard=AUTHED, errors=(NotFound,))
+async def get_sync_status(ctx: Context, params: GetSyncStatusParams) -> SyncStatus:
+    """Inbound sync of one connection: per stream its watermark, lag and last run with its
+    counts, and the webhook inbox's backlog."""
+    return await _sync_status(ctx, params.connection_id)
+
+
+@mutation(guard=ADMIN, errors=(NotFound, Conflict))
+async def sync_now(ctx: Context, params: SyncNowParams) -> SyncStatus:
+    """Poll the connection now (one stream or all); with reset, re-read everything from the
+    start: records already held are matched by their CRM id, so nothing is duplicated."""
+    scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
+    current = await ctx.db.one(LOCK_CONNECTION, scope)
+    if current is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    if not _pollable(current["provider_id"]):
+        raise Conflict("Conflict: NurtureHub does not poll this CRM yet (README, CRM sync (inbound))")
+    for stream in [params.stream] if params.stream else ["contacts"]:
+        await ctx.db.execute(REQUEST_SYNC, {**scope, "stream": stream, "reset": params.reset})
+    ctx.record("crm_connection", params.connection_id, ["syncCursor"] if params.reset else ["nextSyncAt"])
+    return await _sync_status(ctx, params.connection_id)
+
+
+@query(guard=AUTHED, errors=(NotFound,))
+async def list_sync_runs(ctx: Context, params: ListSyncRunsParams) -> list[SyncRun]:
+    """The connection's sync runs, newest first, with what each fetched and did."""
+    scope = {"organisation_id": ctx.organisation_id, "id": params.connection_id}
+    if await ctx.db.one(SELECT_SYNC_STATE, scope) is None:
+        raise NotFound("Not found: no CRM connection with this id")
+    rows = await ctx.db.all(SELECT_RUNS, {**scope, "limit": params.limit})
+    return [SyncRun.model_validate(dict(row)) for row in rows]
+
+
+@query(guard=ADMIN)
+async def list_webhook_events(ctx: Context, params: ListWebhookEventsParams) -> list[WebhookEvent]:
+    """Webhook deliveries from the organisation's CRMs, newest first; never their payloads."""
+    rows = await ctx.db.all(SELECT_EVENTS, {
+        "organisation_id": ctx.organisation_id, "connection_id": params.connection_id,
+        "status": params.status, "limit": params.limit,
+    })
+    return [WebhookEvent.model_validate(dict(row)) for row in rows]
+
+
+@mutation(guard=ADMIN, errors=(NotFound, Conflict))
+async def replay_webhook_event(ctx: Context, params: ReplayWebhookEventParams) -> WebhookEvent:
+    """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+    the CRM as it is now."""
+    scope = {"organisation_id": ctx.organisation_id, "id": params.id}
+    row = await ctx.db.one(REPLAY_EVENT, scope)
+    if row is None:
+        if await ctx.db.one(SELECT_EVENT, scope) is None:
+            raise NotFound("Not found: no webhook event with this id")
+        raise Conflict("Conflict: only a processed event of a connected CRM can be replayed")
+    ctx.record("crm_webhook_event", params.id, ["status"])
+    return WebhookEvent.model_validate(dict(row))
+
+
 router = Router(
     {
         "listConnections": list_connections,
@@ -649,5 +950,10 @@ router = Router(
         "enqueueWriteback": enqueue_writeback,
         "listWriteback": list_writeback,
         "retryWriteback": retry_writeback,
+        "getSyncStatus": get_sync_status,
+        "syncNow": sync_now,
+        "listSyncRuns": list_sync_runs,
+        "listWebhookEvents": list_webhook_events,
+        "replayWebhookEvent": replay_webhook_event,
     }
 )

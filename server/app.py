@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from functools import cache
 from typing import Any
 
@@ -16,7 +16,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from server.auth import Authenticator
@@ -150,17 +150,24 @@ class _App(Starlette):
         await super().__call__(scope, receive, send)
 
 
+# Routes beyond /rpc that the app serves (the CRM webhook receivers), built from the app's
+# database and settings; loaded by import path, as the router is, so server/ imports neither.
+ExtraRoutes = Callable[[Database, Settings], Sequence[BaseRoute]]
+
+
 def create_app(
     settings: Settings,
     router: Router,
     *,
     database: Database | None = None,
     collectors: Sequence[ScrapeCollector] = (),
+    extra_routes: ExtraRoutes | None = None,
 ) -> Starlette:
     """Build the app; `database` lets a caller share one engine (tests), else the app owns one.
 
     `collectors` add gauges measured at scrape time (queue depths) to GET /metrics, which is
-    there only when settings.metrics_token is set.
+    there only when settings.metrics_token is set; `extra_routes` adds routes beyond /rpc (the
+    CRM webhook receivers).
     """
     db = database or Database(
         settings.database_url,
@@ -259,7 +266,7 @@ def create_app(
             max_age=7200,
         )
     ]
-    routes = [
+    routes: list[BaseRoute] = [
         Route("/rpc", BrowserRpcEndpoint(rpc), methods=["POST"]),
         Route("/livez", livez, methods=["GET"]),
         Route("/healthz", livez, methods=["GET"]),  # the liveness probe's earlier name
@@ -270,6 +277,8 @@ def create_app(
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if settings.explorer:
         routes += explorer_routes()
+    if extra_routes is not None:
+        routes += extra_routes(db, settings)
     app = _App(rpc, routes=routes, middleware=middleware, lifespan=lifespan)
     app.state.db = db
     app.state.dispatcher = dispatcher

@@ -14,7 +14,7 @@ __all__ = ["app_from_env"]
 
 
 def app_from_env() -> Starlette:
-    from server.cli import METRICS_COLLECTORS, ROUTER, load
+    from server.cli import EXTRA_ROUTES, METRICS_COLLECTORS, ROUTER, load
 
     configure_logging(os.environ.get("NURTUREHUB_LOG_LEVEL", "INFO"))
     url = os.environ.get("DATABASE_URL")
@@ -22,4 +22,4 @@ def app_from_env() -> Starlette:
         raise SystemExit("DATABASE_URL is not set: start the server with 'nurturehub serve'")
     settings = Settings.from_env(url)
     collectors = [load(path) for path in METRICS_COLLECTORS] if settings.metrics_token else []
-    return create_app(settings, load(ROUTER), collectors=collectors)
+    return create_app(settings, load(ROUTER), collectors=collectors, extra_routes=load(EXTRA_ROUTES))

@@ -54,8 +54,11 @@ __all__ = ["main"]
 
 ROUTER = os.environ.get("NURTUREHUB_ROUTER", "procedures:app_router")
 SEEDS = ("seeds.crm_providers:seed",)
-WORKER = "procedures.writeback.worker:main"
-METRICS_COLLECTORS = ("procedures.writeback.metrics:collect",)
+# The CRM webhook receivers that `serve` mounts beside /rpc.
+EXTRA_ROUTES = os.environ.get("NURTUREHUB_EXTRA_ROUTES", "integrations.webhooks:routes")
+WORKER = "integrations.writeback:main"
+SYNC = "integrations.sync:main"
+METRICS_COLLECTORS = ("integrations.metrics:collect",)
 KEY_ROTATION = "procedures.crm_credentials:rotate_keys"
 SUBJECT_ACCESS_EXPORT = "procedures.contacts:export_for_operator"
 ERASURE_REPLAY = "procedures.erasures:replay"
@@ -65,7 +68,7 @@ CLIENT_GENERATOR = "clients.generator:run"
 ENCRYPTION_KEY_FILE = "encryption.keys"
 DEMO_ORGANISATION = "Demo Estate Agency"
 DEMO_OWNER = "owner@demo-agency.co.uk"
-SERVICES = ("serve", "worker")
+SERVICES = ("serve", "worker", "sync")
 
 _HAS_ORGANISATIONS = sql("SELECT EXISTS (SELECT 1 FROM organisations)")
 
@@ -452,6 +455,18 @@ def cmd_contacts_export(args: argparse.Namespace) -> None:
     _print_json(_with_database(work, prepare=True))
 
 
+def cmd_sync(args: argparse.Namespace) -> None:
+    keyring, _ = _encryption_keys(create=False)
+    url, embedded = resolve_database_url()
+    try:
+        # The erasure suppression key is the server's: every import path checks against it.
+        print(prepare_for_serve(embedded.data_dir if embedded else None), flush=True)
+        load(SYNC)(url, keyring, args.connection or None)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     keyring, source = _encryption_keys(create=False)
     if source is None:
@@ -644,6 +659,14 @@ def build_parser() -> argparse.ArgumentParser:
     worker = commands.add_parser("worker", help="deliver the CRM writeback queue")
     worker.add_argument("--concurrency", type=_positive, default=4)
     worker.set_defaults(run=cmd_worker)
+
+    sync = commands.add_parser(
+        "sync", help="bring contacts in from the CRMs: apply their webhooks and poll for changes"
+    )
+    sync.add_argument(
+        "--connection", type=_uuid, action="append", help="only this connection (repeatable)"
+    )
+    sync.set_defaults(run=cmd_sync)
 
     keys = commands.add_parser("keys", help="encryption keys").add_subparsers(
         dest="keys_command", required=True, parser_class=_Parser

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from integrations.config import CrmConfig
+from integrations.writeback import Worker
 from procedures import app_router
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.worker import Worker
 from server.crypto import Keyring, new_key_entry
 from server.db import Database
 from tests.fake_crm import FakeCrm
@@ -140,7 +140,7 @@ class RunningWorker:
         self,
         loop: LoopThread,
         database_url: str,
-        config: WritebackConfig,
+        config: CrmConfig,
         keyring: Keyring,
         concurrency: int,
         worker_id: str | None,
@@ -161,7 +161,7 @@ class RunningWorker:
 def worker(
     loop: LoopThread,
     database_url: str,
-    config: WritebackConfig,
+    config: CrmConfig,
     *,
     keyring: Keyring = KEYRING,
     concurrency: int = 4,

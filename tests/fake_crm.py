@@ -2,8 +2,10 @@
 
 Writes answer from a script of behaviours, consumed in order, then `default`:
 `"ok"` (the provider's 201), an HTTP status (`500`, or `(429, {"Retry-After": "1"})`), or
-`("hang", seconds)`. Reads (GET) answer 200 unless given statuses (`script_reads`). Every
-request is recorded; token requests and reads are kept apart.
+`("hang", seconds)`, or `("trickle", seconds)` (201 at once, then its body a byte every
+`seconds`, ten bytes). `per_provider` gives a provider its own default. Reads (GET) answer 200
+unless given statuses (`script_reads`). Every request is recorded; token requests and reads are
+kept apart.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import orjson
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from procedures.writeback.config import WritebackConfig
+from integrations.config import CrmConfig
 from tests.support import free_port
 
 Behaviour = Any
@@ -50,6 +52,7 @@ class FakeCrm:
     token_requests: list[Seen] = field(default_factory=list)
     overlaps: int = 0  # writes for a contact that arrived while another was in flight for it
     reads: list[Seen] = field(default_factory=list)  # GETs: crm.testConnection's checks
+    per_provider: dict[str, Behaviour] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._script: list[Behaviour] = []
@@ -75,7 +78,7 @@ class FakeCrm:
                 raise RuntimeError("the fake CRM did not start")
             time.sleep(0.01)
 
-    def config(self, **overrides: Any) -> WritebackConfig:
+    def config(self, **overrides: Any) -> CrmConfig:
         values: dict[str, Any] = {
             "reapit_api_url": f"{self.url}/reapit",
             "reapit_token_url": f"{self.url}/reapit/token",
@@ -92,7 +95,7 @@ class FakeCrm:
             "writeback_grace_seconds": 2.0,
         }
         values.update(overrides)
-        return WritebackConfig(**values)
+        return CrmConfig(**values)
 
     def env(self, **overrides: str) -> dict[str, str]:
         """The same configuration as environment variables, for a worker subprocess."""
@@ -175,7 +178,9 @@ class FakeCrm:
         key = f"{seen.provider}:{seen.contact}"
         with self._lock:
             self.requests.append(seen)
-            behaviour = self._script.pop(0) if self._script else self.default
+            behaviour = (
+                self._script.pop(0) if self._script else self.per_provider.get(seen.provider, self.default)
+            )
             if self._in_flight[key]:
                 self.overlaps += 1
             self._in_flight[key] += 1
@@ -197,6 +202,15 @@ class FakeCrm:
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     async def _answer(self, seen: Seen, behaviour: Behaviour) -> Response:
+        if isinstance(behaviour, tuple) and behaviour[0] == "trickle":
+            pause = behaviour[1]
+
+            async def drip() -> Any:
+                for _ in range(10):
+                    await asyncio.sleep(pause)
+                    yield b" "
+
+            return StreamingResponse(drip(), status_code=201, media_type="application/json")
         if isinstance(behaviour, tuple) and behaviour[0] == "hang":
             await asyncio.sleep(behaviour[1])
             behaviour = "ok"

@@ -113,7 +113,10 @@ class ServerThread:
         self.url = f"http://127.0.0.1:{self.port}"
         # Results a handler serialised itself are checked against their model in every test.
         settings.setdefault("verify_encoded_results", True)
-        app = create_app(Settings(database_url=database_url, **settings), router)
+        extra_routes = settings.pop("extra_routes", None)
+        app = create_app(
+            Settings(database_url=database_url, **settings), router, extra_routes=extra_routes
+        )
         self.app = app
         config = uvicorn.Config(
             app,

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from procedures.writeback.adapters import build_adapters
+from integrations.providers import build_adapters
 from tests.crm_support import KEYRING, connect, connection_status, enqueue, make_contact, opened
 from tests.fake_crm import FakeCrm
 from tests.support import Org, Rpc, ServerThread, World, free_port, query

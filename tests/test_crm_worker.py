@@ -232,7 +232,7 @@ def test_alto_and_street_adapters_write_as_documented(
 
 
 def test_backoff_grows_fourfold_with_jitter_up_to_the_cap() -> None:
-    from procedures.writeback.worker import backoff_delay
+    from integrations.writeback import backoff_delay
 
     for attempt, nominal in [(1, 10.0), (2, 40.0), (3, 160.0), (7, 6 * 3600.0), (8, 6 * 3600.0)]:
         delays = {backoff_delay(attempt, 10.0, 6 * 3600.0) for _ in range(50)}
@@ -244,7 +244,7 @@ def test_retry_after_is_read_as_seconds_or_a_date_and_capped() -> None:
     from datetime import UTC, datetime, timedelta
     from email.utils import format_datetime
 
-    from procedures.writeback.worker import retry_after_seconds
+    from integrations.writeback import retry_after_seconds
 
     assert retry_after_seconds("120", 3600) == 120
     assert retry_after_seconds("99999", 3600) == 3600

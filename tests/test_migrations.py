@@ -219,18 +219,37 @@ async def make_organisation(db: Any) -> dict[str, str]:
     return {"organisationId": str(issued.organisation_id), "token": issued.token}
 
 
+# Reads this code answers on every source schema; contacts.get and contacts.list read version 6's
+# archived_at (issue 17), so they are checked after the upgrade only (contact_reads).
 def answers(server_url: str, made: dict[str, Any]) -> dict[str, Any]:
     from tests.support import Rpc
 
     rpc = Rpc(server_url, made["token"])
     try:
         return {
-            "get": [rpc.call("contacts.get", {"id": c}) for c in made["contacts"]],
-            "list": rpc.call("contacts.list", {"limit": 50}),
             "history": [rpc.call("contacts.getCategoryHistory", {"id": c}) for c in made["contacts"]],
             "connections": rpc.call("crm.listConnections", {}),
             "writeback": rpc.call("crm.listWriteback", {"limit": 50}),
         }
+    finally:
+        rpc.http.close()
+
+
+def contact_reads(server_url: str, made: dict[str, Any], url: str) -> None:
+    """After the upgrade, contacts.get and contacts.list answer with every contact as its row
+    holds it (the rows themselves are compared value by value), none archived."""
+    from tests.support import Rpc
+
+    rpc = Rpc(server_url, made["token"])
+    try:
+        listed = rpc.call("contacts.list", {"limit": 50})["items"]
+        assert sorted(c["id"] for c in listed) == sorted(made["contacts"])
+        for contact_id in made["contacts"]:
+            got = rpc.call("contacts.get", {"id": contact_id})
+            [(first, last, email)] = query(
+                url, "SELECT first_name, last_name, email FROM contacts WHERE id = %s", (contact_id,))
+            assert (got["firstName"], got["lastName"], got["email"], got["archivedAt"]) == (
+                first, last, email, None)
     finally:
         rpc.http.close()
 
@@ -260,6 +279,7 @@ def test_an_upgrade_keeps_every_row_and_every_answer(postgres, source: int) -> N
         migrate(url)
         assert counts(url) == before_counts
         assert answers(server.url, made) == before
+        contact_reads(server.url, made, url)
         # Every row keeps every value it had; columns a step added are all it gains.
         after_rows = rows(url)
         for table, kept in before_rows.items():

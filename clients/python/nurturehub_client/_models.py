@@ -56,23 +56,29 @@ __all__ = [
     "GetCategoryHistoryParams",
     "GetConsentParams",
     "GetContactParams",
+    "GetSyncStatusParams",
     "Group",
     "IdentifierKind",
     "ImportContactsParams",
     "ImportSource",
     "ImportSummary",
+    "InboxBacklog",
+    "InboxStatus",
     "LiftSuppressionParams",
     "ListAuditParams",
     "ListConnectionsParams",
     "ListContactsParams",
     "ListCrmProvidersParams",
+    "ListSyncRunsParams",
     "ListTokensParams",
+    "ListWebhookEventsParams",
     "ListWritebackParams",
     "MyTokensParams",
     "OnDuplicate",
     "PersonExport",
     "Problem",
     "Removed",
+    "ReplayWebhookEventParams",
     "RetryWritebackParams",
     "RevokeTokenParams",
     "RevokedToken",
@@ -81,11 +87,17 @@ __all__ = [
     "SuppressionLifted",
     "SuppressionOverride",
     "SuppressionStatus",
+    "SyncNowParams",
+    "SyncPhase",
+    "SyncRun",
+    "SyncStatus",
+    "SyncStream",
     "TestConnectionParams",
     "Token",
     "TokenList",
     "UpdateConnectionParams",
     "UpdateContactParams",
+    "WebhookEvent",
     "Whoami",
     "WhoamiOrganisation",
     "WhoamiParams",
@@ -128,6 +140,8 @@ EventType = Literal[
     "hot_alert_fired",
 ]
 WritebackStatus = Literal["pending", "processing", "success", "failed"]
+SyncPhase = Literal["backfill", "incremental"]
+InboxStatus = Literal["received", "processing", "done", "skipped", "dead", "unrouted"]
 
 
 class ListAuditParams(ParamsModel):
@@ -305,6 +319,7 @@ class ContactDetail(ResultModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
     active_assignment: Assignment | None
 
 
@@ -359,6 +374,7 @@ class ExportedContact(ResultModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
     active_assignment: Assignment | None
     crm_payload: dict[str, Any] | None
 
@@ -486,6 +502,7 @@ class ListContactsParams(ParamsModel):
     consent_status: ConsentStatus | None = None
     import_source: ImportSource | None = None
     search: str | None = None
+    archived: bool | None = False
     created_after: datetime | None = None
     created_before: datetime | None = None
     cursor: str | None = None
@@ -510,6 +527,7 @@ class Contact(ResultModel):
     group: Group | None
     created_at: datetime
     updated_at: datetime
+    archived_at: datetime | None
 
 
 class ContactPage(ResultModel):
@@ -614,8 +632,83 @@ class Enqueued(ResultModel):
     skipped: list[SkippedConnection]
 
 
+class GetSyncStatusParams(ParamsModel):
+    connection_id: str | UUID
+
+
+class SyncRun(ResultModel):
+    id: UUID
+    stream: str
+    trigger: Literal["schedule", "manual", "reset"]
+    status: Literal["running", "ok", "failed"]
+    started_at: datetime
+    finished_at: datetime | None
+    pages: int
+    fetched: int
+    created: int
+    updated: int
+    unchanged: int
+    suppressed: int
+    archived: int
+    field_errors: int
+    rate_limited: int
+    error: str | None
+
+
+class SyncStream(ResultModel):
+    stream: str
+    phase: SyncPhase | None
+    watermark: datetime | None
+    lag_seconds: float | None
+    last_run: SyncRun | None
+
+
+class InboxBacklog(ResultModel):
+    waiting: int
+    dead: int
+
+
+class SyncStatus(ResultModel):
+    connection_id: UUID
+    provider_id: str
+    sync_supported: bool
+    sync_enabled: bool
+    next_sync_at: datetime | None
+    running: bool
+    streams: list[SyncStream]
+    inbox: InboxBacklog
+
+
 class ListConnectionsParams(ParamsModel):
     pass
+
+
+class ListSyncRunsParams(ParamsModel):
+    connection_id: str | UUID
+    limit: int = 20
+
+
+class ListWebhookEventsParams(ParamsModel):
+    connection_id: str | UUID | None = None
+    status: InboxStatus | None = None
+    limit: int = 50
+
+
+class WebhookEvent(ResultModel):
+    """A webhook delivery as the inbox keeps it: what and when, never its payload."""
+
+    id: UUID
+    provider_id: str
+    connection_id: UUID | None
+    topic: str
+    entity_id: str | None
+    event_time: datetime | None
+    status: InboxStatus
+    attempts: int
+    outcome: str | None
+    last_error: str | None
+    received_at: datetime
+    processed_at: datetime | None
 
 
 class ListWritebackParams(ParamsModel):
@@ -632,8 +725,18 @@ class WritebackPage(ResultModel):
     next_cursor: str | None
 
 
+class ReplayWebhookEventParams(ParamsModel):
+    id: str | UUID
+
+
 class RetryWritebackParams(ParamsModel):
     id: str | UUID
+
+
+class SyncNowParams(ParamsModel):
+    connection_id: str | UUID
+    stream: str | None = None
+    reset: bool = False
 
 
 class TestConnectionParams(ParamsModel):
@@ -658,3 +761,4 @@ class UpdateConnectionParams(ParamsModel):
     paused: bool | None = None
     credentials: dict[str, Any] | None = None
     settings: dict[str, Any] | None = None
+    sync_enabled: bool | None = None

@@ -49,20 +49,25 @@ from ._models import (
     GetCategoryHistoryParams,
     GetConsentParams,
     GetContactParams,
+    GetSyncStatusParams,
     Group,
     ImportContactsParams,
     ImportSource,
     ImportSummary,
+    InboxStatus,
     LiftSuppressionParams,
     ListAuditParams,
     ListConnectionsParams,
     ListContactsParams,
     ListCrmProvidersParams,
+    ListSyncRunsParams,
     ListTokensParams,
+    ListWebhookEventsParams,
     ListWritebackParams,
     MyTokensParams,
     OnDuplicate,
     PersonExport,
+    ReplayWebhookEventParams,
     RetryWritebackParams,
     RevokedToken,
     RevokeTokenParams,
@@ -70,10 +75,14 @@ from ._models import (
     SuppressionLifted,
     SuppressionOverride,
     SuppressionStatus,
+    SyncNowParams,
+    SyncRun,
+    SyncStatus,
     TestConnectionParams,
     TokenList,
     UpdateConnectionParams,
     UpdateContactParams,
+    WebhookEvent,
     Whoami,
     WhoamiParams,
     WritebackEntry,
@@ -141,9 +150,22 @@ _CONTACTS_UPDATE = Procedure("contacts.update", "mutation", TypeAdapter(ContactD
 _CRM_CONNECT = Procedure("crm.connect", "mutation", TypeAdapter(CrmConnection))
 _CRM_DISCONNECT = Procedure("crm.disconnect", "mutation", TypeAdapter(Disconnected))
 _CRM_ENQUEUE_WRITEBACK = Procedure("crm.enqueueWriteback", "mutation", TypeAdapter(Enqueued))
+_CRM_GET_SYNC_STATUS = Procedure("crm.getSyncStatus", "query", TypeAdapter(SyncStatus))
 _CRM_LIST_CONNECTIONS = Procedure("crm.listConnections", "query", TypeAdapter(list[CrmConnection]))
+_CRM_LIST_SYNC_RUNS = Procedure("crm.listSyncRuns", "query", TypeAdapter(list[SyncRun]))
+_CRM_LIST_WEBHOOK_EVENTS = Procedure(
+    "crm.listWebhookEvents",
+    "query",
+    TypeAdapter(list[WebhookEvent]),
+)
 _CRM_LIST_WRITEBACK = Procedure("crm.listWriteback", "query", TypeAdapter(WritebackPage))
+_CRM_REPLAY_WEBHOOK_EVENT = Procedure(
+    "crm.replayWebhookEvent",
+    "mutation",
+    TypeAdapter(WebhookEvent),
+)
 _CRM_RETRY_WRITEBACK = Procedure("crm.retryWriteback", "mutation", TypeAdapter(WritebackEntry))
+_CRM_SYNC_NOW = Procedure("crm.syncNow", "mutation", TypeAdapter(SyncStatus))
 _CRM_TEST_CONNECTION = Procedure("crm.testConnection", "query", TypeAdapter(ConnectionCheck))
 _CRM_UPDATE_CONNECTION = Procedure("crm.updateConnection", "mutation", TypeAdapter(CrmConnection))
 
@@ -793,6 +815,7 @@ class ContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -804,6 +827,7 @@ class ContactsNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -813,6 +837,7 @@ class ContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -829,6 +854,7 @@ class ContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
@@ -844,6 +870,7 @@ class ContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 limit=limit,
@@ -1117,6 +1144,7 @@ class AsyncContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -1128,6 +1156,7 @@ class AsyncContactsNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -1137,6 +1166,7 @@ class AsyncContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -1153,6 +1183,7 @@ class AsyncContactsNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         limit: int | NotGiven = NOT_GIVEN,
@@ -1168,6 +1199,7 @@ class AsyncContactsNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 limit=limit,
@@ -1441,6 +1473,7 @@ class ContactsBatchNamespace:
         consent_status: ConsentStatus | None | NotGiven = NOT_GIVEN,
         import_source: ImportSource | None | NotGiven = NOT_GIVEN,
         search: str | None | NotGiven = NOT_GIVEN,
+        archived: bool | None | NotGiven = NOT_GIVEN,
         created_after: datetime | None | NotGiven = NOT_GIVEN,
         created_before: datetime | None | NotGiven = NOT_GIVEN,
         cursor: str | None | NotGiven = NOT_GIVEN,
@@ -1452,6 +1485,7 @@ class ContactsBatchNamespace:
         Guard: authed, any member of the organisation.
 
         Args:
+            archived: Left out, the server uses False.
             limit: Left out, the server uses 50.
         """
         params = ListContactsParams(
@@ -1461,6 +1495,7 @@ class ContactsBatchNamespace:
                 consent_status=consent_status,
                 import_source=import_source,
                 search=search,
+                archived=archived,
                 created_after=created_after,
                 created_before=created_before,
                 cursor=cursor,
@@ -1598,6 +1633,20 @@ class CrmNamespace:
         )
         return self._transport.call(_CRM_ENQUEUE_WRITEBACK(params))
 
+    def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> SyncStatus:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return self._transport.call(_CRM_GET_SYNC_STATUS(params))
+
     def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1606,6 +1655,43 @@ class CrmNamespace:
         """
         params = ListConnectionsParams()
         return self._transport.call(_CRM_LIST_CONNECTIONS(params))
+
+    def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[SyncRun]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return self._transport.call(_CRM_LIST_SYNC_RUNS(params))
+
+    def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[WebhookEvent]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return self._transport.call(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     def list_writeback(
         self,
@@ -1663,6 +1749,20 @@ class CrmNamespace:
             )
         )
 
+    def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> WebhookEvent:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return self._transport.call(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     def retry_writeback(
         self,
         *,
@@ -1675,6 +1775,25 @@ class CrmNamespace:
         """
         params = RetryWritebackParams(id=id)
         return self._transport.call(_CRM_RETRY_WRITEBACK(params))
+
+    def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> SyncStatus:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return self._transport.call(_CRM_SYNC_NOW(params))
 
     def test_connection(
         self,
@@ -1699,6 +1818,7 @@ class CrmNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> CrmConnection:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -1710,7 +1830,12 @@ class CrmNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return self._transport.call(_CRM_UPDATE_CONNECTION(params))
 
@@ -1786,6 +1911,20 @@ class AsyncCrmNamespace:
         )
         return await self._transport.call(_CRM_ENQUEUE_WRITEBACK(params))
 
+    async def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> SyncStatus:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return await self._transport.call(_CRM_GET_SYNC_STATUS(params))
+
     async def list_connections(self) -> list[CrmConnection]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1794,6 +1933,43 @@ class AsyncCrmNamespace:
         """
         params = ListConnectionsParams()
         return await self._transport.call(_CRM_LIST_CONNECTIONS(params))
+
+    async def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[SyncRun]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return await self._transport.call(_CRM_LIST_SYNC_RUNS(params))
+
+    async def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> list[WebhookEvent]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return await self._transport.call(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     async def list_writeback(
         self,
@@ -1851,6 +2027,20 @@ class AsyncCrmNamespace:
             )
         )
 
+    async def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> WebhookEvent:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return await self._transport.call(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     async def retry_writeback(
         self,
         *,
@@ -1863,6 +2053,25 @@ class AsyncCrmNamespace:
         """
         params = RetryWritebackParams(id=id)
         return await self._transport.call(_CRM_RETRY_WRITEBACK(params))
+
+    async def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> SyncStatus:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return await self._transport.call(_CRM_SYNC_NOW(params))
 
     async def test_connection(
         self,
@@ -1887,6 +2096,7 @@ class AsyncCrmNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> CrmConnection:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -1898,7 +2108,12 @@ class AsyncCrmNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return await self._transport.call(_CRM_UPDATE_CONNECTION(params))
 
@@ -1974,6 +2189,20 @@ class CrmBatchNamespace:
         )
         return self._batch.add(_CRM_ENQUEUE_WRITEBACK(params))
 
+    def get_sync_status(
+        self,
+        *,
+        connection_id: str | UUID,
+    ) -> Pending[SyncStatus]:
+        """Inbound sync of one connection: per stream its watermark, lag and last run with its
+        counts, and the webhook inbox's backlog.
+
+        Procedure `crm.getSyncStatus`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+        """
+        params = GetSyncStatusParams(connection_id=connection_id)
+        return self._batch.add(_CRM_GET_SYNC_STATUS(params))
+
     def list_connections(self) -> Pending[list[CrmConnection]]:
         """The organisation's CRM connections and their health; never their credentials.
 
@@ -1982,6 +2211,43 @@ class CrmBatchNamespace:
         """
         params = ListConnectionsParams()
         return self._batch.add(_CRM_LIST_CONNECTIONS(params))
+
+    def list_sync_runs(
+        self,
+        *,
+        connection_id: str | UUID,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> Pending[list[SyncRun]]:
+        """The connection's sync runs, newest first, with what each fetched and did.
+
+        Procedure `crm.listSyncRuns`, a query (reads only; retried when the connection fails).
+        Guard: authed, any member of the organisation.
+
+        Args:
+            limit: Left out, the server uses 20.
+        """
+        params = ListSyncRunsParams(connection_id=connection_id, **given(limit=limit))
+        return self._batch.add(_CRM_LIST_SYNC_RUNS(params))
+
+    def list_webhook_events(
+        self,
+        *,
+        connection_id: str | UUID | None | NotGiven = NOT_GIVEN,
+        status: InboxStatus | None | NotGiven = NOT_GIVEN,
+        limit: int | NotGiven = NOT_GIVEN,
+    ) -> Pending[list[WebhookEvent]]:
+        """Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+
+        Procedure `crm.listWebhookEvents`, a query (reads only; retried when the connection fails).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            limit: Left out, the server uses 50.
+        """
+        params = ListWebhookEventsParams(
+            **given(connection_id=connection_id, status=status, limit=limit),
+        )
+        return self._batch.add(_CRM_LIST_WEBHOOK_EVENTS(params))
 
     def list_writeback(
         self,
@@ -2015,6 +2281,20 @@ class CrmBatchNamespace:
         )
         return self._batch.add(_CRM_LIST_WRITEBACK(params))
 
+    def replay_webhook_event(
+        self,
+        *,
+        id: str | UUID,
+    ) -> Pending[WebhookEvent]:
+        """Apply a processed (done, skipped or dead) webhook event again, reading the record from
+        the CRM as it is now.
+
+        Procedure `crm.replayWebhookEvent`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+        """
+        params = ReplayWebhookEventParams(id=id)
+        return self._batch.add(_CRM_REPLAY_WEBHOOK_EVENT(params))
+
     def retry_writeback(
         self,
         *,
@@ -2027,6 +2307,25 @@ class CrmBatchNamespace:
         """
         params = RetryWritebackParams(id=id)
         return self._batch.add(_CRM_RETRY_WRITEBACK(params))
+
+    def sync_now(
+        self,
+        *,
+        connection_id: str | UUID,
+        stream: str | None | NotGiven = NOT_GIVEN,
+        reset: bool | NotGiven = NOT_GIVEN,
+    ) -> Pending[SyncStatus]:
+        """Poll the connection now (one stream or all); with reset, re-read everything from the
+        start: records already held are matched by their CRM id, so nothing is duplicated.
+
+        Procedure `crm.syncNow`, a mutation (writes, with an audit entry; never retried).
+        Guard: admin, owners and admins only (anyone else gets Forbidden).
+
+        Args:
+            reset: Left out, the server uses False.
+        """
+        params = SyncNowParams(connection_id=connection_id, **given(stream=stream, reset=reset))
+        return self._batch.add(_CRM_SYNC_NOW(params))
 
     def test_connection(
         self,
@@ -2051,6 +2350,7 @@ class CrmBatchNamespace:
         paused: bool | None | NotGiven = NOT_GIVEN,
         credentials: dict[str, Any] | None | NotGiven = NOT_GIVEN,
         settings: dict[str, Any] | None | NotGiven = NOT_GIVEN,
+        sync_enabled: bool | None | NotGiven = NOT_GIVEN,
     ) -> Pending[CrmConnection]:
         """Pause or resume a connection, or replace its credentials or settings.
 
@@ -2062,6 +2362,11 @@ class CrmBatchNamespace:
         """
         params = UpdateConnectionParams(
             connection_id=connection_id,
-            **given(paused=paused, credentials=credentials, settings=settings),
+            **given(
+                paused=paused,
+                credentials=credentials,
+                settings=settings,
+                sync_enabled=sync_enabled,
+            ),
         )
         return self._batch.add(_CRM_UPDATE_CONNECTION(params))

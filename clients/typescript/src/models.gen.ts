@@ -83,6 +83,14 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export const WRITEBACK_STATUSES = ["pending", "processing", "success", "failed"] as const;
 export type WritebackStatus = (typeof WRITEBACK_STATUSES)[number];
 
+/** Every SyncPhase value, in the server's order. */
+export const SYNC_PHASES = ["backfill", "incremental"] as const;
+export type SyncPhase = (typeof SYNC_PHASES)[number];
+
+/** Every InboxStatus value, in the server's order. */
+export const INBOX_STATUSES = ["received", "processing", "done", "skipped", "dead", "unrouted"] as const;
+export type InboxStatus = (typeof INBOX_STATUSES)[number];
+
 export interface ListAuditParams {
   actorUserId?: string | Uuid | null;
   /** a procedure, e.g. contacts.delete */
@@ -257,6 +265,7 @@ export interface ContactDetail {
   group: Group | null;
   createdAt: DateTime;
   updatedAt: DateTime;
+  archivedAt: DateTime | null;
   activeAssignment: Assignment | null;
 }
 
@@ -309,6 +318,7 @@ export interface ExportedContact {
   group: Group | null;
   createdAt: DateTime;
   updatedAt: DateTime;
+  archivedAt: DateTime | null;
   activeAssignment: Assignment | null;
   crmPayload: Record<string, unknown> | null;
 }
@@ -443,6 +453,7 @@ export interface ListContactsParams {
   consentStatus?: ConsentStatus | null;
   importSource?: ImportSource | null;
   search?: string | null;
+  archived?: boolean | null;
   createdAfter?: DateTime | null;
   createdBefore?: DateTime | null;
   cursor?: string | null;
@@ -466,6 +477,7 @@ export interface Contact {
   group: Group | null;
   createdAt: DateTime;
   updatedAt: DateTime;
+  archivedAt: DateTime | null;
 }
 
 export interface ContactPage {
@@ -569,7 +581,81 @@ export interface Enqueued {
   skipped: SkippedConnection[];
 }
 
+export interface GetSyncStatusParams {
+  connectionId: string | Uuid;
+}
+
+export interface SyncRun {
+  id: Uuid;
+  stream: string;
+  trigger: "schedule" | "manual" | "reset";
+  status: "running" | "ok" | "failed";
+  startedAt: DateTime;
+  finishedAt: DateTime | null;
+  pages: number;
+  fetched: number;
+  created: number;
+  updated: number;
+  unchanged: number;
+  suppressed: number;
+  archived: number;
+  fieldErrors: number;
+  rateLimited: number;
+  error: string | null;
+}
+
+export interface SyncStream {
+  stream: string;
+  phase: SyncPhase | null;
+  watermark: DateTime | null;
+  lagSeconds: number | null;
+  lastRun: SyncRun | null;
+}
+
+export interface InboxBacklog {
+  waiting: number;
+  dead: number;
+}
+
+export interface SyncStatus {
+  connectionId: Uuid;
+  providerId: string;
+  syncSupported: boolean;
+  syncEnabled: boolean;
+  nextSyncAt: DateTime | null;
+  running: boolean;
+  streams: SyncStream[];
+  inbox: InboxBacklog;
+}
+
 export type ListConnectionsParams = Record<string, never>;
+
+export interface ListSyncRunsParams {
+  connectionId: string | Uuid;
+  limit?: number;
+}
+
+export interface ListWebhookEventsParams {
+  connectionId?: string | Uuid | null;
+  status?: InboxStatus | null;
+  limit?: number;
+}
+
+/** A webhook delivery as the inbox keeps it: what and when, never its payload. */
+export interface WebhookEvent {
+  id: Uuid;
+  providerId: string;
+  connectionId: Uuid | null;
+  topic: string;
+  entityId: string | null;
+  eventTime: DateTime | null;
+  status: InboxStatus;
+  attempts: number;
+  outcome: string | null;
+  lastError: string | null;
+  receivedAt: DateTime;
+  processedAt: DateTime | null;
+}
 
 export interface ListWritebackParams {
   status?: WritebackStatus | null;
@@ -585,8 +671,18 @@ export interface WritebackPage {
   nextCursor: string | null;
 }
 
+export interface ReplayWebhookEventParams {
+  id: string | Uuid;
+}
+
 export interface RetryWritebackParams {
   id: string | Uuid;
+}
+
+export interface SyncNowParams {
+  connectionId: string | Uuid;
+  stream?: string | null;
+  reset?: boolean;
 }
 
 export interface TestConnectionParams {
@@ -611,4 +707,5 @@ export interface UpdateConnectionParams {
   paused?: boolean | null;
   credentials?: Record<string, unknown> | null;
   settings?: Record<string, unknown> | null;
+  syncEnabled?: boolean | null;
 }

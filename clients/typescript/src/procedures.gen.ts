@@ -187,12 +187,36 @@ export interface Procedures {
     errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
+  "crm.getSyncStatus": {
+    kind: "query";
+    guard: "authed";
+    params: M.GetSyncStatusParams;
+    result: M.SyncStatus;
+    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    item: never;
+  };
   "crm.listConnections": {
     kind: "query";
     guard: "authed";
     params: M.ListConnectionsParams;
     result: M.CrmConnection[];
     errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    item: never;
+  };
+  "crm.listSyncRuns": {
+    kind: "query";
+    guard: "authed";
+    params: M.ListSyncRunsParams;
+    result: M.SyncRun[];
+    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    item: never;
+  };
+  "crm.listWebhookEvents": {
+    kind: "query";
+    guard: "admin";
+    params: M.ListWebhookEventsParams;
+    result: M.WebhookEvent[];
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "crm.listWriteback": {
@@ -203,11 +227,27 @@ export interface Procedures {
     errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: M.WritebackEntry;
   };
+  "crm.replayWebhookEvent": {
+    kind: "mutation";
+    guard: "admin";
+    params: M.ReplayWebhookEventParams;
+    result: M.WebhookEvent;
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    item: never;
+  };
   "crm.retryWriteback": {
     kind: "mutation";
     guard: "admin";
     params: M.RetryWritebackParams;
     result: M.WritebackEntry;
+    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    item: never;
+  };
+  "crm.syncNow": {
+    kind: "mutation";
+    guard: "admin";
+    params: M.SyncNowParams;
+    result: M.SyncStatus;
     errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
@@ -253,9 +293,14 @@ export const PROCEDURES = {
   "crm.connect": "mutation",
   "crm.disconnect": "mutation",
   "crm.enqueueWriteback": "mutation",
+  "crm.getSyncStatus": "query",
   "crm.listConnections": "query",
+  "crm.listSyncRuns": "query",
+  "crm.listWebhookEvents": "query",
   "crm.listWriteback": "query",
+  "crm.replayWebhookEvent": "mutation",
   "crm.retryWriteback": "mutation",
+  "crm.syncNow": "mutation",
   "crm.testConnection": "query",
   "crm.updateConnection": "mutation",
 } as const;
@@ -423,11 +468,30 @@ export interface NurtureHubClient {
      */
     enqueueWriteback: MutationProcedure<"crm.enqueueWriteback">;
     /**
+     * Inbound sync of one connection: per stream its watermark, lag and last run with its
+     * counts, and the webhook inbox's backlog.
+     *
+     * `crm.getSyncStatus`: a query, guard `authed`.
+     */
+    getSyncStatus: QueryProcedure<"crm.getSyncStatus">;
+    /**
      * The organisation's CRM connections and their health; never their credentials.
      *
      * `crm.listConnections`: a query, guard `authed`.
      */
     listConnections: QueryProcedure<"crm.listConnections">;
+    /**
+     * The connection's sync runs, newest first, with what each fetched and did.
+     *
+     * `crm.listSyncRuns`: a query, guard `authed`.
+     */
+    listSyncRuns: QueryProcedure<"crm.listSyncRuns">;
+    /**
+     * Webhook deliveries from the organisation's CRMs, newest first; never their payloads.
+     *
+     * `crm.listWebhookEvents`: a query, guard `admin`.
+     */
+    listWebhookEvents: QueryProcedure<"crm.listWebhookEvents">;
     /**
      * Writeback entries, newest first, with their attempts, next attempt and last error.
      *
@@ -437,11 +501,25 @@ export interface NurtureHubClient {
      */
     listWriteback: PagedQueryProcedure<"crm.listWriteback">;
     /**
+     * Apply a processed (done, skipped or dead) webhook event again, reading the record from
+     * the CRM as it is now.
+     *
+     * `crm.replayWebhookEvent`: a mutation (audited; never retried), guard `admin`.
+     */
+    replayWebhookEvent: MutationProcedure<"crm.replayWebhookEvent">;
+    /**
      * Send a failed entry again, with a fresh set of attempts.
      *
      * `crm.retryWriteback`: a mutation (audited; never retried), guard `admin`.
      */
     retryWriteback: MutationProcedure<"crm.retryWriteback">;
+    /**
+     * Poll the connection now (one stream or all); with reset, re-read everything from the
+     * start: records already held are matched by their CRM id, so nothing is duplicated.
+     *
+     * `crm.syncNow`: a mutation (audited; never retried), guard `admin`.
+     */
+    syncNow: MutationProcedure<"crm.syncNow">;
     /**
      * Try the connection's stored credentials against the CRM now, with a call that changes
      * nothing there; the answer says ok or why not, never a credential.

@@ -139,6 +139,14 @@ describe('every procedure', () => {
     assert.equal(retry.code, 'CONFLICT'); // only a failed entry can be retried
     const tried = await admin.crm.testConnection.query({ connectionId: connection.id });
     assert.ok(['ok', 'refused', 'failed', 'not_checked'].includes(tried.outcome));
+    const status = await member.crm.getSyncStatus.query({ connectionId: connection.id });
+    assert.equal(status.syncSupported, true);
+    const requested = await admin.crm.syncNow.mutate({ connectionId: connection.id, stream: 'contacts' });
+    assert.ok(requested.nextSyncAt);
+    assert.deepEqual(await member.crm.listSyncRuns.query({ connectionId: connection.id }), []);
+    assert.deepEqual(await admin.crm.listWebhookEvents.query({ connectionId: connection.id }), []);
+    const replay = await rejection(admin.crm.replayWebhookEvent.mutate({ id: randomUUID() }));
+    assert.equal(replay.code, 'NOT_FOUND');
     const paused = await admin.crm.updateConnection.mutate({ connectionId: connection.id, paused: true });
     assert.equal(paused.status, 'paused');
     const gone = await admin.crm.disconnect.mutate({ connectionId: connection.id });

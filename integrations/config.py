@@ -1,4 +1,4 @@
-"""Writeback settings, from the environment: CRM base URLs, platform OAuth2 clients, timings."""
+"""CRM settings, from the environment: CRM base URLs, platform OAuth2 clients, timings."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any
 
-__all__ = ["WritebackConfig"]
+__all__ = ["CrmConfig"]
 
 
 @dataclass(frozen=True)
-class WritebackConfig:
+class CrmConfig:
     # Base URLs: configurable so tests (and sandboxes) can point adapters elsewhere.
     reapit_api_url: str = "https://platform.reapit.cloud"
     reapit_token_url: str = "https://connect.reapit.cloud/token"
@@ -27,6 +27,9 @@ class WritebackConfig:
     alto_client_secret: str = ""
     # One HTTP call (connect, write and read) may take at most this long.
     crm_timeout: float = 10.0
+    # A whole delivery (token fetch and write, every byte of the answer) may take at most this
+    # long; 0: twice crm_timeout.
+    crm_deadline: float = 0.0
     # How long a claimed event is held; a worker killed mid-delivery loses it after this.
     writeback_lease_seconds: float = 60.0
     # Retry n waits about backoff_base * 4**(n-1) seconds (with jitter), at most backoff_cap:
@@ -37,19 +40,34 @@ class WritebackConfig:
     writeback_poll_interval: float = 1.0
     # On SIGTERM, in-flight deliveries get this long to finish before they are released.
     writeback_grace_seconds: float = 15.0
+    # Inbound sync. Reapit does not say whether a retried webhook is signed anew, and retries
+    # span about 33 minutes: an hour's window, with duplicates recognised by event identity.
+    reapit_webhook_tolerance_seconds: float = 3600.0
+    # The shared secret Alto sends in x-signature (set up with Alto support); empty: Alto's
+    # webhooks are answered 503, so Alto retries them until it is configured.
+    alto_webhook_secret: str = ""
+    webhook_max_body_bytes: float = 256 * 1024.0
+    sync_lease_seconds: float = 120.0
+    sync_poll_interval: float = 1.0
+    sync_page_size: float = 100.0
+    # Attempts at one webhook event before it is dead (listed for admins, replayable).
+    inbox_max_attempts: float = 5.0
+    sync_grace_seconds: float = 15.0
 
     def __post_init__(self) -> None:
         # A lease shorter than a delivery (token fetch and write, each up to crm_timeout) would
         # let a second worker take an event that is still in flight.
-        minimum = 2 * self.crm_timeout + 1
+        if self.crm_deadline <= 0:
+            object.__setattr__(self, "crm_deadline", 2 * self.crm_timeout)
+        minimum = max(2 * self.crm_timeout, self.crm_deadline) + 1
         if self.writeback_lease_seconds < minimum:
             object.__setattr__(self, "writeback_lease_seconds", minimum)
 
     def __repr__(self) -> str:  # the client secrets stay out of logs
-        return "WritebackConfig(...)"
+        return "CrmConfig(...)"
 
     @classmethod
-    def from_env(cls, **overrides: Any) -> WritebackConfig:
+    def from_env(cls, **overrides: Any) -> CrmConfig:
         """Each field from NURTUREHUB_<FIELD> (e.g. NURTUREHUB_REAPIT_API_URL), else its default."""
         values: dict[str, Any] = {}
         for spec in fields(cls):

@@ -7,21 +7,33 @@ what the status means (success, retry, auth failure, give up), so that rule live
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
 import httpx
+from pydantic import AfterValidator, Field
 
-from procedures.writeback.events import Payload
+from integrations.events import Payload
+from server.models import WireModel
 
 __all__ = [
     "Adapter",
     "AuthRejected",
     "Delivery",
+    "FetchedPage",
+    "InboundEvent",
     "NotDeliverable",
+    "PersonDraft",
+    "RateLimited",
+    "SyncSettings",
+    "pick_category",
+    "retry_after_seconds",
+    "WebhookRefused",
     "TokenCache",
     "TransientFailure",
     "check_answer",
@@ -203,3 +215,125 @@ class TokenCache:
                 ) from None
             self._tokens[key] = _Token(value, time.monotonic() + lifetime)
             return value
+
+
+def retry_after_seconds(header: str | None, limit: float) -> float | None:
+    """Retry-After as seconds (a number or an HTTP date), at most `limit`; None when absent."""
+    if not header:
+        return None
+    header = header.strip()
+    if header.isdigit():
+        return min(float(header), limit)
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), limit)
+
+
+# Inbound: what a provider hands the sync engine ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PersonDraft:
+    """One CRM person as the provider read it, before our validation: the apply path checks
+    each field (integrations/inbound.py), so a field we refuse drops alone, not the person."""
+
+    external_id: str
+    modified: datetime | None  # the CRM's version time of the record (its own clock)
+    etag: str | None
+    first_name: str | None = None
+    last_name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    postcode: str | None = None
+    consent: str | None = None  # granted | denied | unknown, already mapped
+    channels: dict[str, str] = field(default_factory=dict)  # email/sms/phone/post -> status
+    archived: bool = False
+    category: str | None = None  # derived from the CRM's roles, None when none applies
+    category_rule: str | None = None  # which rule gave it, for the assignment's reason
+    record: dict[str, Any] = field(default_factory=dict)  # the raw record, kept as crm_payload
+
+    def __repr__(self) -> str:  # personal data never reaches a log line
+        return f"PersonDraft(external_id={self.external_id!r})"
+
+
+@dataclass(frozen=True)
+class FetchedPage:
+    drafts: list[PersonDraft]
+    page_size: int
+    bad_records: int = 0  # records too malformed to name a person (no id): counted, skipped
+
+
+@dataclass(frozen=True)
+class InboundEvent:
+    """A webhook delivery, verified and parsed: its identity, and what it says changed."""
+
+    dedupe_key: str
+    tenant_ref: str | None  # None: a test ping, routed nowhere
+    topic: str
+    entity_id: str | None
+    event_time: datetime | None
+
+
+class WebhookRefused(Exception):
+    """A delivery we do not store: `status` 4xx (forged, malformed: never retried) or 503."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class RateLimited(Exception):
+    """The CRM said 429: wait `retry_after` seconds (None: it did not say) and try again."""
+
+    def __init__(self, retry_after: float | None) -> None:
+        super().__init__("rate limited")
+        self.retry_after = retry_after
+
+
+# The default precedence when a person's CRM roles give several categories: existing clients
+# first, instructions (the agency's revenue) before purchases (research: crm-sync.md 3.2).
+DEFAULT_PRECEDENCE: tuple[str, ...] = (
+    "managed_landlord", "active_seller", "active_btl_investor", "active_property_investor",
+    "active_buyer", "active_tenant", "seller", "landlord", "btl_investor", "property_investor",
+    "buyer", "tenant_applicant",
+)  # fmt: skip
+
+
+def _categories(value: list[str]) -> list[str]:
+    # The twelve categories, checked here rather than typed with procedures' Literal: the wire
+    # API imports this package, not the other way round.
+    unknown = [c for c in value if c not in DEFAULT_PRECEDENCE]
+    if unknown:
+        raise ValueError("holds a value that is not one of the twelve categories")
+    return value
+
+
+class SyncSettings(WireModel):
+    """Inbound sync settings every provider's connection settings share (crm.updateConnection)."""
+
+    # Seconds between incremental polls; webhooks carry changes in between where the CRM sends them.
+    poll_interval_seconds: int = Field(default=3600, ge=60, le=86400)
+    # Each run re-reads this much before its watermark: rows stamped earlier but made visible
+    # later (same-second commits) are still read; the apply path skips what it already holds.
+    lookback_seconds: int = Field(default=300, ge=0, le=86400)
+    # A full re-read this often, since webhooks can be lost and polls skip nothing only in theory.
+    reconcile_interval_hours: int = Field(default=168, ge=1, le=24 * 90)
+    # Which category wins when a person's roles give several (agencies differ).
+    category_precedence: Annotated[list[str], AfterValidator(_categories)] = Field(
+        default_factory=lambda: list(DEFAULT_PRECEDENCE), min_length=1, max_length=12
+    )
+
+
+def pick_category(found: dict[str, str], precedence: list[str]) -> tuple[str | None, str | None]:
+    """The category (and the rule that gave it) that comes first in `precedence` among `found`
+    (category -> rule); a category the precedence leaves out comes last."""
+    if not found:
+        return None, None
+    order = {category: index for index, category in enumerate(precedence)}
+    category = min(found, key=lambda c: (order.get(c, len(order)), c))
+    return category, found[category]

@@ -1,4 +1,7 @@
-"""Alto (Zoopla): each event becomes a file note on the contact (POST /file-notes).
+"""Alto (Zoopla): everything about it. Writeback: each event becomes a file note on the contact
+(POST /file-notes). Inbound: webhooks only so far (thin CloudEvents, checked by the shared
+secret Alto sends in `x-signature`: third-party transcriptions of Alto's docs, so the secret
+is configuration, NURTUREHUB_ALTO_WEBHOOK_SECRET, and nothing else is assumed); no poll yet.
 
 Auth is the platform's OAuth2 client credentials; the agency is chosen by the `AgencyRef` header
 (a GUID Alto issues per agency), which is what a connection holds. Alto answers 201 with the new
@@ -7,14 +10,17 @@ note's id. Sources: see README, CRM providers.
 
 from __future__ import annotations
 
+import hmac
+from datetime import datetime
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, TokenCache
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import describe
+from integrations.config import CrmConfig
+from integrations.events import describe
+from integrations.providers.base import Delivery, InboundEvent, TokenCache, WebhookRefused
 from server.models import WireModel
 
 __all__ = ["AltoAdapter", "ConnectionSettings", "Credentials"]
@@ -37,7 +43,7 @@ class AltoAdapter:
     provider_id = "alto"
     name = "Alto"
 
-    def __init__(self, config: WritebackConfig) -> None:
+    def __init__(self, config: CrmConfig) -> None:
         self._config = config
         self._tokens = TokenCache(self.name)
 
@@ -89,3 +95,45 @@ class AltoAdapter:
         if isinstance(body, dict) and "id" in body:
             return str(body["id"])[:200]
         return None
+
+    # Inbound ---------------------------------------------------------------------------------
+
+    async def verify_webhook(
+        self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
+    ) -> InboundEvent:
+        """Alto's shared secret (constant-time), then the CloudEvent's identity: its `id` is
+        stable across Alto's retries, and `data.agencyRef` names the agency. A static secret
+        carries no timestamp, so there is no replay window: duplicates are caught by `id`."""
+        secret = self._config.alto_webhook_secret
+        if not secret:
+            # Not the sender's fault: Alto retries (for up to 6 hours) while this is configured.
+            raise WebhookRefused(503, "Alto webhooks are not configured on this server")
+        given = headers.get("x-signature", "")
+        if not hmac.compare_digest(given.encode(), secret.encode()):
+            raise WebhookRefused(401, "missing or wrong x-signature")
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise WebhookRefused(400, "the body is not JSON") from None
+        data = event.get("data") if isinstance(event, dict) else None
+        if not isinstance(event, dict) or not isinstance(data, dict):
+            raise WebhookRefused(400, "the body is not a CloudEvent with data")
+        event_id, topic, agency = event.get("id"), event.get("type"), data.get("agencyRef")
+        if not all(isinstance(v, str) and v for v in (event_id, topic, agency)):
+            raise WebhookRefused(400, "the event lacks id, type or data.agencyRef")
+        assert isinstance(event_id, str) and isinstance(topic, str) and isinstance(agency, str)
+        entity = data.get("contactId") or data.get("id")
+        when = event.get("time")
+        try:
+            event_time = (
+                datetime.fromisoformat(when.replace("Z", "+00:00")) if isinstance(when, str) else None
+            )
+        except ValueError:
+            event_time = None
+        return InboundEvent(
+            dedupe_key=event_id[:400],
+            tenant_ref=agency[:100],
+            topic=topic[:100],
+            entity_id=str(entity)[:200] if entity is not None else None,
+            event_time=event_time,
+        )

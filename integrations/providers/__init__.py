@@ -8,8 +8,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from procedures.writeback.adapters import agentos, alto, loop, reapit, street
-from procedures.writeback.adapters.base import (
+from integrations.config import CrmConfig
+from integrations.providers import agentos, alto, loop, reapit, street
+from integrations.providers.base import (
     Adapter,
     AuthRejected,
     Delivery,
@@ -17,7 +18,6 @@ from procedures.writeback.adapters.base import (
     TransientFailure,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
 from server.models import WireModel
 
 __all__ = [
@@ -38,15 +38,29 @@ class ProviderSpec:
     credentials: type[WireModel]
     settings: type[WireModel]
     hint_field: str  # the credential whose last characters the hint shows
-    adapter: Callable[[WritebackConfig], Adapter]
+    adapter: Callable[[CrmConfig], Adapter]
     unsupported: str | None = None  # why this CRM takes no writeback, if it does not
+    # The credential that selects the agency in the CRM, stored in plaintext as tenant_ref so
+    # a webhook finds its connection without decrypting anything; None: the key itself selects.
+    tenant_field: str | None = None
+    no_webhooks: str | None = None  # why this CRM's webhook path takes nothing, if it does not
 
 
 PROVIDERS: dict[str, ProviderSpec] = {
     "reapit": ProviderSpec(
-        reapit.Credentials, reapit.ConnectionSettings, reapit.HINT_FIELD, reapit.ReapitAdapter
+        reapit.Credentials,
+        reapit.ConnectionSettings,
+        reapit.HINT_FIELD,
+        reapit.ReapitAdapter,
+        tenant_field=reapit.TENANT_FIELD,
     ),
-    "alto": ProviderSpec(alto.Credentials, alto.ConnectionSettings, alto.HINT_FIELD, alto.AltoAdapter),
+    "alto": ProviderSpec(
+        alto.Credentials,
+        alto.ConnectionSettings,
+        alto.HINT_FIELD,
+        alto.AltoAdapter,
+        tenant_field="agency_ref",
+    ),
     "street": ProviderSpec(
         street.Credentials, street.ConnectionSettings, street.HINT_FIELD, street.StreetAdapter
     ),
@@ -56,12 +70,18 @@ PROVIDERS: dict[str, ProviderSpec] = {
         agentos.HINT_FIELD,
         agentos.AgentOsAdapter,
         agentos.UNSUPPORTED,
+        no_webhooks="agentOS documents no webhooks (its public API is pull only)",
     ),
     "loop": ProviderSpec(
-        loop.Credentials, loop.ConnectionSettings, loop.HINT_FIELD, loop.LoopAdapter, loop.UNSUPPORTED
+        loop.Credentials,
+        loop.ConnectionSettings,
+        loop.HINT_FIELD,
+        loop.LoopAdapter,
+        loop.UNSUPPORTED,
+        no_webhooks="Loop documents no webhooks and no contact API",
     ),
 }
 
 
-def build_adapters(config: WritebackConfig) -> dict[str, Adapter]:
+def build_adapters(config: CrmConfig) -> dict[str, Adapter]:
     return {provider_id: spec.adapter(config) for provider_id, spec in PROVIDERS.items()}

@@ -20,7 +20,6 @@ the CRM's response body, a credential or the payload).
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import os
 import random
@@ -35,8 +34,9 @@ from uuid import UUID
 
 import httpx
 
-from procedures.crm_credentials import open_credentials
-from procedures.writeback.adapters import (
+from integrations.config import CrmConfig
+from integrations.events import PAYLOADS
+from integrations.providers import (
     Adapter,
     AuthRejected,
     Delivery,
@@ -45,8 +45,8 @@ from procedures.writeback.adapters import (
     build_adapters,
     reaching,
 )
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import PAYLOADS
+from integrations.providers.base import retry_after_seconds
+from procedures.crm_credentials import open_credentials
 from server.crypto import CryptoError, Keyring
 from server.db import Database, sql
 
@@ -64,6 +64,10 @@ _CLAIM = """
           JOIN crm_connections c ON c.organisation_id = q.organisation_id AND c.id = q.connection_id
          WHERE {condition}
            AND c.status IN ('active', 'pending')
+           -- Never an event this worker still has in flight (a slow answer outliving the
+           -- lease), nor one of a connection already holding its share of this worker's slots.
+           AND NOT (q.id = ANY (CAST(:inflight AS uuid[])))
+           AND NOT (q.connection_id = ANY (CAST(:busy AS uuid[])))
            AND NOT EXISTS (
                SELECT 1 FROM crm_writeback_queue older
                 WHERE older.organisation_id = q.organisation_id
@@ -125,6 +129,15 @@ FINISH_FAILED = sql(f"""
            last_error = :error, completed_at = now(), updated_at = now()
      WHERE {_MINE}
     RETURNING attempts
+""")
+# A rate limit is the CRM's pace, not the event's fault: back to pending, its attempts
+# unspent, due when the CRM said (issue 17: eight 429s no longer fail an event).
+FINISH_RATE_LIMITED = sql(f"""
+    UPDATE crm_writeback_queue
+       SET status = 'pending', lease_expires_at = NULL, locked_by = NULL, last_error = :error,
+           next_attempt_at = now() + make_interval(secs => :delay), updated_at = now()
+     WHERE {_MINE}
+    RETURNING attempts + 1 AS attempts, 'pending' AS status
 """)
 # Back to pending with its attempts unspent: it waits for the connection to be fixed.
 RELEASE = sql(f"""
@@ -214,22 +227,6 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return delay * random.uniform(0.75, 1.25)
 
 
-def retry_after_seconds(header: str | None, limit: float) -> float | None:
-    """Retry-After as seconds (a number or an HTTP date), at most `limit`; None when absent."""
-    if not header:
-        return None
-    header = header.strip()
-    if header.isdigit():
-        return min(float(header), limit)
-    try:
-        when = email.utils.parsedate_to_datetime(header)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return min(max(0.0, (when - datetime.now(UTC)).total_seconds()), limit)
-
-
 def classify(response: httpx.Response, adapter: Adapter, writeback_max_retry_after: float) -> Outcome:
     code = response.status_code
     name = adapter.name
@@ -250,7 +247,7 @@ class Worker:
         self,
         db: Database,
         keyring: Keyring,
-        config: WritebackConfig,
+        config: CrmConfig,
         *,
         concurrency: int = 4,
         worker_id: str | None = None,
@@ -262,6 +259,13 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
         self.adapters = build_adapters(config)
         self.delivered = 0
+        # What this worker has in flight: event ids, and per connection how many.
+        self._events: set[UUID] = set()
+        self._per_connection: dict[UUID, int] = {}
+        # One connection's hanging CRM may hold at most this many slots, so the others'
+        # deliveries still go (issue 17: another agency waited 20.9 s instead of 1.3 s).
+        self.share = max(1, concurrency // 2)
+        self._release_soon: list[_Claimed] = []
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then finish or release what is in flight."""
@@ -281,6 +285,8 @@ class Worker:
                         claimed = await self._claim(free)
                     except Exception:
                         log.exception("claiming writeback events failed")
+                while self._release_soon:
+                    await self._release(self._release_soon.pop())
                 for event in claimed:
                     task = asyncio.create_task(self._deliver(http, event))
                     inflight.add(task)
@@ -302,11 +308,36 @@ class Worker:
         stopping.cancel()
 
     async def _claim(self, limit: int) -> list[_Claimed]:
-        params = {"limit": limit, "worker": self.worker_id, "lease": self.config.writeback_lease_seconds}
+        busy = [c for c, n in self._per_connection.items() if n >= self.share]
+        params = {
+            "limit": limit,
+            "worker": self.worker_id,
+            "lease": self.config.writeback_lease_seconds,
+            "inflight": list(self._events),
+            "busy": busy,
+        }
         async with self.db.transaction() as tx:
             rows = list(await tx.all(CLAIM_EXPIRED, params))
             if len(rows) < limit:
                 rows += await tx.all(CLAIM_DUE, {**params, "limit": limit - len(rows)})
+        claimed = self._within_share(self._claimed(rows))
+        for event in claimed:
+            self._events.add(event.id)
+            self._per_connection[event.connection_id] = self._per_connection.get(event.connection_id, 0) + 1
+        return claimed
+
+    def _within_share(self, events: list[_Claimed]) -> list[_Claimed]:
+        """The claimed events a connection's share allows; the rest are released unspent."""
+        kept, counts = [], dict(self._per_connection)
+        for event in events:
+            if counts.get(event.connection_id, 0) >= self.share:
+                self._release_soon.append(event)
+                continue
+            counts[event.connection_id] = counts.get(event.connection_id, 0) + 1
+            kept.append(event)
+        return kept
+
+    def _claimed(self, rows: list[Any]) -> list[_Claimed]:
         return [
             _Claimed(
                 organisation_id=row["organisation_id"],
@@ -324,6 +355,17 @@ class Worker:
         ]
 
     async def _deliver(self, http: httpx.AsyncClient, event: _Claimed) -> None:
+        try:
+            await self._deliver_one(http, event)
+        finally:
+            self._events.discard(event.id)
+            left = self._per_connection.get(event.connection_id, 1) - 1
+            if left > 0:
+                self._per_connection[event.connection_id] = left
+            else:
+                self._per_connection.pop(event.connection_id, None)
+
+    async def _deliver_one(self, http: httpx.AsyncClient, event: _Claimed) -> None:
         started_at = datetime.now(UTC)
         started = time.perf_counter()
         try:
@@ -387,8 +429,14 @@ class Worker:
             credentials=credentials,
             settings=event.settings,
         )
+        deadline = self.config.crm_deadline
         try:
-            response = await reaching(adapter.name, adapter.deliver(http, delivery))
+            # One deadline for the whole request: a response that trickles in a byte at a time
+            # never trips the per-read timeout, and must not outlive the lease.
+            async with asyncio.timeout(deadline):
+                response = await reaching(adapter.name, adapter.deliver(http, delivery))
+        except TimeoutError:
+            return Outcome("retry", error=f"{adapter.name} did not finish answering within {deadline:g} s")
         except AuthRejected as exc:
             return Outcome("auth_error", exc.status_code, str(exc))
         except TransientFailure as exc:
@@ -420,9 +468,14 @@ class Worker:
                     delay = backoff_delay(
                         event.attempts + 1, c.writeback_backoff_base, c.writeback_backoff_cap
                     )
-                row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
-                if row is not None and outcome.status_code == 429:
-                    await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
+                if outcome.status_code == 429:
+                    if outcome.retry_after is None:
+                        delay = self.config.writeback_backoff_base
+                    row = await tx.one(FINISH_RATE_LIMITED, {**mine, "error": outcome.error, "delay": delay})
+                    if row is not None:
+                        await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
+                else:
+                    row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
             elif outcome.kind == "auth_error":
                 row = await tx.one(RELEASE, {**mine, "error": outcome.error})
                 await tx.execute(CONNECTION_ERROR, {**scope, "error": outcome.error})
@@ -463,7 +516,7 @@ class Worker:
 
 
 async def _serve(database_url: str, keyring: Keyring, concurrency: int) -> None:
-    config = WritebackConfig.from_env()
+    config = CrmConfig.from_env()
     db = Database(database_url, pool_size=concurrency + 2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from procedures.writeback.adapters.base import WriteUnsupported
+from integrations.providers.base import WriteUnsupported
 from server.models import WireModel
 
 __all__ = ["UNSUPPORTED", "ConnectionSettings", "Credentials", "LoopAdapter"]

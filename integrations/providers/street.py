@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 from pydantic import Field
 
-from procedures.writeback.adapters.base import Delivery, check_answer
-from procedures.writeback.config import WritebackConfig
-from procedures.writeback.events import EmailSentPayload, describe
+from integrations.config import CrmConfig
+from integrations.events import EmailSentPayload, describe
+from integrations.providers.base import Delivery, check_answer
 from server.models import WireModel
 
 __all__ = ["ConnectionSettings", "Credentials", "StreetAdapter"]
@@ -36,7 +36,7 @@ class StreetAdapter:
     provider_id = "street"
     name = "Street"
 
-    def __init__(self, config: WritebackConfig) -> None:
+    def __init__(self, config: CrmConfig) -> None:
         self._config = config
 
     def _request(self, delivery: Delivery) -> tuple[str, dict[str, Any]]:

@@ -1,0 +1,374 @@
+"""Reapit Foundations: everything about it. Writeback: each event becomes a journal entry on the
+contact (POST /journalEntries/). Inbound: contacts read with `modifiedFrom` (seek paging), and
+webhooks checked by their Ed25519 `X-Signature`.
+
+Auth is the platform's OAuth2 client credentials (token from connect.reapit.cloud, cached until
+near expiry); the agency is chosen by the `reapit-customer` header, so a connection holds only
+the agency's customer id. Journal types vary per customer and `MI` (miscellaneous) is the one
+every customer accepts, so it is the default. Reapit answers 201 with the new entry's URL in
+`Location`. Sources: see README, CRM providers.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import httpx
+import orjson
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import Field
+
+from integrations.config import CrmConfig
+from integrations.events import describe
+from integrations.providers.base import (
+    Delivery,
+    FetchedPage,
+    InboundEvent,
+    PersonDraft,
+    RateLimited,
+    SyncSettings,
+    TokenCache,
+    TransientFailure,
+    WebhookRefused,
+    check_answer,
+    pick_category,
+    retry_after_seconds,
+)
+from server.models import WireModel
+
+__all__ = ["ConnectionSettings", "Credentials", "ReapitAdapter"]
+
+HINT_FIELD = "customer_id"
+TENANT_FIELD = "customer_id"  # plaintext on the connection (tenant_ref): webhooks route by it
+
+
+class Credentials(WireModel):
+    # The agency's customer id from the developer portal; `SBOX` is Reapit's sandbox.
+    customer_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_-]+$")
+
+
+class ConnectionSettings(SyncSettings):
+    type_id: str = Field(default="MI", pattern=r"^[A-Z]{2}$")
+    associated_type: Literal["applicant", "contact", "landlord"] = "contact"
+    negotiator_id: str | None = Field(default=None, max_length=40)
+    # Inbound. Investors live in each agency's own contact categories (categoryIds), not in a
+    # Reapit field, so which ids mean "investor" is the agency's to say.
+    investor_category_ids: list[str] = Field(default_factory=list, max_length=50)
+    btl_investor_category_ids: list[str] = Field(default_factory=list, max_length=50)
+    # A contact's applicant role says buying or renting only on the applicant record, which this
+    # sync does not read yet: the agency says which its applicants mostly are.
+    applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
+
+
+# Role (a contact's relationship's associatedType) -> category; README, CRM sync (inbound).
+ROLE_CATEGORIES = {
+    "vendor": "seller",
+    "landlord": "landlord",
+    "tenancy": "active_tenant",
+}
+CONSENT = {"grant": "granted", "deny": "denied", "notAsked": "unknown"}
+CHANNELS = {
+    "communicationPreferenceEmail": "email",
+    "communicationPreferenceSMS": "sms",
+    "communicationPreferencePhone": "phone",
+    "communicationPreferenceLetter": "post",
+}
+PING_CUSTOMER = "webhook-test"  # Reapit's test pings: never routed to an agency
+SIGNATURE_HEADER = "x-signature"
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def _text(value: Any) -> str | None:
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraft | None:
+    """A Reapit ContactModel as a PersonDraft; None when it names no contact (no id)."""
+    external_id = _text(record.get("id"))
+    if external_id is None:
+        return None
+    address = record.get("primaryAddress") if isinstance(record.get("primaryAddress"), dict) else {}
+    phone = next(
+        (p for p in (_text(record.get(k)) for k in ("mobilePhone", "homePhone", "workPhone")) if p), None
+    )
+    channels = {
+        ours: ("granted" if record[theirs] else "denied")
+        for theirs, ours in CHANNELS.items()
+        if isinstance(record.get(theirs), bool)
+    }
+    found: dict[str, str] = {}
+    for relation in record.get("relationships") or []:
+        if not isinstance(relation, dict) or relation.get("fromArchive"):
+            continue  # an archived role no longer describes the person
+        role = relation.get("associatedType")
+        if role == "applicant":
+            found.setdefault(settings.applicant_category, "role:applicant")
+        elif role in ROLE_CATEGORIES:
+            found.setdefault(ROLE_CATEGORIES[role], f"role:{role}")
+    category_ids = {str(c) for c in record.get("categoryIds") or []}
+    if category_ids & set(settings.btl_investor_category_ids):
+        found.setdefault("btl_investor", "categoryIds:btl_investor")
+    if category_ids & set(settings.investor_category_ids):
+        found.setdefault("property_investor", "categoryIds:investor")
+    category, rule = pick_category(found, settings.category_precedence)
+    return PersonDraft(
+        external_id=external_id,
+        modified=_time(record.get("modified")) or _time(record.get("created")),
+        etag=_text(record.get("_eTag")),
+        first_name=_text(record.get("forename")),
+        last_name=_text(record.get("surname")),
+        email=_text(record.get("email")),
+        phone=phone,
+        postcode=_text(address.get("postcode")) if isinstance(address, dict) else None,
+        consent=CONSENT.get(str(record.get("marketingConsent"))),
+        channels=channels,
+        archived=record.get("active") is False or bool(record.get("archivedOn")),
+        category=category,
+        category_rule=rule,
+        record=record,
+    )
+
+
+def _b64(text: str) -> bytes:
+    # Reapit's own examples decode the signature as base64 (Node) and as base64url (C#).
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        raise WebhookRefused(401, "the X-Signature signature is not base64") from None
+
+
+class ReapitAdapter:
+    provider_id = "reapit"
+    name = "Reapit"
+
+    def __init__(self, config: CrmConfig) -> None:
+        self._config = config
+        self._tokens = TokenCache(self.name)
+        self._signing_keys: dict[str, Ed25519PublicKey] = {}
+
+    async def _token(self, http: httpx.AsyncClient) -> str:
+        c = self._config
+        return await self._tokens.get(http, c.reapit_token_url, c.reapit_client_id, c.reapit_client_secret)
+
+    def _headers(self, token: str, credentials: Credentials) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {token}",
+            "reapit-customer": credentials.customer_id,
+            "api-version": self._config.reapit_api_version,
+        }
+
+    def setup_problem(self) -> str | None:
+        c = self._config
+        return self._tokens.missing(c.reapit_client_id, c.reapit_client_secret, "NURTUREHUB_REAPIT")
+
+    async def check(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any]
+    ) -> str:
+        # Reading one journal entry needs the platform's token and an app installed by this
+        # customer, and changes nothing.
+        customer = Credentials.model_validate(credentials)
+        headers = self._headers(await self._token(http), customer)
+        url = f"{self._config.reapit_api_url}/journalEntries/"
+        check_answer(self.name, await http.get(url, params={"pageSize": 1}, headers=headers))
+        return "the platform's client credentials and this customer id (one journal entry read)"
+
+    async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
+        settings = ConnectionSettings.model_validate(delivery.settings)
+        credentials = Credentials.model_validate(delivery.credentials)
+        _, text = describe(delivery.payload)
+        body: dict[str, str] = {
+            "description": text,
+            "typeId": settings.type_id,
+            "associatedType": settings.associated_type,
+            "associatedId": delivery.external_contact_id,
+        }
+        if settings.negotiator_id:
+            body["negotiatorId"] = settings.negotiator_id
+        url = f"{self._config.reapit_api_url}/journalEntries/"
+        for fresh in (False, True):
+            headers = self._headers(await self._token(http), credentials)
+            response = await http.post(url, json=body, headers=headers)
+            if response.status_code != 401 or fresh:
+                return response
+            # A cached token may have been revoked early: fetch a new one and try once more.
+            self._tokens.forget(self._config.reapit_token_url, self._config.reapit_client_id)
+        return response
+
+    def external_id(self, response: httpx.Response) -> str | None:
+        location = response.headers.get("location", "").rstrip("/")
+        return location.rsplit("/", 1)[-1][:200] or None
+
+    # Inbound ---------------------------------------------------------------------------------
+
+    settings_model = ConnectionSettings
+
+    async def _get(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], path: str, params: dict[str, Any]
+    ) -> httpx.Response:
+        customer = Credentials.model_validate(credentials)
+        url = f"{self._config.reapit_api_url}{path}"
+        for fresh in (False, True):
+            headers = self._headers(await self._token(http), customer)
+            response = await http.get(url, params=params, headers=headers)
+            if response.status_code != 401 or fresh:
+                break
+            self._tokens.forget(self._config.reapit_token_url, self._config.reapit_client_id)
+        if response.status_code == 429:
+            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
+        check_answer(self.name, response)
+        return response
+
+    async def fetch_people(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        *,
+        modified_from: datetime | None,
+        modified_to: datetime | None,
+        page_number: int,
+        page_size: int,
+    ) -> FetchedPage:
+        """One page of contacts by `modified`, oldest first (modifiedFrom is "on or after")."""
+        params: dict[str, Any] = {"pageSize": page_size, "pageNumber": page_number, "sortBy": "modified"}
+        if modified_from is not None:
+            params["modifiedFrom"] = _iso(modified_from)
+        if modified_to is not None:
+            params["modifiedTo"] = _iso(modified_to)
+        response = await self._get(http, credentials, "/contacts/", params)
+        try:
+            records = orjson.loads(response.content)["_embedded"]
+            if not isinstance(records, list):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise TransientFailure(f"{self.name} sent a page that is not its contacts list", 200) from None
+        parsed = ConnectionSettings.model_validate(settings)
+        drafts, bad = [], 0
+        for record in records:
+            draft = to_draft(record, parsed) if isinstance(record, dict) else None
+            if draft is None:
+                bad += 1
+            else:
+                drafts.append(draft)
+        return FetchedPage(drafts=drafts, page_size=len(records), bad_records=bad)
+
+    async def fetch_person(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
+    ) -> PersonDraft | None:
+        """The contact as Reapit holds it now; None when Reapit no longer has it."""
+        try:
+            response = await self._get(http, credentials, f"/contacts/{external_id}", {})
+        except TransientFailure as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        try:
+            record = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise TransientFailure(f"{self.name} sent a contact that is not JSON", 200) from None
+        if not isinstance(record, dict):
+            return None
+        return to_draft(record, ConnectionSettings.model_validate(settings))
+
+    def draft_from_webhook(self, body: dict[str, Any], settings: dict[str, Any]) -> PersonDraft | None:
+        """The record a contacts.* event carries (`new`); None when it carries none (archived or
+        deleted: `new` is null), so the caller reads the contact again."""
+        new = body.get("new")
+        if not isinstance(new, dict):
+            return None
+        return to_draft(new, ConnectionSettings.model_validate(settings))
+
+    async def verify_webhook(
+        self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
+    ) -> InboundEvent:
+        """Check X-Signature (`s:{keyId}:{unixTs}:{sig}`, Ed25519 over the timestamp then the raw
+        body; the key fetched from Reapit by id and cached) and the replay window; then parse.
+
+        Raises WebhookRefused: 401 for a missing, bad or stale signature, 400 for a body that is
+        not a Reapit event, 503 when the signing key cannot be had now (Reapit retries)."""
+        header = headers.get(SIGNATURE_HEADER, "")
+        parts = header.split(":")
+        if len(parts) != 4 or parts[0] != "s" or not parts[1] or not parts[2].isdigit():
+            raise WebhookRefused(
+                401, "missing or malformed X-Signature (expected s:keyId:timestamp:signature)"
+            )
+        _, key_id, stamp, signature = parts
+        now = time.time() if now is None else now
+        if abs(now - int(stamp)) > self._config.reapit_webhook_tolerance_seconds:
+            raise WebhookRefused(401, "the X-Signature timestamp is outside the replay window")
+        key = await self._signing_key(http, key_id)
+        try:
+            key.verify(_b64(signature), stamp.encode() + body)
+        except InvalidSignature:
+            raise WebhookRefused(401, "the X-Signature signature does not match the body") from None
+        try:
+            event = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise WebhookRefused(400, "the body is not JSON") from None
+        if not isinstance(event, dict):
+            raise WebhookRefused(400, "the body is not a Reapit event object")
+        event_id, topic, customer = (_text(event.get(k)) for k in ("eventId", "topicId", "customerId"))
+        if event_id is None or topic is None or customer is None:
+            raise WebhookRefused(400, "the event lacks eventId, topicId or customerId")
+        entity = _text(event.get("entityId"))
+        # One change is sent once per associated role under one event id: the topic and entity
+        # are part of the event's identity (webhooks.md, Payload schema).
+        return InboundEvent(
+            dedupe_key=f"{customer}:{event_id}:{topic}:{entity or ''}"[:400],
+            tenant_ref=None if customer == PING_CUSTOMER else customer[:100],
+            topic=topic[:100],
+            entity_id=entity[:200] if entity else None,
+            event_time=_time(event.get("eventTime")),
+        )
+
+    async def _signing_key(self, http: httpx.AsyncClient, key_id: str) -> Ed25519PublicKey:
+        cached = self._signing_keys.get(key_id)
+        if cached is not None:
+            return cached
+        if not key_id.replace("-", "").replace("_", "").isalnum() or len(key_id) > 100:
+            raise WebhookRefused(401, "the X-Signature key id is malformed")
+        try:
+            token = await self._token(http)
+            response = await http.get(
+                f"{self._config.reapit_api_url}/webhooks/signing/{key_id}",
+                headers={"Authorization": f"Bearer {token}", "api-version": self._config.reapit_api_version},
+            )
+        except (httpx.HTTPError, TransientFailure, Exception) as exc:
+            if isinstance(exc, WebhookRefused):
+                raise
+            raise WebhookRefused(503, "Reapit's signing key cannot be fetched now; try again") from None
+        if response.status_code == 404:
+            raise WebhookRefused(401, "the X-Signature key id is not one of Reapit's signing keys")
+        if response.status_code != 200:
+            raise WebhookRefused(503, "Reapit's signing key cannot be fetched now; try again")
+        try:
+            keys = orjson.loads(response.content)["keys"]
+            jwk = next(k for k in keys if k.get("kid") == key_id and k.get("crv") == "Ed25519")
+            raw = base64.urlsafe_b64decode(jwk["x"] + "=" * (-len(jwk["x"]) % 4))
+            key = Ed25519PublicKey.from_public_bytes(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError, StopIteration, ValueError, binascii.Error):
+            raise WebhookRefused(503, "Reapit's signing key endpoint sent an unreadable key") from None
+        self._signing_keys[key_id] = key
+        return key
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+ONE_SECOND = timedelta(seconds=1)

@@ -1,0 +1,639 @@
+"""`nurturehub sync`: apply the webhook inbox and poll each connection's streams.
+
+Both directions of claim follow the writeback worker: FOR UPDATE SKIP LOCKED under a lease, so
+any number of sync processes share the work and two never hold one connection (or one event).
+
+Inbox: each event is applied by the one apply path (integrations/inbound.py) in one transaction
+with its status; its sealed payload is nulled then, whatever the outcome, so a person's data
+does not outlive processing here. An event that carries no record (Reapit sends `new: null` on
+archive) or was replayed after its payload was dropped is read again from the CRM.
+
+Poll (the contacts stream; the cursor in crm_connections.sync_cursor, per stream):
+    {"wm": last `modified` committed, "phase": "backfill" | "incremental", "reconciledAt"}
+A run starts `lookback` before wm and always asks for page 1 with modifiedFrom = the last
+modified time seen (inclusive): page-number paging over a changing set skips rows edited
+mid-run, seek paging does not. A full page all stamped with one second is swept by page number
+within that second. Each page's rows and the cursor commit in one transaction, so the cursor
+is never ahead of committed rows and a killed run resumes where it stopped. Rows already held
+at the same (modified, eTag) are skipped by the apply path; older ones never win.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import httpx
+import orjson
+
+from integrations.config import CrmConfig
+from integrations.inbound import Counts, apply
+from integrations.providers import PROVIDERS, build_adapters
+from integrations.providers.base import (
+    AuthRejected,
+    PersonDraft,
+    RateLimited,
+    SyncSettings,
+    TransientFailure,
+)
+from integrations.webhooks import open_payload
+from procedures.crm_credentials import open_credentials
+from server.crypto import CryptoError, Keyring
+from server.db import Database, Row, Tx, sql
+from server.keys import key_from_env
+
+__all__ = ["STREAM", "SyncWorker", "main"]
+
+log = logging.getLogger("nurturehub.sync")
+
+STREAM = "contacts"
+ONE_SECOND = timedelta(seconds=1)
+
+CLAIM_EVENTS = sql("""
+    WITH due AS (
+        SELECT id FROM crm_webhook_inbox
+         WHERE ((status = 'received' AND next_attempt_at <= now())
+                OR (status = 'processing' AND lease_expires_at <= now()))
+           AND (CAST(:only AS uuid[]) IS NULL OR connection_id = ANY (CAST(:only AS uuid[])))
+         ORDER BY next_attempt_at
+         LIMIT :limit
+           FOR UPDATE SKIP LOCKED)
+    UPDATE crm_webhook_inbox i
+       SET status = 'processing', locked_by = :worker,
+           lease_expires_at = now() + make_interval(secs => :lease)
+      FROM due
+     WHERE i.id = due.id
+    RETURNING i.id, i.provider_id, i.organisation_id, i.connection_id, i.topic, i.entity_id,
+              i.event_time, i.payload, i.attempts
+""")
+SELECT_CONNECTION = sql("""
+    SELECT organisation_id, id, provider_id, status, encrypted_credentials, settings, sync_cursor,
+           tenant_ref
+      FROM crm_connections WHERE organisation_id = :organisation_id AND id = :id
+""")
+FINISH_EVENT = sql("""
+    UPDATE crm_webhook_inbox
+       SET status = :status, outcome = :outcome, payload = NULL, lease_expires_at = NULL,
+           locked_by = NULL, attempts = attempts + 1, processed_at = now(), last_error = NULL
+     WHERE id = :id AND locked_by = :worker
+""")
+RETRY_EVENT = sql("""
+    UPDATE crm_webhook_inbox
+       SET attempts = attempts + 1, lease_expires_at = NULL, locked_by = NULL,
+           last_error = :error,
+           status = CASE WHEN attempts + 1 >= :max_attempts THEN 'dead' ELSE 'received' END,
+           payload = CASE WHEN attempts + 1 >= :max_attempts THEN NULL ELSE payload END,
+           next_attempt_at = now() + make_interval(secs => :delay)
+     WHERE id = :id AND locked_by = :worker
+""")
+
+CLAIM_CONNECTION = sql("""
+    WITH due AS (
+        SELECT organisation_id, id FROM crm_connections
+         WHERE sync_enabled AND status IN ('active', 'pending')
+           AND provider_id = ANY (CAST(:providers AS text[]))
+           AND (CAST(:only AS uuid[]) IS NULL OR id = ANY (CAST(:only AS uuid[])))
+           AND coalesce(next_sync_at, '-infinity') <= now()
+           AND coalesce(sync_lease_expires_at, '-infinity') <= now()
+         ORDER BY next_sync_at NULLS FIRST
+         LIMIT 1
+           FOR UPDATE SKIP LOCKED)
+    UPDATE crm_connections c
+       SET sync_locked_by = :worker,
+           sync_lease_expires_at = now() + make_interval(secs => :lease)
+      FROM due
+     WHERE c.organisation_id = due.organisation_id AND c.id = due.id
+    RETURNING c.organisation_id, c.id, c.provider_id, c.encrypted_credentials, c.settings,
+              c.sync_cursor, c.tenant_ref
+""")
+# Only while this process still holds the lease: a run that outlived it stops committing.
+SAVE_CURSOR = sql("""
+    UPDATE crm_connections
+       SET sync_cursor = CAST(:cursor AS jsonb),
+           sync_lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
+    RETURNING id
+""")
+RELEASE_CONNECTION = sql("""
+    UPDATE crm_connections
+       SET sync_locked_by = NULL, sync_lease_expires_at = NULL,
+           next_sync_at = now() + make_interval(secs => :delay),
+           last_synced_at = CASE WHEN :ok THEN now() ELSE last_synced_at END,
+           tenant_ref = coalesce(tenant_ref, :tenant_ref)
+     WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
+""")
+START_RUN = sql("""
+    INSERT INTO crm_sync_runs (organisation_id, connection_id, stream, trigger)
+    VALUES (:organisation_id, :connection_id, :stream, :trigger)
+    RETURNING id
+""")
+UPDATE_RUN = sql("""
+    UPDATE crm_sync_runs
+       SET pages = :pages, fetched = :fetched, created = :created, updated = :updated,
+           unchanged = :unchanged, suppressed = :suppressed, archived = :archived,
+           field_errors = :field_errors, rate_limited = :rate_limited,
+           status = :status, error = :error,
+           finished_at = CASE WHEN :status = 'running' THEN NULL ELSE now() END
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+
+
+@dataclass
+class _Run:
+    id: UUID
+    counts: Counts
+    pages: int = 0
+    rate_limited: int = 0
+
+
+class LeaseLost(Exception):
+    """Another process holds this connection now: stop without committing more."""
+
+
+def _cursor_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+class SyncWorker:
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        config: CrmConfig,
+        suppression_key: bytes,
+        *,
+        worker_id: str | None = None,
+        only: list[UUID] | None = None,
+    ) -> None:
+        self.db = db
+        self.only = only  # these connections alone (`nurturehub sync --connection`), else all
+        self.keyring = keyring
+        self.config = config
+        self.suppression_key = suppression_key
+        self.worker_id = worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.adapters = build_adapters(config)
+        self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
+        self.applied = 0
+
+    # The loop ----------------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply the inbox and poll due connections until `stop` is set; what is in flight then
+        gets the grace period, and what is not committed is read again by the next run.
+
+        The inbox and the polls are two loops, so a long backfill never holds back a webhook
+        (an opt-out must apply within seconds, not after a 10,000-contact read)."""
+        async with httpx.AsyncClient(timeout=self.config.crm_timeout, follow_redirects=False) as http:
+            await asyncio.gather(
+                self._loop(stop, lambda: self.process_inbox(http), "inbox"),
+                self._loop(stop, lambda: self.poll_one(http), "poll"),
+            )
+
+    async def _loop(self, stop: asyncio.Event, step: Callable[[], Awaitable[Any]], name: str) -> None:
+        while not stop.is_set():
+            task = asyncio.ensure_future(step())
+            stopping = asyncio.ensure_future(stop.wait())
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                done, _ = await asyncio.wait({task}, timeout=self.config.sync_grace_seconds)
+                if not done:
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=10)
+            stopping.cancel()
+            busy = False
+            if task.done() and not task.cancelled():
+                if task.exception() is not None:
+                    log.error("sync %s round failed", name, exc_info=task.exception())
+                else:
+                    busy = bool(task.result())
+            if not busy and not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=self.config.sync_poll_interval)
+
+    async def run_once(self, http: httpx.AsyncClient) -> bool:
+        """One round: the inbox's due events, then one due connection. True if it did anything."""
+        events = await self.process_inbox(http)
+        polled = await self.poll_one(http)
+        return bool(events or polled)
+
+    # The inbox ---------------------------------------------------------------------------------
+
+    async def process_inbox(self, http: httpx.AsyncClient, limit: int = 50) -> int:
+        async with self.db.transaction() as tx:
+            rows = list(
+                await tx.all(
+                    CLAIM_EVENTS,
+                    {
+                        "limit": limit,
+                        "worker": self.worker_id,
+                        "lease": self.config.sync_lease_seconds,
+                        "only": self.only,
+                    },
+                )
+            )
+        for row in rows:
+            await self._process_event(http, row)
+        return len(rows)
+
+    async def _process_event(self, http: httpx.AsyncClient, event: Row) -> None:
+        mine = {"id": event["id"], "worker": self.worker_id}
+        try:
+            async with self.db.transaction() as tx:
+                connection = await tx.one(
+                    SELECT_CONNECTION,
+                    {"organisation_id": event["organisation_id"], "id": event["connection_id"]},
+                )
+            if connection is None:
+                await self._finish_event(mine, "skipped", "the connection was removed")
+                return
+            adapter: Any = self.adapters[event["provider_id"]]
+            body: dict[str, Any] = {}
+            if event["payload"] is not None:
+                raw = open_payload(self.keyring, event["provider_id"], event["id"], bytes(event["payload"]))
+                body = orjson.loads(raw)
+            topic = event["topic"]
+            if not topic.startswith("contacts."):
+                await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
+                return
+            draft: PersonDraft | None = adapter.draft_from_webhook(body, connection["settings"])
+            if draft is None and event["entity_id"]:
+                # No record in the event (archived, or a replay after its payload was dropped):
+                # what the CRM holds now is the truth.
+                credentials = open_credentials(
+                    self.keyring,
+                    connection["organisation_id"],
+                    connection["id"],
+                    bytes(connection["encrypted_credentials"]),
+                )
+                draft = await adapter.fetch_person(
+                    http, credentials, connection["settings"], event["entity_id"]
+                )
+            if draft is None:
+                await self._finish_event(mine, "skipped", "the CRM holds no such contact")
+                return
+            counts = Counts()
+            opted_out = topic == "contacts.optedout"
+            async with self.db.transaction() as tx:
+                outcome = await apply(
+                    tx,
+                    suppression_key=self.suppression_key,
+                    organisation_id=connection["organisation_id"],
+                    connection_id=connection["id"],
+                    provider_id=connection["provider_id"],
+                    draft=_opted_out(draft) if opted_out else draft,
+                    counts=counts,
+                    consent_at=event["event_time"] if opted_out else None,
+                )
+                await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": outcome})
+            self.applied += 1
+        except (TransientFailure, RateLimited, AuthRejected, CryptoError, Exception) as exc:
+            if not isinstance(exc, TransientFailure | RateLimited | AuthRejected | CryptoError):
+                log.exception("applying a webhook event failed")
+            error = (
+                str(exc)[:500]
+                if isinstance(exc, TransientFailure | AuthRejected | CryptoError)
+                else (
+                    "rate limited by the CRM"
+                    if isinstance(exc, RateLimited)
+                    else "unexpected error (see the sync log)"
+                )
+            )
+            delay = min(3600.0, 5.0 * 4 ** int(event["attempts"])) * random.uniform(0.75, 1.25)
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    RETRY_EVENT,
+                    {
+                        **mine,
+                        "error": error,
+                        "delay": delay,
+                        "max_attempts": int(self.config.inbox_max_attempts),
+                    },
+                )
+
+    async def _finish_event(self, mine: dict[str, Any], status: str, outcome: str) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(FINISH_EVENT, {**mine, "status": status, "outcome": outcome[:100]})
+
+    # Polling -----------------------------------------------------------------------------------
+
+    async def poll_one(self, http: httpx.AsyncClient) -> bool:
+        async with self.db.transaction() as tx:
+            connection = await tx.one(
+                CLAIM_CONNECTION,
+                {
+                    "worker": self.worker_id,
+                    "lease": self.config.sync_lease_seconds,
+                    "providers": self.pollable,
+                    "only": self.only,
+                },
+            )
+        if connection is None:
+            return False
+        adapter: Any = self.adapters[connection["provider_id"]]
+        scope = {"organisation_id": connection["organisation_id"], "id": connection["id"]}
+        ok, delay, tenant_ref = False, 300.0, None
+        try:
+            settings = adapter.settings_model.model_validate(connection["settings"])
+            assert isinstance(settings, SyncSettings)
+            delay = float(settings.poll_interval_seconds)
+            credentials = open_credentials(
+                self.keyring,
+                connection["organisation_id"],
+                connection["id"],
+                bytes(connection["encrypted_credentials"]),
+            )
+            field = _tenant_field(connection["provider_id"])
+            tenant_ref = str(credentials.get(_camel(field))) if field else None
+            await self._run_stream(http, adapter, connection, credentials, settings)
+            ok = True
+        except LeaseLost:
+            return True
+        except RateLimited as exc:
+            delay = exc.retry_after or 60.0
+        except (TransientFailure, AuthRejected, CryptoError) as exc:
+            log.warning("sync run failed: %s", exc, extra={"rpc": {"connection": str(connection["id"])}})
+            delay = min(delay, 300.0)
+        except Exception:
+            log.exception("sync run failed unexpectedly")
+            delay = min(delay, 300.0)
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                RELEASE_CONNECTION,
+                {**scope, "worker": self.worker_id, "delay": delay, "ok": ok, "tenant_ref": tenant_ref},
+            )
+        return True
+
+    async def _run_stream(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        credentials: dict[str, Any],
+        settings: SyncSettings,
+    ) -> None:
+        cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
+        streams = dict(cursor_all.get("streams") or {})
+        state = dict(streams.get(STREAM) or {})
+        now = datetime.now(UTC)
+        reconciled = _cursor_time(state.get("reconciledAt"))
+        trigger = state.pop("trigger", "schedule")
+        reconcile = state.get("phase") == "incremental" and (
+            reconciled is None or now - reconciled > timedelta(hours=settings.reconcile_interval_hours)
+        )
+        if reconcile:
+            state = {"phase": "backfill", "reconciling": True}
+        wm = _cursor_time(state.get("wm"))
+        modified_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
+        if state.get("phase") == "backfill" and wm is not None:
+            modified_from = wm  # a backfill resumes where it stopped
+        page_size = int(self.config.sync_page_size)
+        scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
+        async with self.db.transaction() as tx:
+            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": STREAM, "trigger": trigger}), Counts())
+        status, error = "failed", None
+        seen: set[tuple[str, str | None, datetime | None]] = set()
+        try:
+            while True:
+                page = await self._fetch(
+                    http,
+                    adapter,
+                    credentials,
+                    connection["settings"],
+                    run,
+                    modified_from=modified_from,
+                    modified_to=None,
+                    page_number=1,
+                    page_size=page_size,
+                )
+                drafts = page.drafts
+                tie_sweep: list[PersonDraft] = []
+                stamps = [d.modified for d in drafts if d.modified is not None]
+                last = max(stamps) if stamps else None
+                full = page.page_size >= page_size
+                if (
+                    full
+                    and last is not None
+                    and modified_from is not None
+                    and all(d.modified == modified_from for d in drafts)
+                ):
+                    # A whole page of one second: read that second by page number, then go on
+                    # from the next second.
+                    tie_sweep = await self._sweep_second(
+                        http, adapter, credentials, connection, run, modified_from, page_size
+                    )
+                    last = modified_from + ONE_SECOND
+                # Everything up to the old watermark was committed by earlier pages or runs.
+                wm = max(t for t in (last, wm) if t is not None) if (last or wm) else None
+                state["wm"] = wm.isoformat() if wm else None
+                if not full:
+                    state["phase"] = "incremental"
+                    if state.pop("reconciling", False) or reconciled is None:
+                        state["reconciledAt"] = now.isoformat()
+                else:
+                    state.setdefault("phase", "backfill")
+                # The next page starts at this page's last second, inclusive: what this run has
+                # just committed at that second is not applied twice.
+                fresh = [d for d in drafts + tie_sweep if (d.external_id, d.etag, d.modified) not in seen]
+                run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
+                run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
+                await self._commit_page(connection, run, fresh, page.bad_records, cursor_all, streams, state)
+                seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
+                if not full:
+                    break
+                if last is not None:
+                    modified_from = last
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            async with self.db.transaction() as tx:
+                await tx.execute(
+                    UPDATE_RUN,
+                    {
+                        "organisation_id": connection["organisation_id"],
+                        "id": run.id,
+                        "pages": run.pages,
+                        **run.counts.as_params(),
+                        "rate_limited": run.rate_limited,
+                        "status": status,
+                        "error": error,
+                    },
+                )
+
+    async def _fetch(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        run: _Run,
+        **page: Any,
+    ) -> Any:
+        """One page; a 429 waits as Retry-After says (capped) and asks again, a few times."""
+        for _ in range(5):
+            try:
+                result = await adapter.fetch_people(http, credentials, settings, **page)
+                run.pages += 1
+                return result
+            except RateLimited as exc:
+                run.rate_limited += 1
+                await asyncio.sleep(min(exc.retry_after if exc.retry_after is not None else 5.0, 60.0))
+        raise RateLimited(60.0)
+
+    async def _sweep_second(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        credentials: dict[str, Any],
+        connection: Row,
+        run: _Run,
+        second: datetime,
+        page_size: int,
+    ) -> list[PersonDraft]:
+        found: list[PersonDraft] = []
+        number = 1
+        while True:
+            page = await self._fetch(
+                http,
+                adapter,
+                credentials,
+                connection["settings"],
+                run,
+                modified_from=second,
+                modified_to=second,
+                page_number=number,
+                page_size=page_size,
+            )
+            found += page.drafts
+            if page.page_size < page_size:
+                return found
+            number += 1
+
+    async def _commit_page(
+        self,
+        connection: Row,
+        run: _Run,
+        drafts: list[PersonDraft],
+        bad: int,
+        cursor_all: dict[str, Any],
+        streams: dict[str, Any],
+        state: dict[str, Any],
+    ) -> None:
+        """The page's rows, the cursor and the run's counts in one transaction."""
+        run.counts.field_errors += bad
+        streams[STREAM] = state
+        cursor_all["streams"] = streams
+        async with self.db.transaction() as tx:
+            for draft in _newest_per_record(drafts):
+                await self._apply(tx, connection, draft, run.counts)
+            saved = await tx.scalar(
+                SAVE_CURSOR,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "id": connection["id"],
+                    "cursor": orjson.dumps(cursor_all).decode(),
+                    "worker": self.worker_id,
+                    "lease": self.config.sync_lease_seconds,
+                },
+            )
+            if saved is None:
+                raise LeaseLost()
+            await tx.execute(
+                UPDATE_RUN,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "id": run.id,
+                    "pages": run.pages,
+                    **run.counts.as_params(),
+                    "rate_limited": run.rate_limited,
+                    "status": "running",
+                    "error": None,
+                },
+            )
+
+    async def _apply(self, tx: Tx, connection: Row, draft: PersonDraft, counts: Counts) -> None:
+        await apply(
+            tx,
+            suppression_key=self.suppression_key,
+            organisation_id=connection["organisation_id"],
+            connection_id=connection["id"],
+            provider_id=connection["provider_id"],
+            draft=draft,
+            counts=counts,
+        )
+        self.applied += 1
+
+
+def _newest_per_record(drafts: list[PersonDraft]) -> list[PersonDraft]:
+    """One draft per record (overlapping pages repeat rows), the newest."""
+    newest: dict[str, PersonDraft] = {}
+    for draft in drafts:
+        held = newest.get(draft.external_id)
+        if held is None or (draft.modified or datetime.min.replace(tzinfo=UTC)) >= (
+            held.modified or datetime.min.replace(tzinfo=UTC)
+        ):
+            newest[draft.external_id] = draft
+    return list(newest.values())
+
+
+def _opted_out(draft: PersonDraft) -> PersonDraft:
+    return replace(draft, consent="denied")
+
+
+def _tenant_field(provider_id: str) -> str | None:
+    return PROVIDERS[provider_id].tenant_field
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+async def _serve(database_url: str, keyring: Keyring, only: list[UUID] | None) -> None:
+    config = CrmConfig.from_env()
+    key = key_from_env()
+    if key is None:
+        raise SystemExit("nurturehub sync: NURTUREHUB_SUPPRESSION_KEY is needed (erasure suppression)")
+    db = Database(database_url, pool_size=4)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    worker = SyncWorker(db, keyring, config, key, only=only)
+    print(
+        f"NurtureHub sync {worker.worker_id}: applying CRM webhooks and polling (SIGTERM or Ctrl-C to stop)",
+        flush=True,
+    )
+    try:
+        await worker.run(stop)
+    finally:
+        await db.close()
+    print(f"NurtureHub sync stopped after applying {worker.applied} records", flush=True)
+
+
+def main(database_url: str, keyring: Keyring, only: list[UUID] | None = None) -> None:
+    """The `nurturehub sync` command (loaded by import path from server/cli.py)."""
+    if not keyring:
+        sys.stderr.write(
+            "nurturehub sync: warning: no encryption key is configured, so no "
+            "connection's credentials can be read (set NURTUREHUB_ENCRYPTION_KEYS)\n"
+        )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(_serve(database_url, keyring, only))

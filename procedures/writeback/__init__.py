@@ -1,1 +1,0 @@
-"""CRM writeback: the engagement events, the provider adapters and the queue worker."""
