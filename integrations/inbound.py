@@ -23,7 +23,7 @@ import orjson
 import pydantic
 
 from integrations.providers.base import PersonDraft
-from procedures import suppression
+from procedures import consent, suppression
 from procedures.contact_fields import Email, Name, Phone, Postcode
 from server.audit import audit_cte, audit_params
 from server.db import Row, Tx, sql
@@ -37,7 +37,6 @@ _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
     "phone": pydantic.TypeAdapter(Phone),
     "postcode": pydantic.TypeAdapter(Postcode),
 }
-_CHANNELS = ("email", "sms", "phone", "post")
 
 
 @dataclass
@@ -371,7 +370,7 @@ async def _update(
     )
     channel_changes: dict[str, str] = {}
     held = existing["channels"] or {}
-    for channel in _CHANNELS:
+    for channel in consent.CHANNELS:
         change = _consent_change(
             held.get(channel), existing["consent_timestamp"], draft.channels.get(channel), consent_time
         )

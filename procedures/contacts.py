@@ -16,6 +16,7 @@ from procedures.audit import AuditEntry
 from procedures.contact_fields import (
     Category,
     ConsentStatus,
+    ConsentTime,
     CrmPayload,
     Email,
     ExternalId,
@@ -26,7 +27,6 @@ from procedures.contact_fields import (
     Postcode,
     Reason,
     SearchText,
-    not_in_future,
     search_tsquery,
 )
 from procedures.contact_import import BulkSource, OnDuplicate
@@ -138,7 +138,7 @@ class CreateContactParams(WireModel):
     phone: Phone | None = None
     postcode: Postcode | None = None
     consent_status: ConsentStatus | None = None
-    consent_timestamp: AwareDatetime | None = None
+    consent_timestamp: ConsentTime | None = None
     import_source: ImportSource = "manual"
     crm_payload: CrmPayload | None = None
     crm_connection_id: UUID | None = None
@@ -159,7 +159,7 @@ class UpdateContactParams(WireModel):
     phone: Phone | None = None
     postcode: Postcode | None = None
     consent_status: ConsentStatus | None = None
-    consent_timestamp: AwareDatetime | None = None
+    consent_timestamp: ConsentTime | None = None
     crm_payload: CrmPayload | None = None
     external_id: ExternalId | None = Field(
         default=None, description="the contact's id in its CRM connection (crmConnectionId)"
@@ -662,14 +662,6 @@ async def _lock(ctx: Context, contact_id: UUID) -> Row:
     return row
 
 
-def _check_consent_time(value: datetime | None) -> None:
-    try:
-        if value is not None:
-            not_in_future(value)
-    except ValueError as exc:
-        raise InvalidParams.for_field("consentTimestamp", str(exc)) from None
-
-
 async def _check_email_free(ctx: Context, email: str | None, except_id: UUID | None) -> None:
     if email is None:
         return
@@ -822,7 +814,6 @@ async def create_contact(ctx: Context, params: CreateContactParams) -> ContactDe
         raise InvalidParams.for_field("externalId", "needs the crmConnectionId it belongs to")
     if params.reason is not None and params.category is None:
         raise InvalidParams.for_field("reason", "is accepted only with a category")
-    _check_consent_time(params.consent_timestamp)
     org = ctx.organisation_id
     if params.crm_connection_id is not None and not await ctx.db.scalar(
         CONNECTION_EXISTS, {"organisation_id": org, "id": params.crm_connection_id}
@@ -908,7 +899,6 @@ async def update_contact(ctx: Context, params: UpdateContactParams) -> ContactDe
         raise InvalidParams.for_field("consentStatus", "cannot be cleared; use unknown")
     if "reason" in given and "category" not in given:
         raise InvalidParams.for_field("reason", "is accepted only with a category")
-    _check_consent_time(params.consent_timestamp)
     current = await _lock(ctx, params.id)
     if "crm_payload" in given and params.crm_payload is not None:
         if current["import_source"] != "crm_sync":

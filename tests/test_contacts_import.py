@@ -5,6 +5,7 @@ refused and counted; nothing is half-written."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import SUPPRESSION_KEY
 from tests.contacts_helpers import create, unique_email, unique_phone
 from tests.support import Rpc, query
 
 BIN = Path(sys.executable).parent
+KEY = base64.b64encode(SUPPRESSION_KEY).decode()  # the test servers' key, as the CLI takes it
 
 
 def run_import(url: str, key: str, path: Path, org: str, *options: str) -> subprocess.CompletedProcess[str]:
@@ -62,15 +65,10 @@ def write_csv(path: Path, fresh: str, existing: str, erased: str) -> Path:
 def test_a_csv_import_reports_every_row_and_writes_only_good_ones(
     rpc: Rpc, agency_with_history: dict[str, Any], database_url: str, tmp_path: Path, mode: str
 ) -> None:
-    import base64
-
-    from tests.conftest import SUPPRESSION_KEY
-
     org, existing, erased = (agency_with_history[k] for k in ("org", "existing", "erased"))
     fresh = unique_email("fresh")
     path = write_csv(tmp_path / "people.csv", fresh, existing["email"], erased["email"])
-    key = base64.b64encode(SUPPRESSION_KEY).decode()
-    done = run_import(database_url, key, path, org.id, "--on-duplicate", mode)
+    done = run_import(database_url, KEY, path, org.id, "--on-duplicate", mode)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
     assert {k: summary[k] for k in ("rows", "created", "updated", "skipped", "suppressed", "invalid")} == {
@@ -99,14 +97,10 @@ def test_a_csv_import_reports_every_row_and_writes_only_good_ones(
 def test_a_dry_run_counts_exactly_and_writes_nothing(
     agency_with_history: dict[str, Any], database_url: str, tmp_path: Path
 ) -> None:
-    import base64
-
-    from tests.conftest import SUPPRESSION_KEY
-
     org, existing, erased = (agency_with_history[k] for k in ("org", "existing", "erased"))
     path = write_csv(tmp_path / "people.csv", unique_email("dry"), existing["email"], erased["email"])
     before = people(database_url, org.id)
-    done = run_import(database_url, base64.b64encode(SUPPRESSION_KEY).decode(), path, org.id, "--dry-run")
+    done = run_import(database_url, KEY, path, org.id, "--dry-run")
     summary = json.loads(done.stdout)
     assert summary["dryRun"] is True and (summary["created"], summary["skipped"]) == (2, 2)
     assert people(database_url, org.id) == before
@@ -115,10 +109,6 @@ def test_a_dry_run_counts_exactly_and_writes_nothing(
 def test_json_lines_and_the_procedure_take_the_same_rows(
     rpc: Rpc, agency_with_history: dict[str, Any], database_url: str, tmp_path: Path
 ) -> None:
-    import base64
-
-    from tests.conftest import SUPPRESSION_KEY
-
     org, erased = agency_with_history["org"], agency_with_history["erased"]
     rows = [
         {"firstName": "Jay", "email": unique_email("jsonl"), "consentStatus": "granted"},
@@ -128,7 +118,7 @@ def test_json_lines_and_the_procedure_take_the_same_rows(
     ]
     path = tmp_path / "people.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
-    done = run_import(database_url, base64.b64encode(SUPPRESSION_KEY).decode(), path, org.id,
+    done = run_import(database_url, KEY, path, org.id,
                       "--source", "apify")
     summary = json.loads(done.stdout)
     assert (summary["created"], summary["suppressed"], summary["invalid"]) == (1, 1, 3)
