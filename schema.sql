@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 6
+-- schema-version: 7
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -52,6 +52,7 @@ CREATE TABLE api_tokens (
     created_at      timestamptz NOT NULL DEFAULT now(),
     last_used_at    timestamptz,
     revoked_at      timestamptz,
+    expires_at      timestamptz,  -- refused from then on; null: until revoked
     PRIMARY KEY (organisation_id, id),
     UNIQUE (id),
     FOREIGN KEY (organisation_id, user_id)
@@ -190,8 +191,9 @@ CREATE TABLE contacts (
     source_etag        text,
     crm_category       text,
     PRIMARY KEY (organisation_id, id),
+    -- No ON DELETE action: crm.disconnect detaches the contacts (docs/citus.md).
     FOREIGN KEY (organisation_id, crm_connection_id)
-        REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (crm_connection_id),
+        REFERENCES crm_connections (organisation_id, id),
     CHECK (crm_payload IS NULL OR import_source = 'crm_sync')
 );
 CREATE UNIQUE INDEX contacts_email_key ON contacts (organisation_id, email) WHERE email IS NOT NULL;
@@ -375,8 +377,10 @@ CREATE TABLE crm_writeback_queue (
     updated_at       timestamptz NOT NULL DEFAULT now(),
     completed_at     timestamptz,
     PRIMARY KEY (organisation_id, id),
+    -- No ON DELETE action: crm.disconnect detaches the events itself, as Citus refuses SET NULL
+    -- on a key that holds organisation_id (docs/citus.md).
     FOREIGN KEY (organisation_id, connection_id)
-        REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (connection_id),
+        REFERENCES crm_connections (organisation_id, id),
     FOREIGN KEY (organisation_id, contact_id)
         REFERENCES contacts (organisation_id, id) ON DELETE CASCADE,
     CHECK ((status = 'processing') = (lease_expires_at IS NOT NULL)),
@@ -419,7 +423,8 @@ CREATE INDEX crm_writeback_attempts_queue_idx ON crm_writeback_attempts (organis
 -- and is nulled once processed, so a person's data does not outlive its processing here. An
 -- event for no known connection is kept as unrouted (organisation null) so it can be replayed.
 -- dedupe_key is the provider's event identity (Reapit: event id, topic and entity, as one
--- change is sent once per role under one event id).
+-- change is sent once per role under one event id). No foreign key to crm_connections: on Citus
+-- this table stays on the coordinator (docs/citus.md); crm.disconnect detaches its events.
 CREATE TABLE crm_webhook_inbox (
     id               uuid NOT NULL DEFAULT gen_random_uuid(),
     provider_id      text NOT NULL REFERENCES crm_providers (id),
@@ -442,9 +447,7 @@ CREATE TABLE crm_webhook_inbox (
     received_at      timestamptz NOT NULL DEFAULT now(),
     processed_at     timestamptz,
     PRIMARY KEY (id),
-    UNIQUE (provider_id, dedupe_key),
-    FOREIGN KEY (organisation_id, connection_id)
-        REFERENCES crm_connections (organisation_id, id) ON DELETE SET NULL (connection_id)
+    UNIQUE (provider_id, dedupe_key)
 );
 CREATE INDEX crm_webhook_inbox_due_idx ON crm_webhook_inbox (next_attempt_at)
     WHERE status IN ('received', 'processing');
@@ -484,7 +487,7 @@ CREATE INDEX crm_sync_runs_connection_idx
 -- One row per mutation, written in the mutation's transaction. Names of changed fields only,
 -- never their values. Append-only: a trigger refuses updates and deletes.
 CREATE TABLE audit_log (
-    organisation_id uuid REFERENCES organisations (id),
+    organisation_id uuid NOT NULL REFERENCES organisations (id),
     id              bigint GENERATED ALWAYS AS IDENTITY,
     actor_user_id   uuid,
     actor_token_id  uuid,
@@ -494,7 +497,7 @@ CREATE TABLE audit_log (
     changed_fields  text[] NOT NULL DEFAULT '{}',
     request_id      text CHECK (char_length(request_id) <= 100),
     created_at      timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (id)
+    PRIMARY KEY (organisation_id, id)
 );
 CREATE INDEX audit_log_org_idx ON audit_log (organisation_id, created_at DESC);
 CREATE INDEX audit_log_target_idx ON audit_log (organisation_id, target_type, target_id);
@@ -507,4 +510,15 @@ $$;
 CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
     FOR EACH ROW EXECUTE FUNCTION audit_log_append_only();
 
-INSERT INTO schema_version (version, name) VALUES (6, 'schema.sql');
+-- Deployment ------------------------------------------------------------------------------------
+
+-- Keys every server process of one deployment must share, made once by whichever starts first
+-- (today: the key that signs list cursors when no NURTUREHUB_SUPPRESSION_KEY is set). Never the
+-- suppression key itself: that one stays out of the database it protects.
+CREATE TABLE server_keys (
+    name       text PRIMARY KEY CHECK (char_length(name) <= 50),
+    key        bytea NOT NULL CHECK (octet_length(key) >= 32),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+INSERT INTO schema_version (version, name) VALUES (7, 'schema.sql');

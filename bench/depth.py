@@ -37,7 +37,7 @@ from procedures.contacts import (
     list_cursor_scope,
     list_filters,
 )
-from server.cursor import cursor_key, decode_cursor, encode_cursor
+from server.cursor import decode_cursor, encode_cursor, signing_key
 from server.keys import parse_key
 
 __all__ = ["main"]
@@ -104,7 +104,7 @@ def _paired_blocks(
     postmaster = asyncio.run(run.postmaster_pid(url))
     cpu: dict[str, list[tuple[float, float]]] = {name: [] for name in pages}
     try:
-        key = cursor_key(parse_key(run.server_key()))
+        key = signing_key(parse_key(run.server_key()))
         calls: dict[str, list[dict[str, Any]]] = {name: [] for name in pages}
         for name, rows in pages.items():
             for category, before in rows.items():

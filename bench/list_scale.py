@@ -40,7 +40,7 @@ from procedures.contacts import (
     list_query,
 )
 from server.app import create_app
-from server.cursor import cursor_key, encode_cursor
+from server.cursor import encode_cursor, signing_key
 from server.db import Database
 from server.embedded import EmbeddedPostgres
 from server.settings import Settings
@@ -156,7 +156,7 @@ def _person_cases(engine: Any, organisation_id: str, size: int) -> list[tuple[st
 def _cursor(key: bytes, organisation_id: str, params: dict[str, Any], position: Any) -> str:
     filters = list_filters(ListContactsParams.model_validate(params))
     scope = list_cursor_scope(UUID(organisation_id), filters)
-    return encode_cursor(cursor_key(key), scope, [position[0].isoformat(), str(position[1])])
+    return encode_cursor(signing_key(key), scope, [position[0].isoformat(), str(position[1])])
 
 
 def _explain(engine: Any, organisation_id: str, params: dict[str, Any], position: Any) -> list[str]:

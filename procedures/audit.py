@@ -90,7 +90,7 @@ async def list_audit(ctx: Context, params: ListAuditParams) -> AuditPage:
         "since": params.since,
         "until": params.until,
     }
-    key = cursor_key(ctx.settings.suppression_key)
+    key = cursor_key(ctx.settings)
     scope = ["audit.list", str(ctx.organisation_id), filters]
     before: list[Any] = [None, None]
     if params.cursor is not None:

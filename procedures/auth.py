@@ -6,9 +6,17 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 
-from server.accounts import AccountError, grant_token, list_tokens, member, normalise_email, outranks
+from server.accounts import (
+    AccountError,
+    PastExpiry,
+    grant_token,
+    list_tokens,
+    member,
+    normalise_email,
+    outranks,
+)
 from server.auth import notify_auth_changed
 from server.context import Context
 from server.db import sql
@@ -59,6 +67,7 @@ class Token(WireModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None  # refused from then on; null: valid until revoked
     current: bool  # the token this call was made with
 
 
@@ -70,6 +79,8 @@ class CreateTokenParams(WireModel):
     email: str = Field(min_length=3, max_length=320)
     role: Role
     name: str | None = Field(default=None, min_length=1, max_length=200)
+    # When the token stops working (with its time zone, in the future); left out: until revoked.
+    expires_at: AwareDatetime | None = None
 
 
 class CreatedToken(WireModel):
@@ -77,6 +88,7 @@ class CreatedToken(WireModel):
     user_id: UUID
     role: Role
     name: str | None
+    expires_at: datetime | None
     token: str  # shown this once; only its hash is kept
 
 
@@ -167,10 +179,20 @@ async def create_token(ctx: Context, params: CreateTokenParams) -> CreatedToken:
     if existing is not None and existing[0] == caller.user_id and params.role != caller.role:
         # Else an organisation's last owner could demote itself and leave it with none.
         raise Forbidden("Forbidden: a token for yourself keeps your own role")
-    issued = await grant_token(ctx.db, caller.organisation_id, email, params.role, params.name)
+    try:
+        issued = await grant_token(
+            ctx.db, caller.organisation_id, email, params.role, params.name, params.expires_at
+        )
+    except PastExpiry:
+        raise InvalidParams.for_field("expiresAt", "must be in the future") from None
     ctx.record("api_token", issued.token_id, ["role", "token"])
     return CreatedToken(
-        id=issued.token_id, user_id=issued.user_id, role=params.role, name=params.name, token=issued.token
+        id=issued.token_id,
+        user_id=issued.user_id,
+        role=params.role,
+        name=params.name,
+        expires_at=params.expires_at,
+        token=issued.token,
     )
 
 

@@ -778,7 +778,7 @@ async def list_crm_providers(ctx: Context, params: ListCrmProvidersParams) -> li
 async def list_contacts(ctx: Context, params: ListContactsParams) -> Encoded[ContactPage]:
     """Contacts, newest first, a page at a time; pass `nextCursor` back as `cursor` for more."""
     filters = list_filters(params)
-    key = cursor_key(ctx.settings.suppression_key)
+    key = cursor_key(ctx.settings)
     scope = list_cursor_scope(ctx.organisation_id, filters)
     after_created_at, after_id = None, None
     if params.cursor is not None:

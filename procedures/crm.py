@@ -343,6 +343,17 @@ CANCEL_QUEUED = sql("""
      WHERE organisation_id = :organisation_id AND connection_id = :id
        AND status IN ('pending', 'processing')
 """)
+# What names the connection is detached first: contacts stay (without their CRM link), events
+# and inbox rows stay as history. The foreign keys have no ON DELETE SET NULL, which Citus
+# refuses on a key holding organisation_id (docs/citus.md).
+DETACH_CONNECTION = (
+    sql("""UPDATE contacts SET crm_connection_id = NULL
+            WHERE organisation_id = :organisation_id AND crm_connection_id = :id"""),
+    sql("""UPDATE crm_writeback_queue SET connection_id = NULL
+            WHERE organisation_id = :organisation_id AND connection_id = :id"""),
+    sql("""UPDATE crm_webhook_inbox SET connection_id = NULL
+            WHERE organisation_id = :organisation_id AND connection_id = :id"""),
+)
 DELETE_CONNECTION = sql("DELETE FROM crm_connections WHERE organisation_id = :organisation_id AND id = :id")
 
 _ENTRY_COLUMNS = """
@@ -768,6 +779,8 @@ async def disconnect(ctx: Context, params: DisconnectParams) -> Disconnected:
     if await ctx.db.one(LOCK_CONNECTION, scope) is None:
         raise NotFound("Not found: no CRM connection with this id")
     cancelled = await ctx.db.execute(CANCEL_QUEUED, scope)
+    for detach in DETACH_CONNECTION:
+        await ctx.db.execute(detach, scope)
     await ctx.db.execute(DELETE_CONNECTION, scope)
     ctx.record("crm_connection", params.connection_id, ["deleted"])
     return Disconnected(connection_id=params.connection_id, cancelled_events=cancelled)
@@ -806,7 +819,7 @@ async def list_writeback(ctx: Context, params: ListWritebackParams) -> Writeback
         "connection_id": params.connection_id,
     }
     # The cursor is signed and bound to the organisation and filters (server/cursor.py).
-    key = cursor_key(ctx.settings.suppression_key)
+    key = cursor_key(ctx.settings)
     scope = ["crm.listWriteback", str(ctx.organisation_id), filters]
     before = None
     if params.cursor is not None:

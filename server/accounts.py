@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from uuid import UUID
 
 import email_validator
@@ -15,6 +16,7 @@ from server.db import Tx, sql
 __all__ = [
     "DuplicateOrganisationName",
     "IssuedToken",
+    "PastExpiry",
     "ROLES",
     "create_organisation",
     "grant_token",
@@ -46,8 +48,8 @@ UPSERT_MEMBERSHIP = sql("""
     ON CONFLICT (organisation_id, user_id) DO UPDATE SET role = EXCLUDED.role
 """)
 INSERT_TOKEN = sql("""
-    INSERT INTO api_tokens (organisation_id, user_id, name, token_hash)
-    VALUES (:organisation_id, :user_id, :name, :token_hash)
+    INSERT INTO api_tokens (organisation_id, user_id, name, token_hash, expires_at)
+    VALUES (:organisation_id, :user_id, :name, :token_hash, :expires_at)
     RETURNING id
 """)
 # No unique index on names (no schema change before migrations exist): a transaction lock on the
@@ -64,7 +66,8 @@ REVOKE_TOKEN = sql("""
 """)
 # Newest first; `user_id` NULL lists the whole organisation's.
 SELECT_TOKENS = sql("""
-    SELECT t.id, t.name, t.user_id, u.email, m.role, t.created_at, t.last_used_at, t.revoked_at
+    SELECT t.id, t.name, t.user_id, u.email, m.role, t.created_at, t.last_used_at, t.revoked_at,
+           t.expires_at
       FROM api_tokens t
       JOIN memberships m ON m.organisation_id = t.organisation_id AND m.user_id = t.user_id
       JOIN users u ON u.id = t.user_id
@@ -101,6 +104,10 @@ class DuplicateOrganisationName(AccountError):
         self.existing_id = existing_id
 
 
+class PastExpiry(AccountError):
+    """A token asked to expire at a time already past (or with no time zone)."""
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     organisation_id: UUID
@@ -132,10 +139,15 @@ async def _audit(
 
 
 async def issue_token(
-    tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
+    tx: Tx,
+    organisation_id: UUID,
+    email: str,
+    role: str,
+    name: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
     """An operator's token (the CLI): grant_token, with its audit row."""
-    issued = await grant_token(tx, organisation_id, email, role, name)
+    issued = await grant_token(tx, organisation_id, email, role, name, expires_at)
     await _audit(
         tx, "cli.token.create", organisation_id, "api_token", str(issued.token_id), ["role", "token"]
     )
@@ -149,10 +161,17 @@ async def member(tx: Tx, organisation_id: UUID, email: str) -> tuple[UUID, str] 
 
 
 async def grant_token(
-    tx: Tx, organisation_id: UUID, email: str, role: str, name: str | None = None
+    tx: Tx,
+    organisation_id: UUID,
+    email: str,
+    role: str,
+    name: str | None = None,
+    expires_at: datetime | None = None,
 ) -> IssuedToken:
-    """Create the user and membership when missing (setting the role), then a new token; the
-    caller writes the audit row."""
+    """Create the user and membership when missing (setting the role), then a new token, valid
+    until `expires_at` (None: until revoked); the caller writes the audit row."""
+    if expires_at is not None and (expires_at.tzinfo is None or expires_at <= datetime.now(UTC)):
+        raise PastExpiry("the expiry must be a time in the future, with its time zone")
     if role not in ROLES:
         raise AccountError(f"role must be one of {', '.join(ROLES)}")
     if not await tx.scalar(ORGANISATION_EXISTS, {"id": organisation_id}):
@@ -170,6 +189,7 @@ async def grant_token(
             "user_id": user_id,
             "name": name,
             "token_hash": tokens.hash_token(token),
+            "expires_at": expires_at,
         },
     )
     return IssuedToken(organisation_id, user_id, token_id, token)

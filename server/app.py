@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from functools import cache
 from typing import Any
 
 import orjson
+import psycopg
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -23,6 +26,7 @@ from server.auth import Authenticator
 from server.db import Database
 from server.errors import PayloadTooLarge, RPCError, UnsupportedMediaType
 from server.explorer import explorer_routes
+from server.keys import shared_secret
 from server.metrics import Gauge, Metrics, ScrapeCollector, authorised
 from server.openrpc import openrpc_document
 from server.procedure import Router
@@ -30,6 +34,8 @@ from server.rpc import DISCOVER, Dispatcher, new_request_id
 from server.settings import Settings
 
 __all__ = ["create_app"]
+
+log = logging.getLogger("nurturehub.server")
 
 TITLE = "NurtureHub"
 VERSION = "1.0.1"
@@ -237,8 +243,21 @@ def create_app(
             pass  # the database is away: the process's own figures still answer
         return Response(metrics.render(scraped), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    async def share_cursor_key() -> None:
+        # Without a suppression key, every process of the deployment signs list cursors with
+        # one key from the database, so a cursor from one process works on another.
+        if settings.suppression_key is not None:
+            return
+        try:
+            secret = await shared_secret(db, "list-cursors")
+        except (RPCError, psycopg.Error):
+            log.warning("list cursors are signed with this process's own key: no shared key in the database")
+            return
+        dispatcher.settings = dataclasses.replace(dispatcher.settings, shared_cursor_secret=secret)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await share_cursor_key()
         authenticator.start()
         sampler = asyncio.create_task(sample_forever()) if metrics is not None else None
         # What exists now (modules, models, validators: nearly all of the heap) lives as long

@@ -34,10 +34,12 @@ _MAX_CACHED = 10_000
 
 SELECT_PRINCIPAL = sql("""
     SELECT t.id AS token_id, t.organisation_id, t.user_id, m.role,
-           (t.last_used_at IS NULL OR t.last_used_at < now() - :granularity) AS stale
+           (t.last_used_at IS NULL OR t.last_used_at < now() - :granularity) AS stale,
+           extract(epoch FROM t.expires_at - now()) AS seconds_left
       FROM api_tokens t
       JOIN memberships m ON m.organisation_id = t.organisation_id AND m.user_id = t.user_id
      WHERE t.token_hash = :token_hash AND t.revoked_at IS NULL
+       AND (t.expires_at IS NULL OR t.expires_at > now())
 """)
 
 TOUCH_TOKEN = sql("""
@@ -91,21 +93,24 @@ class Authenticator:
         self.misses += 1
         if not tokens.is_well_formed(token):
             raise Unauthorized("Unauthorized: the token is malformed")
-        principal = await self._load(tokens.hash_token(token))
+        principal, seconds_left = await self._load(tokens.hash_token(token))
         if self._listening and self._cache_seconds > 0:
             if len(self._cache) >= _MAX_CACHED:
                 self._cache.clear()
-            self._cache[token] = (principal, time.monotonic() + self._cache_seconds)
+            # An expiring token is cached no longer than it lives (the database's clock decides).
+            lifetime = self._cache_seconds if seconds_left is None else min(self._cache_seconds, seconds_left)
+            self._cache[token] = (principal, time.monotonic() + lifetime)
         return principal
 
-    async def _load(self, token_hash: bytes) -> Principal:
+    async def _load(self, token_hash: bytes) -> tuple[Principal, float | None]:
+        """The token's caller, and the seconds until the token expires (None: it does not)."""
         # Ahead of queued calls: until it is known whose call this is, it cannot be given its
         # organisation's place in the queue (server/rpc.py, fair shares), and the look-up is short.
         async with self._db.transaction(priority=True) as tx:
             params = {"token_hash": token_hash, "granularity": LAST_USED_GRANULARITY}
             row = await tx.one(SELECT_PRINCIPAL, params)
             if row is None:
-                raise Unauthorized("Unauthorized: the token is unknown or revoked")
+                raise Unauthorized("Unauthorized: the token is unknown, revoked or expired")
             if row["stale"]:
                 await tx.execute(
                     TOUCH_TOKEN,
@@ -115,12 +120,14 @@ class Authenticator:
                         "granularity": LAST_USED_GRANULARITY,
                     },
                 )
-        return Principal(
+        principal = Principal(
             user_id=row["user_id"],
             organisation_id=row["organisation_id"],
             role=row["role"],
             token_id=row["token_id"],
         )
+        seconds_left = row["seconds_left"]
+        return principal, None if seconds_left is None else float(seconds_left)
 
     # Invalidation ------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 from uuid import UUID
@@ -99,6 +99,21 @@ def _uuid(value: str) -> UUID:
         return UUID(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a UUID: {value[:40]!r}") from None
+
+
+def _expiry(value: str) -> datetime:
+    """`--expires`: a number of days from now (`30d`), or an ISO 8601 time with its zone."""
+    if value.endswith("d") and value[:-1].isdigit() and int(value[:-1]) > 0:
+        return datetime.now(UTC) + timedelta(days=int(value[:-1]))
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        when = None
+    if when is None or when.tzinfo is None:
+        raise argparse.ArgumentTypeError(
+            f"not a number of days (30d) nor a time with its zone (2027-01-31T00:00:00Z): {value[:40]!r}"
+        )
+    return when
 
 
 def _port(value: str) -> int:
@@ -376,13 +391,14 @@ def cmd_token_list(args: argparse.Namespace) -> None:
 
 
 def cmd_token_create(args: argparse.Namespace) -> None:
-    async def work(db: Database) -> dict[str, str]:
+    async def work(db: Database) -> dict[str, str | None]:
         await _seed(db)
         async with db.transaction() as tx:
-            issued = await issue_token(tx, args.org, args.email, args.role, args.name)
+            issued = await issue_token(tx, args.org, args.email, args.role, args.name, args.expires)
         return {
             "userId": str(issued.user_id),
             "tokenId": str(issued.token_id),
+            "expiresAt": args.expires.isoformat() if args.expires else None,
             "token": issued.token,
         }
 
@@ -738,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     token_create.add_argument("--email", required=True)
     token_create.add_argument("--role", choices=("owner", "admin", "member"), required=True)
     token_create.add_argument("--name")
+    token_create.add_argument(
+        "--expires", type=_expiry, help="when it stops working: 30d (days from now) or an ISO 8601 time"
+    )
     token_create.set_defaults(run=cmd_token_create)
     token_list = token.add_parser("list", help="an organisation's tokens: ids, users, roles, never a token")
     token_list.add_argument("--org", type=_uuid, required=True)

@@ -13,23 +13,33 @@ import base64
 import binascii
 import hashlib
 import hmac
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from server.errors import InvalidParams
 from server.keys import derive_key, process_key
 
-__all__ = ["cursor_key", "decode_cursor", "encode_cursor"]
+if TYPE_CHECKING:
+    from server.settings import Settings
+
+__all__ = ["cursor_key", "decode_cursor", "encode_cursor", "signing_key"]
 
 _LABEL = "keyset-cursor/v1"
 _MAC_BYTES = 16
 _REFUSED = "is not a cursor this list gave out for this query; start again without one"
 
 
-def cursor_key(suppression_key: bytes | None) -> bytes:
-    """Derived from the server key; without one, cursors are valid in this process only."""
-    return derive_key(suppression_key, _LABEL) if suppression_key else process_key(_LABEL)
+def cursor_key(settings: Settings) -> bytes:
+    """Derived from the suppression key, else from the deployment's shared key in the database;
+    without either (the database could not give one at start), valid in this process only."""
+    secret = settings.suppression_key or settings.shared_cursor_secret
+    return signing_key(secret) if secret else process_key(_LABEL)
+
+
+def signing_key(secret: bytes) -> bytes:
+    """The cursor key derived from a secret (so it is never the secret itself)."""
+    return derive_key(secret, _LABEL)
 
 
 def _b64(data: bytes) -> str:

@@ -14,6 +14,12 @@ import hmac
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from server.db import sql
+
+if TYPE_CHECKING:
+    from server.db import Database
 
 __all__ = [
     "KEY_ENV",
@@ -26,6 +32,7 @@ __all__ = [
     "parse_key",
     "prepare_for_serve",
     "process_key",
+    "shared_secret",
 ]
 
 KEY_ENV = "NURTUREHUB_SUPPRESSION_KEY"
@@ -114,3 +121,18 @@ def prepare_for_serve(data_dir: Path | None) -> str:
     os.environ[KEY_ENV] = base64.b64encode(key).decode()  # for the server's worker processes
     made = "created a new" if created else "using the"
     return f"NurtureHub: {made} erasure suppression key {path} (back it up with the data)"
+
+
+# The deployment's shared secrets (server_keys): made by whichever process asks first, read by
+# the rest, so every process on one database agrees without a variable set by hand.
+_INSERT_SHARED = sql(
+    "INSERT INTO server_keys (name, key) VALUES (:name, :key) ON CONFLICT (name) DO NOTHING"
+)
+_SELECT_SHARED = sql("SELECT key FROM server_keys WHERE name = :name")
+
+
+async def shared_secret(db: Database, name: str) -> bytes:
+    """The deployment's secret called `name`, made now if no process has made it yet."""
+    async with db.transaction() as tx:
+        await tx.execute(_INSERT_SHARED, {"name": name, "key": secrets.token_bytes(MIN_KEY_BYTES)})
+        return bytes(await tx.scalar(_SELECT_SHARED, {"name": name}))

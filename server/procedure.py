@@ -120,6 +120,10 @@ def query(*, guard: Guard, errors: tuple[type[RPCError], ...] = ()) -> Callable[
 
 def mutation(*, guard: Guard, errors: tuple[type[RPCError], ...] = ()) -> Callable[[Handler], Procedure]:
     """A procedure that writes; the framework writes its audit row in the same transaction."""
+    if guard is Guard.PUBLIC:
+        # Its audit row would name no organisation, and every audit row names one (the key the
+        # schema is distributed by).
+        raise TypeError("a mutation needs a caller: guard it with AUTHED or ADMIN")
     return _build(Kind.MUTATION, guard, errors)
 
 

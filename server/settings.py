@@ -66,6 +66,9 @@ class Settings:
     # HMAC key for erasure suppression hashes (and, derived, list cursors). None: erasure and
     # import suppression checks fail closed. Never in repr, so it never reaches a log.
     suppression_key: bytes | None = field(default=None, repr=False)
+    # Without a suppression key, list cursors are signed with a key every process of the
+    # deployment shares, kept in the database (server_keys) and loaded at start (server/app.py).
+    shared_cursor_secret: bytes | None = field(default=None, repr=False)
     # The erasure journal (server/journal.py): every erasure, kept outside the database so a
     # restore can replay it. None: not kept (tests that do not need it).
     erasure_journal: Path | None = None

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -104,7 +105,7 @@ def test_token_create_adds_the_member_and_revoke_takes_effect(database_url: str,
     )
     assert done.returncode == 0, done.stderr
     issued = json.loads(done.stdout)
-    assert set(issued) == {"userId", "tokenId", "token"}
+    assert set(issued) == {"userId", "tokenId", "expiresAt", "token"} and issued["expiresAt"] is None
     assert rpc.call("auth.whoami", {}, token=issued["token"])["role"] == "member"
 
     revoked = nurturehub(database_url, "token", "revoke", issued["tokenId"])
@@ -117,6 +118,19 @@ def test_token_create_adds_the_member_and_revoke_takes_effect(database_url: str,
         "SELECT count(*) FROM api_tokens WHERE name = 'laptop' AND encode(token_hash, 'escape') LIKE %s",
         (f"%{issued['token']}%",),
     ) == [(0,)]
+
+
+def test_token_create_with_an_expiry_lists_it(database_url: str, world) -> None:
+    org = world.org()
+    issued = json.loads(nurturehub(
+        database_url, "token", "create", "--org", org.id, "--email", "temp@agency.co.uk", "--role", "member",
+        "--expires", "30d",
+    ).stdout)
+    days = (datetime.fromisoformat(issued["expiresAt"]) - datetime.now(UTC)).total_seconds() / 86400
+    assert 29.9 < days <= 30
+    tokens = json.loads(nurturehub(database_url, "token", "list", "--org", org.id).stdout)["tokens"]
+    [listed] = [t for t in tokens if t["id"] == issued["tokenId"]]
+    assert datetime.fromisoformat(listed["expiresAt"]) == datetime.fromisoformat(issued["expiresAt"])
 
 
 def test_token_create_can_promote_an_existing_member(database_url: str, rpc: Rpc, world) -> None:
@@ -146,6 +160,18 @@ def test_token_create_can_promote_an_existing_member(database_url: str, rpc: Rpc
             ["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "member"],
             1,
             "no organisation has that id",
+        ),
+        (
+            ["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "member",
+             "--expires", "2030-01-01"],
+            2,
+            "a time with its zone",
+        ),
+        (
+            ["token", "create", "--org", str(uuid.uuid4()), "--email", "a@b.co.uk", "--role", "member",
+             "--expires", "2020-01-01T00:00:00Z"],
+            1,
+            "in the future",
         ),
         (["token", "revoke", str(uuid.uuid4())], 1, "no active token"),
         (["org", "create", "X", "--owner-email", "not-an-email"], 1, "email address is not valid"),

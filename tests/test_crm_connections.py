@@ -150,6 +150,9 @@ def test_disconnect_deletes_credentials_and_cancels_queued_events(
     assert result == {"connectionId": cid, "cancelledEvents": 2}
     assert crm.call("crm.listConnections", {}, agency.member_token) == []
     assert query(database_url, "SELECT count(*) FROM crm_connections WHERE id = %s", (cid,)) == [(0,)]
+    # The contact stays, without its link to the CRM that is gone.
+    kept = crm.call("contacts.get", {"id": contact}, agency.member_token)
+    assert (kept["crmConnectionId"], kept["externalId"]) == (None, "RPT00000001")
     items = crm.call("crm.listWriteback", {"status": "failed"}, agency.admin_token)["items"]
     assert sorted(i["id"] for i in items) == sorted(ids)
     assert {(i["connectionId"], i["providerId"], i["lastError"]) for i in items} == {

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tests.support import Rpc, RpcError, query, wait_until
 
 
+def refused(rpc: Rpc) -> bool:
+    try:
+        rpc.call("auth.whoami")
+    except RpcError as exc:
+        return exc.code == "UNAUTHORIZED"
+    return False
+
+
 def refused_soon(rpc: Rpc) -> bool:
     """The token is refused within a second (the NOTIFY reaches each process's cache in ms)."""
-
-    def refused() -> bool:
-        try:
-            rpc.call("auth.whoami")
-        except RpcError as exc:
-            return exc.code == "UNAUTHORIZED"
-        return False
-
-    return wait_until(refused, timeout=1.0, interval=0.01)
+    return wait_until(lambda: refused(rpc), timeout=1.0, interval=0.01)
 
 
 def test_an_admin_creates_a_member_token_shown_once_that_works_at_once(rpc: Rpc, world: Any) -> None:
@@ -100,3 +101,29 @@ def test_a_token_for_yourself_keeps_your_role(rpc: Rpc, world: Any) -> None:
     assert owner.error("auth.createToken", {"email": email, "role": "member"})["data"]["code"] == "FORBIDDEN"
     again = owner.call("auth.createToken", {"email": email, "role": "owner", "name": "second laptop"})
     assert rpc.as_(again["token"]).call("auth.whoami")["role"] == "owner"
+
+
+def test_a_token_stops_working_when_it_expires(rpc: Rpc, world: Any) -> None:
+    org = world.org()
+    owner = rpc.as_(org.owner_token)
+    soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+    params = {"email": "temp@agency.co.uk", "role": "member", "expiresAt": soon}
+    created = owner.call("auth.createToken", params)
+    assert created["expiresAt"] is not None
+    temporary = rpc.as_(created["token"])
+    # Used (and so cached) while valid, then refused once its time has come, cache or not.
+    assert temporary.call("auth.whoami")["role"] == "member"
+    [listed] = [t for t in owner.call("auth.listTokens")["items"] if t["id"] == created["id"]]
+    assert datetime.fromisoformat(listed["expiresAt"]) == datetime.fromisoformat(soon)
+    assert wait_until(lambda: refused(temporary), timeout=5.0, interval=0.1)
+    assert "expired" in temporary.error("auth.whoami")["message"]
+
+
+def test_an_expiry_in_the_past_or_without_a_zone_names_its_field(rpc: Rpc, world: Any) -> None:
+    owner = rpc.as_(world.org().owner_token)
+    for when in ((datetime.now(UTC) - timedelta(minutes=1)).isoformat(), "2030-01-01T00:00:00"):
+        params = {"email": "a@agency.co.uk", "role": "member", "expiresAt": when}
+        error = owner.error("auth.createToken", params)
+        assert error["code"] == -32602 and error["data"]["issues"][0]["path"] == "expiresAt", error
+    assert not [t for t in owner.call("auth.listTokens")["items"] if t["email"] == "a@agency.co.uk"]
+

@@ -176,6 +176,7 @@ class CreateTokenParams(ParamsModel):
     email: str
     role: Role
     name: str | None = None
+    expires_at: datetime | None = None
 
 
 class CreatedToken(ResultModel):
@@ -183,6 +184,7 @@ class CreatedToken(ResultModel):
     user_id: UUID
     role: Role
     name: str | None
+    expires_at: datetime | None
     token: str
 
 
@@ -202,6 +204,7 @@ class Token(ResultModel):
     created_at: datetime
     last_used_at: datetime | None
     revoked_at: datetime | None
+    expires_at: datetime | None
     current: bool
 
 

@@ -379,6 +379,7 @@ class AuthNamespace:
         email: str,
         role: Role,
         name: str | None | NotGiven = NOT_GIVEN,
+        expires_at: datetime | None | NotGiven = NOT_GIVEN,
     ) -> CreatedToken:
         """A new token for a member of the caller's organisation, acting with `role` (the member's
         role is set to it; a new email becomes a member). Never a role above the caller's, nor for
@@ -387,7 +388,11 @@ class AuthNamespace:
         Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
-        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        params = CreateTokenParams(
+            email=email,
+            role=role,
+            **given(name=name, expires_at=expires_at),
+        )
         return self._transport.call(_AUTH_CREATE_TOKEN(params))
 
     def list_tokens(
@@ -459,6 +464,7 @@ class AsyncAuthNamespace:
         email: str,
         role: Role,
         name: str | None | NotGiven = NOT_GIVEN,
+        expires_at: datetime | None | NotGiven = NOT_GIVEN,
     ) -> CreatedToken:
         """A new token for a member of the caller's organisation, acting with `role` (the member's
         role is set to it; a new email becomes a member). Never a role above the caller's, nor for
@@ -467,7 +473,11 @@ class AsyncAuthNamespace:
         Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
-        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        params = CreateTokenParams(
+            email=email,
+            role=role,
+            **given(name=name, expires_at=expires_at),
+        )
         return await self._transport.call(_AUTH_CREATE_TOKEN(params))
 
     async def list_tokens(
@@ -539,6 +549,7 @@ class AuthBatchNamespace:
         email: str,
         role: Role,
         name: str | None | NotGiven = NOT_GIVEN,
+        expires_at: datetime | None | NotGiven = NOT_GIVEN,
     ) -> Pending[CreatedToken]:
         """A new token for a member of the caller's organisation, acting with `role` (the member's
         role is set to it; a new email becomes a member). Never a role above the caller's, nor for
@@ -547,7 +558,11 @@ class AuthBatchNamespace:
         Procedure `auth.createToken`, a mutation (writes, with an audit entry; never retried).
         Guard: admin, owners and admins only (anyone else gets Forbidden).
         """
-        params = CreateTokenParams(email=email, role=role, **given(name=name))
+        params = CreateTokenParams(
+            email=email,
+            role=role,
+            **given(name=name, expires_at=expires_at),
+        )
         return self._batch.add(_AUTH_CREATE_TOKEN(params))
 
     def list_tokens(

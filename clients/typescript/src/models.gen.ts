@@ -127,6 +127,7 @@ export interface CreateTokenParams {
   email: string;
   role: Role;
   name?: string | null;
+  expiresAt?: DateTime | null;
 }
 
 export interface CreatedToken {
@@ -134,6 +135,7 @@ export interface CreatedToken {
   userId: Uuid;
   role: Role;
   name: string | null;
+  expiresAt: DateTime | null;
   token: string;
 }
 
@@ -152,6 +154,7 @@ export interface Token {
   createdAt: DateTime;
   lastUsedAt: DateTime | null;
   revokedAt: DateTime | null;
+  expiresAt: DateTime | null;
   current: boolean;
 }
 
