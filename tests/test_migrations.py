@@ -126,20 +126,13 @@ def fill(database_url: str) -> dict[str, Any]:
     All in SQL with the columns every released schema has, so no code of this version (which
     reads columns older schemas lack) runs against an older schema."""
     from procedures.crm_credentials import seal_credentials
-    from server import tokens
     from tests.crm_support import KEYRING
 
-    token = tokens.generate()
-    org_id, owner_id, token_id, connection_id = (str(uuid.uuid4()) for _ in range(4))
+    connection_id = str(uuid.uuid4())
     contacts: list[str] = []
     with psycopg.connect(database_url, autocommit=True) as conn, conn.transaction():
-        conn.execute("INSERT INTO organisations (id, name) VALUES (%s, 'Upgrade Estates')", (org_id,))
-        conn.execute("INSERT INTO users (id, email) VALUES (%s, 'owner@upgrade.co.uk')", (owner_id,))
-        conn.execute("INSERT INTO memberships (organisation_id, user_id, role) VALUES (%s, %s, 'owner')",
-                     (org_id, owner_id))
-        conn.execute(
-            "INSERT INTO api_tokens (organisation_id, id, user_id, name, token_hash)"
-            " VALUES (%s, %s, %s, 'first', %s)", (org_id, token_id, owner_id, tokens.hash_token(token)))
+        owner = owner_in_sql(conn)
+        org_id = owner["organisationId"]
         sealed = seal_credentials(
             KEYRING, uuid.UUID(org_id), uuid.UUID(connection_id), {"apiToken": "street-token-upgrade"})
         conn.execute(
@@ -194,8 +187,24 @@ def fill(database_url: str) -> dict[str, Any]:
                          " VALUES (%s, %s, %s)", (org_id, os.urandom(32), kind))
         conn.execute("INSERT INTO audit_log (organisation_id, action, target_type, target_id)"
                      " VALUES (%s, 'contacts.delete', 'contact', %s)", (org_id, contacts[2]))
-    return {"token": token, "organisationId": org_id, "tokenId": token_id, "connectionId": connection_id,
-            "contacts": contacts[:2], "events": events}
+    return {**owner, "connectionId": connection_id, "contacts": contacts[:2], "events": events}
+
+
+def owner_in_sql(conn: psycopg.Connection[Any]) -> dict[str, str]:
+    """An organisation, its owner and the owner's token, written with the columns every released
+    schema has; returns the token and the ids."""
+    from server import tokens
+
+    token = tokens.generate()
+    org_id, owner_id, token_id = (str(uuid.uuid4()) for _ in range(3))
+    conn.execute("INSERT INTO organisations (id, name) VALUES (%s, 'Upgrade Estates')", (org_id,))
+    conn.execute("INSERT INTO users (id, email) VALUES (%s, %s)", (owner_id, f"{owner_id}@upgrade.co.uk"))
+    conn.execute("INSERT INTO memberships (organisation_id, user_id, role) VALUES (%s, %s, 'owner')",
+                 (org_id, owner_id))
+    conn.execute(
+        "INSERT INTO api_tokens (organisation_id, id, user_id, name, token_hash)"
+        " VALUES (%s, %s, %s, 'first', %s)", (org_id, token_id, owner_id, tokens.hash_token(token)))
+    return {"token": token, "organisationId": org_id, "tokenId": token_id}
 
 
 def rows(url: str) -> dict[str, list[dict[str, Any]]]:
