@@ -9,8 +9,9 @@ consent and creation times (spread over five years) are varied enough for realis
 
 Rows are made by set-based SQL (generate_series, INSERT ... SELECT), one transaction per
 organisation, then VACUUM ANALYZE, so 100,000 contacts load in seconds and 1,000,000 in minutes.
-Organisations and their owner tokens are created through server.accounts, as the CLI does, and
-written with the ids to the JSON file the load scripts read. Each run adds new organisations.
+Organisations and their owner tokens are written in SQL with the columns every schema version has
+(bench.migrations loads an old schema), and saved with the ids to the JSON file the load scripts
+read. Each run adds new organisations.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from uuid import UUID
 import psycopg
 
 from seeds.crm_providers import seed
-from server.accounts import create_organisation
+from server import tokens
 from server.db import Database, sql
 from server.migrate import Migrator
 
@@ -211,10 +212,29 @@ def _libpq_url(database_url: str) -> str:
     return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
+# The organisation, its owner and the owner's token, with the columns every schema version has:
+# bench.migrations loads this dataset into the oldest schema it upgrades, where this version's
+# server.accounts (which writes newer columns) cannot run.
+_INSERT_OWNER = sql("""
+    WITH o AS (INSERT INTO organisations (name) VALUES (:name) RETURNING id),
+         u AS (INSERT INTO users (email) VALUES (:email) RETURNING id),
+         m AS (INSERT INTO memberships (organisation_id, user_id, role)
+               SELECT o.id, u.id, 'owner' FROM o, u),
+         t AS (INSERT INTO api_tokens (organisation_id, user_id, name, token_hash)
+               SELECT o.id, u.id, 'bench', :token_hash FROM o, u RETURNING id)
+    SELECT o.id AS organisation_id, u.id AS user_id FROM o, u, t
+""")
+
+
 async def _load_organisation(db: Database, name: str, owner_email: str, n: int) -> Organisation:
+    token = tokens.generate()
     async with db.transaction() as tx:
-        issued = await create_organisation(tx, name, owner_email)
-    common = {"organisation_id": issued.organisation_id, "categories": list(CATEGORIES)}
+        owner = await tx.one(
+            _INSERT_OWNER, {"name": name, "email": owner_email, "token_hash": tokens.hash_token(token)}
+        )
+    assert owner is not None
+    issued_user_id = owner["user_id"]
+    common = {"organisation_id": owner["organisation_id"], "categories": list(CATEGORIES)}
     async with db.transaction() as tx:
         # Bulk load: nothing here needs to survive a crash before the commit returns.
         await tx.execute(sql("SET LOCAL synchronous_commit = off"))
@@ -233,12 +253,12 @@ async def _load_organisation(db: Database, name: str, owner_email: str, n: int) 
             },
         )
         await tx.execute(_INSERT_CONTACTS, common)
-        await tx.execute(_INSERT_ASSIGNMENTS, {**common, "user_id": issued.user_id})
+        await tx.execute(_INSERT_ASSIGNMENTS, {**common, "user_id": issued_user_id})
     return Organisation(
-        id=str(issued.organisation_id),
+        id=str(owner["organisation_id"]),
         name=name,
-        owner_user_id=str(issued.user_id),
-        owner_token=issued.token,
+        owner_user_id=str(issued_user_id),
+        owner_token=token,
         contacts=n,
     )
 

@@ -24,9 +24,6 @@ ALTER TABLE audit_log ADD PRIMARY KEY (organisation_id, id);
 
 -- Citus refuses ON DELETE SET NULL on a foreign key that holds organisation_id: crm.disconnect
 -- now detaches contacts, events and inbox rows before it deletes the connection.
-ALTER TABLE contacts DROP CONSTRAINT contacts_organisation_id_crm_connection_id_fkey;
-ALTER TABLE contacts ADD FOREIGN KEY (organisation_id, crm_connection_id)
-    REFERENCES crm_connections (organisation_id, id);
 ALTER TABLE crm_writeback_queue DROP CONSTRAINT crm_writeback_queue_organisation_id_connection_id_fkey;
 ALTER TABLE crm_writeback_queue ADD FOREIGN KEY (organisation_id, connection_id)
     REFERENCES crm_connections (organisation_id, id);
@@ -39,3 +36,9 @@ CREATE TABLE server_keys (
     key        bytea NOT NULL CHECK (octet_length(key) >= 32),
     created_at timestamptz NOT NULL DEFAULT now()
 );
+
+-- Last, as its lock is held to the commit: contacts' reads wait only for this check, one scan of
+-- the contacts that name a connection.
+ALTER TABLE contacts DROP CONSTRAINT contacts_organisation_id_crm_connection_id_fkey;
+ALTER TABLE contacts ADD FOREIGN KEY (organisation_id, crm_connection_id)
+    REFERENCES crm_connections (organisation_id, id);
