@@ -52,6 +52,7 @@ LEASE_WAIT = 1.0  # seconds a call waits for a lease before it goes ahead (faili
 FAIL_OPEN_SECONDS = 5.0  # how long a key goes unlimited when its lease failed, before another
 _UNLIMITED = 1 << 30  # the permits a key failing open holds
 CONNECT_TIMEOUT = 2
+STATEMENT_TIMEOUT_MS = 2000  # a lease stuck behind a lock fails (open) rather than hold the rest
 _MAX_KEYS = 10_000  # keys remembered per scope before expired ones are dropped
 
 # The policies' names, as in the RateLimit-Policy and RateLimit headers and the metrics' labels.
@@ -192,18 +193,22 @@ class RateLimiter:
                     f"is used up; try again in {retry_after} s",
                     data={"retryAfter": retry_after, "policy": scope.name},
                 )
-        waiting = [self._lease(scope, bucket) for scope, bucket in found if bucket.left <= 0]
-        if waiting:
-            return self._wait(waiting, principal)
+        empty = [(scope, bucket) for scope, bucket in found if bucket.left <= 0]
+        if empty:
+            return self._wait(empty, principal)
         return self.admit(principal)  # both at hand now (a lease landed at a new minute)
 
-    async def _wait(self, leases: list[asyncio.Future[None]], principal: Principal) -> None:
-        """Wait for the leases, then spend as admit() does (refused, or waiting again)."""
+    async def _wait(self, empty: list[tuple[_Scope, _Bucket]], principal: Principal) -> None:
+        """Wait for the keys' leases, then spend as admit() does (refused, or waiting again)."""
+        leases = [asyncio.shield(self._lease(scope, bucket)) for scope, bucket in empty]
         try:
-            await asyncio.wait_for(asyncio.gather(*(asyncio.shield(f) for f in leases)), LEASE_WAIT)
+            await asyncio.wait_for(asyncio.gather(*leases), LEASE_WAIT)
         except TimeoutError:
-            # The database is slow to answer: the call goes ahead, counted, rather than wait
-            # longer; once the lease fails its key fails open, and no call waits.
+            # The database is slow to answer: this call goes ahead, and the keys fail open
+            # until their leases land, so no other call waits as long.
+            for _, bucket in empty:
+                if bucket.left <= 0:
+                    self._fail_open(bucket, TimeoutError())
             self.fail_open_calls += 1
             return
         waiting = self.admit(principal)
@@ -223,7 +228,7 @@ class RateLimiter:
         block = bucket.next_block
         try:
             granted, ends_in = await self._ask(scope, bucket, block)
-        except (psycopg.Error, OSError) as exc:
+        except Exception as exc:  # whatever it is, calls go ahead: failing open is the answer
             self._fail_open(bucket, exc)
         else:
             now = time.monotonic()
@@ -273,7 +278,7 @@ class RateLimiter:
                 if time.monotonic() - self._forgot_at > WINDOW_SECONDS:
                     self._forgot_at = time.monotonic()
                     await connection.execute(FORGET_OLD_WINDOWS.query)
-            except psycopg.Error:
+            except BaseException:  # psycopg's errors, or a cancellation half-way through a statement
                 await self._drop()
                 raise
         assert row is not None
@@ -286,7 +291,8 @@ class RateLimiter:
             raise psycopg.OperationalError("the database was unreachable a moment ago")
         try:
             self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT
+                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
+                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
             )
         except psycopg.Error:
             self._down_until = time.monotonic() + 1.0

@@ -184,6 +184,33 @@ def test_an_unreachable_database_fails_open_at_once_after_the_first_wait(loop: L
     assert took < 2.5  # a refused connection is known at once; nothing waits for it again
 
 
+def test_a_database_slow_to_answer_delays_one_call_by_a_second_and_no_other(
+    loop: LoopThread, shared_db: str
+) -> None:
+    """A lease stuck behind a lock: the call waiting for it goes ahead after LEASE_WAIT, and the
+    key fails open, so the calls after it do not wait at all."""
+    import psycopg
+
+    async def run() -> tuple[float, float, bool, int]:
+        limiter = RateLimiter(shared_db, per_token=1000, per_organisation=0)
+        principal = _principal()
+        async with await psycopg.AsyncConnection.connect(shared_db) as blocker:
+            await blocker.execute("LOCK TABLE rate_limit_windows IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            first = await _admit(limiter, principal)
+            waited = time.monotonic() - started
+            started = time.monotonic()
+            rest = [await _admit(limiter, principal) for _ in range(50)]
+            await blocker.rollback()
+        took = time.monotonic() - started
+        await limiter.close()
+        return waited, took, first and all(rest), limiter.fail_open_calls
+
+    waited, took, admitted, fail_open = loop.run(run())
+    assert admitted and fail_open == 51
+    assert 0.9 < waited < 1.5 and took < 0.2
+
+
 @pytest.fixture(scope="module")
 def shared_db(postgres: Any, loop: LoopThread) -> str:
     return str(postgres.create_prepared_database(loop))
