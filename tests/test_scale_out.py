@@ -11,8 +11,9 @@ import subprocess
 import time
 
 from server.keys import KEY_ENV
-from tests.support import Rpc, RpcError, wait_until
+from tests.support import Rpc
 from tests.test_serve import BIN, Serve
+from tests.test_tokens import refused_soon
 
 
 def create_org(env: dict[str, str], name: str, email: str) -> str:
@@ -50,15 +51,7 @@ def test_two_servers_on_one_database_share_revocations_and_cursors(postgres) -> 
             assert as_member_on_two.call("auth.whoami")["role"] == "member"
         on_one.call("auth.revokeToken", {"id": member["id"]})
         revoked_at = time.monotonic()
-
-        def refused() -> bool:
-            try:
-                as_member_on_two.call("auth.whoami")
-            except RpcError as exc:
-                return exc.code == "UNAUTHORIZED"
-            return False
-
-        assert wait_until(refused, timeout=1.0, interval=0.02)
+        assert refused_soon(as_member_on_two)
         assert time.monotonic() - revoked_at < 1.0
     finally:
         assert one.stop() == 0
