@@ -193,7 +193,9 @@ class RateLimiter:
                     f"is used up; try again in {retry_after} s",
                     data={"retryAfter": retry_after, "policy": scope.name},
                 )
-        empty = [(scope, bucket) for scope, bucket in found if bucket.left <= 0]
+        # A key with nothing to spend now: none left, or its minute over while a lease is still
+        # in flight (which lands with the new minute's end).
+        empty = [(scope, bucket) for scope, bucket in found if bucket.left <= 0 or now >= bucket.ends]
         if empty:
             return self._wait(empty, principal)
         return self.admit(principal)  # both at hand now (a lease landed at a new minute)
@@ -206,8 +208,9 @@ class RateLimiter:
         except TimeoutError:
             # The database is slow to answer: this call goes ahead, and the keys fail open
             # until their leases land, so no other call waits as long.
+            now = time.monotonic()
             for _, bucket in empty:
-                if bucket.left <= 0:
+                if bucket.left <= 0 or now >= bucket.ends:
                     self._fail_open(bucket, TimeoutError())
             self.fail_open_calls += 1
             return

@@ -211,6 +211,30 @@ def test_a_database_slow_to_answer_delays_one_call_by_a_second_and_no_other(
     assert 0.9 < waited < 1.5 and took < 0.2
 
 
+def test_a_minute_ending_while_a_lease_is_in_flight_waits_for_it(loop: LoopThread, shared_db: str) -> None:
+    """Regression: permits left at the end of a minute, the next block's lease not yet back. The
+    call waits for that lease (which brings the new minute) instead of asking again at once,
+    which recursed until RecursionError."""
+
+    async def run() -> tuple[bool, bool, int]:
+        limiter = RateLimiter(shared_db, per_token=100_000, per_organisation=0)  # blocks of 62 first
+        principal = _principal()
+        assert await _admit(limiter, principal)
+        bucket = limiter.token.buckets[principal.token_id.int]
+        assert bucket.left > 0
+        bucket.ends = time.monotonic() - 0.001  # the minute is over...
+        in_flight = limiter._lease(limiter.token, bucket)  # ...while the next lease is out
+        waiting = limiter.admit(principal)
+        assert waiting is not None and not in_flight.done()
+        await waiting
+        fresh = bucket.ends > time.monotonic() + 1
+        await limiter.close()
+        return in_flight.done(), fresh, limiter.fail_open_calls
+
+    landed, fresh, fail_open = loop.run(run())
+    assert landed and fresh and fail_open == 0
+
+
 @pytest.fixture(scope="module")
 def shared_db(postgres: Any, loop: LoopThread) -> str:
     return str(postgres.create_prepared_database(loop))
