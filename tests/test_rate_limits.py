@@ -243,32 +243,39 @@ def shared_db(postgres: Any, loop: LoopThread) -> str:
 # Per process, in the property below: each simulates one server process on the database.
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    limit=st.integers(min_value=1, max_value=400),
+    limit=st.one_of(st.integers(min_value=1, max_value=400), st.integers(min_value=400, max_value=5000)),
     processes=st.integers(min_value=1, max_value=4),
     order=st.lists(st.integers(min_value=0, max_value=3), min_size=1, max_size=600),
+    width=st.integers(min_value=1, max_value=16),
 )
 def test_never_more_admitted_in_a_minute_than_the_limit_and_one_block(
-    loop: LoopThread, shared_db: str, limit: int, processes: int, order: list[int]
+    loop: LoopThread, shared_db: str, limit: int, processes: int, order: list[int], width: int
 ) -> None:
-    """Whatever the interleaving of calls over processes: calls admitted in a minute are at most
-    what the database granted, which is at most the limit plus one block less one; and a call is
-    refused only once the minute's grants have reached the limit."""
+    """Whatever the interleaving of calls over processes, `width` at a time (leases in flight
+    while other calls spend): calls admitted in a minute are at most what the database granted,
+    which is at most the limit plus one block less one; and a call is refused only once the
+    minute's grants have reached the limit."""
     assume(seconds_left_in_minute(shared_db) > 5)
 
     async def run() -> tuple[int, list[tuple[int, int]], list[tuple[Any, ...]]]:
         limiters = [RateLimiter(shared_db, per_token=limit, per_organisation=0) for _ in range(processes)]
         principal = _principal()
         admitted, refused_at = 0, []
+
+        async def one(turn: int) -> None:
+            nonlocal admitted
+            if await _admit(limiters[turn % processes], principal):
+                admitted += 1
+            else:
+                [(granted,)] = await asyncio.to_thread(
+                    query, shared_db, "SELECT sum(granted) FROM rate_limit_windows WHERE subject = %s",
+                    (principal.token_id,),
+                )
+                refused_at.append((admitted, int(granted)))
+
         try:
-            for turn in order:
-                if await _admit(limiters[turn % processes], principal):
-                    admitted += 1
-                else:
-                    [(granted,)] = await asyncio.to_thread(
-                        query, shared_db, "SELECT sum(granted) FROM rate_limit_windows WHERE subject = %s",
-                        (principal.token_id,),
-                    )
-                    refused_at.append((admitted, int(granted)))
+            for start in range(0, len(order), width):
+                await asyncio.gather(*(one(turn) for turn in order[start : start + width]))
         finally:
             for limiter in limiters:
                 await limiter.close()
