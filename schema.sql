@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 7
+-- schema-version: 8
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -521,4 +521,23 @@ CREATE TABLE server_keys (
     created_at timestamptz NOT NULL DEFAULT now()
 );
 
-INSERT INTO schema_version (version, name) VALUES (7, 'schema.sql');
+-- Rate limits --------------------------------------------------------------------------------------
+
+-- Permits granted per organisation, scope and minute: each server process leases them in blocks
+-- and spends them locally (server/ratelimit.py), so a call costs no round trip. `subject` is the
+-- token's id for scope 'token', the organisation's own id for scope 'organisation'. Keyed by
+-- organisation first, so the table distributes by tenant; no foreign keys, as a row lives for a
+-- minute or two and must not slow an erasure or a revocation. UNLOGGED: its writes cost no WAL,
+-- and a crash that empties it only forgets the current minute's counts.
+CREATE UNLOGGED TABLE rate_limit_windows (
+    organisation_id uuid        NOT NULL,
+    scope           text        NOT NULL,
+    subject         uuid        NOT NULL,
+    window_start    timestamptz NOT NULL,
+    granted         integer     NOT NULL,
+    CONSTRAINT rate_limit_windows_pkey PRIMARY KEY (organisation_id, scope, subject, window_start),
+    CONSTRAINT rate_limit_windows_scope_check CHECK (scope IN ('token', 'organisation')),
+    CONSTRAINT rate_limit_windows_granted_check CHECK (granted >= 0)
+);
+
+INSERT INTO schema_version (version, name) VALUES (8, 'schema.sql');

@@ -30,6 +30,7 @@ from server.keys import shared_secret
 from server.metrics import Gauge, Metrics, ScrapeCollector, authorised
 from server.openrpc import openrpc_document
 from server.procedure import Router
+from server.ratelimit import RateLimiter
 from server.rpc import DISCOVER, Dispatcher, new_request_id
 from server.settings import Settings
 
@@ -55,6 +56,8 @@ class RpcEndpoint:
 
     def __init__(self, dispatcher: Dispatcher, settings: Settings) -> None:
         self.dispatcher = dispatcher
+        limiter = dispatcher.limiter
+        self.rate_limit_policy = limiter.policy_header.encode() if limiter is not None else b""
         self.limit = settings.max_body_bytes
         self.too_large = f"Payload too large: the body may be at most {self.limit} bytes"
 
@@ -75,6 +78,14 @@ class RpcEndpoint:
         response_headers = [(b"x-request-id", request_id.encode())]
         if reply.retry_after is not None:
             response_headers.append((b"retry-after", str(reply.retry_after).encode()))
+            if reply.policy is not None:
+                # The IETF draft's fields (draft-ietf-httpapi-ratelimit-headers-11), on refusals
+                # only: a success would need this minute's count from every process to say
+                # what remains, which a process that leases in blocks does not know.
+                response_headers += [
+                    (b"ratelimit-policy", self.rate_limit_policy),
+                    (b"ratelimit", f'"{reply.policy}";r=0;t={reply.retry_after}'.encode()),
+                ]
         if status != 204:
             response_headers += [
                 (b"content-type", _JSON.encode()),
@@ -188,7 +199,14 @@ def create_app(
 
     authenticator = Authenticator(db, settings.database_url, cache_seconds=settings.auth_cache_seconds)
     metrics = Metrics([*router, DISCOVER], settings.metrics_dir) if settings.metrics_token else None
-    dispatcher = Dispatcher(router, db, settings, authenticator, discover=discover, metrics=metrics)
+    limiter = RateLimiter(
+        settings.database_url,
+        per_token=settings.rate_limit_per_token,
+        per_organisation=settings.rate_limit_per_organisation,
+    )
+    dispatcher = Dispatcher(
+        router, db, settings, authenticator, discover=discover, metrics=metrics, limiter=limiter
+    )
 
     rpc = RpcEndpoint(dispatcher, settings)
 
@@ -220,6 +238,10 @@ def create_app(
             ("nurturehub_auth_cache_misses_total", authenticator.misses),
             ("nurturehub_auth_listener_up", authenticator.listening),
             ("nurturehub_shed_total", dispatcher.shed),
+            ('nurturehub_rate_limited_total{scope="token"}', limiter.token.refused),
+            ('nurturehub_rate_limited_total{scope="organisation"}', limiter.organisation.refused),
+            ("nurturehub_rate_limit_fail_open_total", limiter.fail_open_calls),
+            ("nurturehub_rate_limit_leases_total", limiter.leases),
             ("nurturehub_processes", 1),
         ):
             metrics.set(name, float(value))
@@ -270,6 +292,7 @@ def create_app(
             if sampler is not None:
                 sampler.cancel()
             await authenticator.stop()
+            await limiter.close()
             if database is None:
                 await db.close()
 
@@ -279,7 +302,8 @@ def create_app(
             allow_origins=list(settings.cors_origins),
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-            expose_headers=["X-Request-Id"],
+            # A browser's script reads only the response headers named here.
+            expose_headers=["X-Request-Id", "Retry-After", "RateLimit", "RateLimit-Policy"],
             # Chromium caps a preflight's cache at 7200 s (Firefox at 86400): one preflight per
             # origin and URL every two hours, instead of every ten minutes.
             max_age=7200,

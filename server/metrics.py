@@ -48,7 +48,8 @@ def _codes() -> tuple[str, ...]:
 
 _OTHER_METHOD = "other"  # a name the router does not have (METHOD_NOT_FOUND and the like)
 
-# Per process: (name, kind, help). Gauges are summed over live processes only.
+# Per process: (name, kind, help). Gauges are summed over live processes only. A name may carry
+# labels from a closed set; an entry without help is another label set of the family above it.
 PROCESS = (
     ("nurturehub_db_pool_connections_in_use", "gauge", "Database connections checked out."),
     ("nurturehub_db_pool_connections_idle", "gauge", "Open database connections not in use."),
@@ -61,7 +62,13 @@ PROCESS = (
     ("nurturehub_auth_listener_up", "gauge", "Processes hearing token revocations (cache in use)."),
     ("nurturehub_shed_total", "counter", "Calls refused at once: their organisation was over its "
      "share of a busy pool."),
-    ("nurturehub_rate_limit_refusals_total", "counter", "Calls refused by a rate limit."),
+    ('nurturehub_rate_limited_total{scope="token"}', "counter", "Calls refused by a rate limit, by "
+     "the limit's scope (token, organisation)."),
+    ('nurturehub_rate_limited_total{scope="organisation"}', "counter", ""),
+    ("nurturehub_rate_limit_fail_open_total", "counter", "Calls admitted without a rate limit "
+     "check: the database could not be reached (the limiter fails open)."),
+    ("nurturehub_rate_limit_leases_total", "counter", "Rate limit permits leased from the "
+     "database: one round trip per block of calls."),
     ("nurturehub_processes", "gauge", "Server processes reporting."),
 )
 _PROCESS_INDEX = {name: index for index, (name, _, _) in enumerate(PROCESS)}
@@ -187,7 +194,11 @@ class Metrics:
                 "Time to answer a call, by procedure.", histogram)
         for i, (name, kind, help_text) in enumerate(PROCESS):
             value = live[i] if kind == "gauge" else totals[_HEADER + i]
-            _family(lines, name, kind, help_text, [f"{name} {_number(value)}"])
+            sample = f"{name} {_number(value)}"
+            if help_text:
+                _family(lines, name.partition("{")[0], kind, help_text, [sample])
+            else:  # another label set of the family above
+                lines.append(sample)
         for gauge in scraped:
             samples = [f"{gauge.name}{_labels(labels)} {_number(value)}" for labels, value in gauge.samples]
             _family(lines, gauge.name, "gauge", gauge.help, samples)

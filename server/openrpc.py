@@ -19,6 +19,7 @@ from server.errors import (
     InvalidParams,
     RPCError,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from server.procedure import Guard, Kind, Procedure, Router
@@ -30,10 +31,11 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 
 # What every procedure may answer with besides its own errors: bad params, a busy database.
 _COMMON_ERRORS: tuple[type[RPCError], ...] = (InvalidParams, ServiceUnavailable)
+# A caller with a token is rate limited (server/ratelimit.py); a public call is not.
 _GUARD_ERRORS: dict[Guard, tuple[type[RPCError], ...]] = {
     Guard.PUBLIC: (),
-    Guard.AUTHED: (Unauthorized,),
-    Guard.ADMIN: (Unauthorized, Forbidden),
+    Guard.AUTHED: (Unauthorized, TooManyRequests),
+    Guard.ADMIN: (Unauthorized, TooManyRequests, Forbidden),
 }
 
 

@@ -40,6 +40,7 @@ from server.errors import (
 )
 from server.metrics import Metrics
 from server.procedure import Guard, Kind, Procedure, Router
+from server.ratelimit import RateLimiter
 from server.settings import Settings
 
 __all__ = ["Dispatcher", "Reply", "field_issues"]
@@ -55,6 +56,7 @@ class Reply:
     status: int
     body: bytes | None  # None: nothing to send (notifications only)
     retry_after: int | None = None  # seconds, for a Retry-After header
+    policy: str | None = None  # the rate limit that refused a call, for the RateLimit header
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,7 @@ class _Outcome:
     payload: dict[str, Any]
     status: int
     retry_after: int | None = None
+    policy: str | None = None
 
 
 def field_issues(error: pydantic.ValidationError) -> list[dict[str, Any]]:
@@ -150,6 +153,7 @@ class Dispatcher:
         *,
         discover: Callable[[], Mapping[str, Any]],
         metrics: Metrics | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.router = router
         self.db = db
@@ -157,6 +161,7 @@ class Dispatcher:
         self.authenticator = authenticator
         self.discover = discover
         self.metrics = metrics
+        self.limiter = limiter if limiter is not None and limiter.enabled else None
         pool = settings.pool_size + settings.pool_max_overflow
         # A batch's calls run this many at a time, so one batch of 50 leaves half the pool to
         # everyone else.
@@ -200,7 +205,8 @@ class Dispatcher:
         statuses = {o.status for o in replies}
         status = statuses.pop() if len(statuses) == 1 else 207
         retry_after = max((o.retry_after or 0 for o in replies), default=0) or None
-        return Reply(self._status(status), orjson.dumps([o.payload for o in replies]), retry_after)
+        policy = next((o.policy for o in replies if o.policy), None)
+        return Reply(self._status(status), orjson.dumps([o.payload for o in replies]), retry_after, policy)
 
     async def _batch(
         self, calls: list[Any], principals: _Principals, request_id: str
@@ -229,7 +235,9 @@ class Dispatcher:
         return self._single(self._error(None, error, None, request_id))
 
     def _single(self, outcome: _Outcome) -> Reply:
-        return Reply(self._status(outcome.status), orjson.dumps(outcome.payload), outcome.retry_after)
+        return Reply(
+            self._status(outcome.status), orjson.dumps(outcome.payload), outcome.retry_after, outcome.policy
+        )
 
     def _status(self, status: int) -> int:
         return 200 if self.settings.always_http_200 else status
@@ -306,6 +314,12 @@ class Dispatcher:
         within_share = False
         if procedure.guard is not Guard.PUBLIC:
             principal = await principals.get()
+            # Rate limits (issue 20, point 1): each call spends a permit of its token and of its
+            # organisation, leased ahead from the database (server/ratelimit.py).
+            if self.limiter is not None:
+                waiting = self.limiter.admit(principal)
+                if waiting is not None:
+                    await waiting
             if procedure.guard is Guard.ADMIN and not principal.is_admin:
                 raise Forbidden(f"Forbidden: {method} needs the owner or admin role")
             # Fair shares (issue 20, point 8): an organisation within its share of the pool is
@@ -399,7 +413,7 @@ class Dispatcher:
             "id": call_id,
             "error": {"code": error.rpc_code, "message": error.message, "data": data},
         }
-        return _Outcome(payload, error.http_status, error.extra.get("retryAfter"))
+        return _Outcome(payload, error.http_status, error.extra.get("retryAfter"), error.extra.get("policy"))
 
 
 class _RandomIds:

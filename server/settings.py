@@ -9,6 +9,11 @@ from pathlib import Path
 from server.crypto import Keyring, KeyringError
 from server.keys import KeyConfigError, key_from_env
 
+# Calls per minute that no honest web app or script reaches: 200 a second from one token for a
+# whole minute, 1,000 a second from one agency (a bulk read is a list of 50 rows, one call).
+DEFAULT_RATE_LIMIT_PER_TOKEN = 12_000
+DEFAULT_RATE_LIMIT_PER_ORG = 60_000
+
 
 def _int_env(name: str, default: int, *, allow_zero: bool = False) -> int:
     raw = os.environ.get(name)
@@ -89,6 +94,12 @@ class Settings:
     # Where each server process keeps its metrics for the others to add up (server/metrics.py);
     # `serve` makes it. None: this process's own figures only.
     metrics_dir: Path | None = None
+    # Rate limits in JSON-RPC calls per minute (a batch of 50 is 50 calls), shared by every
+    # server process on the database (server/ratelimit.py); 0 turns one off. Off when Settings
+    # is built in code (tests, benches); `serve` reads the environment, whose defaults are
+    # DEFAULT_RATE_LIMIT_PER_TOKEN and DEFAULT_RATE_LIMIT_PER_ORG.
+    rate_limit_per_token: int = 0
+    rate_limit_per_organisation: int = 0
 
     @classmethod
     def from_env(cls, database_url: str) -> Settings:
@@ -112,6 +123,12 @@ class Settings:
             shed_after=_float_env("NURTUREHUB_SHED_AFTER", 0.25),
             metrics_token=os.environ.get("NURTUREHUB_METRICS_TOKEN", "").strip() or None,
             metrics_dir=Path(folder) if (folder := os.environ.get("NURTUREHUB_METRICS_DIR")) else None,
+            rate_limit_per_token=_int_env(
+                "NURTUREHUB_RATE_LIMIT_PER_TOKEN", DEFAULT_RATE_LIMIT_PER_TOKEN, allow_zero=True
+            ),
+            rate_limit_per_organisation=_int_env(
+                "NURTUREHUB_RATE_LIMIT_PER_ORG", DEFAULT_RATE_LIMIT_PER_ORG, allow_zero=True
+            ),
         )
 
 

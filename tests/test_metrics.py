@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from procedures import app_router
+from server.ratelimit import POLICIES
 from tests.support import Rpc, ServerThread
 from tests.test_serve import BIN, Serve
 
@@ -95,13 +96,14 @@ def test_labels_come_from_closed_sets_only(metered: ServerThread, world) -> None
     assert org.id not in text and org.owner_token not in text
     methods = {*app_router, "rpc.discover", "other"}
     for _, labels, _ in samples(text):
-        assert set(labels) <= {"method", "code", "le", "status", "provider"}
+        assert set(labels) <= {"method", "code", "le", "status", "provider", "scope"}
         assert labels.get("method", "other") in methods
+        assert labels.get("scope", "token") in POLICIES
     names = {name for name, _, _ in samples(text)}
     assert {
         "nurturehub_db_pool_connections_in_use", "nurturehub_db_pool_waiting",
         "nurturehub_db_pool_timeouts_total", "nurturehub_auth_cache_hits_total",
-        "nurturehub_rate_limit_refusals_total", "nurturehub_shed_total",
+        "nurturehub_rate_limited_total", "nurturehub_rate_limit_fail_open_total", "nurturehub_shed_total",
     } <= names
 
 

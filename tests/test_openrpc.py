@@ -25,6 +25,7 @@ from server.errors import (
     NotFound,
     RPCError,
     ServiceUnavailable,
+    TooManyRequests,
     Unauthorized,
 )
 from server.procedure import Guard
@@ -219,9 +220,11 @@ def test_each_method_lists_the_errors_its_handler_really_raises(rpc: Rpc, name: 
     method = next(m for m in rpc.call("rpc.discover")["methods"] if m["name"] == name)
     listed = {(e["code"], e["data"]["code"]) for e in method["errors"]}
     always: set[type[RPCError]] = {InvalidParams, ServiceUnavailable}
-    always |= {Guard.PUBLIC: set(), Guard.AUTHED: {Unauthorized}, Guard.ADMIN: {Unauthorized, Forbidden}}[
-        procedure.guard
-    ]
+    always |= {
+        Guard.PUBLIC: set(),
+        Guard.AUTHED: {Unauthorized, TooManyRequests},
+        Guard.ADMIN: {Unauthorized, TooManyRequests, Forbidden},
+    }[procedure.guard]
     raised = _raised(procedure) - UNREACHABLE.get(name, set())
     assert set(procedure.errors) <= raised, "declares an error its handler never raises"
     assert raised - always <= set(procedure.errors), "raises an error it does not declare"

@@ -43,13 +43,16 @@ def test_preflight_is_cached_as_long_as_chromium_allows(http: httpx.Client) -> N
     assert "access-control-allow-credentials" not in preflight.headers  # bearer tokens, no cookies
 
 
-def test_a_cross_origin_reply_lets_the_page_read_the_request_id(http: httpx.Client) -> None:
+def test_a_cross_origin_reply_lets_the_page_read_the_request_id_and_rate_limit_headers(
+    http: httpx.Client,
+) -> None:
     reply = http.post(
         "/rpc", content=CALL, headers={"Origin": APP, "Content-Type": "application/json; charset=utf-8"}
     )
     assert reply.status_code == 401  # it ran: no token
     assert reply.headers["access-control-allow-origin"] == APP
-    assert reply.headers["access-control-expose-headers"].lower() == "x-request-id"
+    exposed = {name.strip() for name in reply.headers["access-control-expose-headers"].lower().split(",")}
+    assert exposed == {"x-request-id", "retry-after", "ratelimit", "ratelimit-policy"}
     assert reply.json()["error"]["data"]["requestId"] == reply.headers["x-request-id"]
 
 

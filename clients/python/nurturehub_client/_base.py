@@ -18,6 +18,7 @@ A = TypeVar("A", bound="AsyncClientBase")
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF = 0.5
+DEFAULT_RATE_LIMIT_WAIT = 60.0
 
 
 class ClientBase:
@@ -29,15 +30,21 @@ class ClientBase:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
+        rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT,
         http_client: httpx.Client | None = None,
     ) -> None:
         """Connect to `base_url` (else NURTUREHUB_URL) with `token` (else NURTUREHUB_TOKEN).
 
         `timeout` is in seconds per attempt. A query whose connection fails is tried again up
-        to `retries` times, waiting about `backoff` seconds, doubling each time; mutations are
-        never repeated. Pass `http_client` to bring your own httpx.Client (it stays open).
+        to `retries` times, waiting about `backoff` seconds, doubling each time; a query refused
+        by the server's rate limit (TooManyRequests) is sent again after the Retry-After it
+        names, while the waits add up to at most `rate_limit_wait` seconds. Mutations are never
+        repeated. Pass `http_client` to bring your own httpx.Client (it stays open).
         """
-        config = resolve_config(base_url, token, timeout=timeout, retries=retries, backoff=backoff)
+        config = resolve_config(
+            base_url, token,
+            timeout=timeout, retries=retries, backoff=backoff, rate_limit_wait=rate_limit_wait,
+        )
         self._transport = SyncTransport(config, http_client)
         self._bind(self._transport)
 
@@ -79,10 +86,14 @@ class AsyncClientBase:
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backoff: float = DEFAULT_BACKOFF,
+        rate_limit_wait: float = DEFAULT_RATE_LIMIT_WAIT,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
         """As ClientBase, for asyncio; pass an httpx.AsyncClient as `http_client`."""
-        config = resolve_config(base_url, token, timeout=timeout, retries=retries, backoff=backoff)
+        config = resolve_config(
+            base_url, token,
+            timeout=timeout, retries=retries, backoff=backoff, rate_limit_wait=rate_limit_wait,
+        )
         self._transport = AsyncTransport(config, http_client)
         self._bind(self._transport)
 

@@ -78,6 +78,13 @@ class RPCError(NurtureHubError):
         if rpc_code is not None:
             self.rpc_code = rpc_code
 
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds the server asks to wait before trying again (TOO_MANY_REQUESTS and
+        SERVICE_UNAVAILABLE say so), or None."""
+        value = self.data.get("retryAfter")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
     def __str__(self) -> str:
         suffix = f", request {self.request_id}" if self.request_id else ""
         return f"{self.message} ({self.code}{suffix})"

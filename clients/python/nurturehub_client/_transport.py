@@ -1,8 +1,10 @@
 """JSON-RPC over HTTP: configuration, one call or one batch per POST, retries for queries.
 
-Only queries are retried, and only when the connection failed (refused, reset, closed before
-the answer): a query has no effect to repeat, while a mutation that may have run must not run
-twice. A read timeout is not retried either: the server may still be working on it.
+Only queries are retried: when the connection failed (refused, reset, closed before the answer),
+and when the server's rate limit refused them (HTTP 429), after the Retry-After it names, for at
+most `rate_limit_wait` seconds in all. A query has no effect to repeat, while a mutation that
+may have run must not run twice (and a refused one is the caller's to pace). A read timeout is
+not retried either: the server may still be working on it.
 """
 
 from __future__ import annotations
@@ -59,10 +61,23 @@ class Config:
     retries: int  # extra attempts for a query whose connection failed
     backoff: float  # seconds before the first retry; doubles each time, with jitter
     max_backoff: float = 8.0
+    rate_limit_wait: float = 60.0  # most seconds a query waits in all for rate limits; 0: never
 
     def delay(self, attempt: int) -> float:
         """Exponential backoff with full jitter, so many scripts do not retry in step."""
         return random.uniform(0, min(self.max_backoff, self.backoff * 2**attempt))
+
+    def rate_limit_delay(self, response: httpx.Response, waited: float) -> float | None:
+        """Seconds to wait before sending a query refused by a rate limit again, or None: not
+        refused for that, or the wait would pass `rate_limit_wait`. As Retry-After says, plus up
+        to a second, so scripts refused together do not all come back in the same instant."""
+        if response.status_code != 429:
+            return None
+        raw = response.headers.get("retry-after", "")
+        if not raw.isdigit():
+            return None
+        wait = int(raw) + random.uniform(0, 1.0)
+        return wait if waited + wait <= self.rate_limit_wait else None
 
 
 def resolve_config(
@@ -72,6 +87,7 @@ def resolve_config(
     timeout: float,
     retries: int,
     backoff: float,
+    rate_limit_wait: float = 60.0,
 ) -> Config:
     """Arguments win over NURTUREHUB_URL and NURTUREHUB_TOKEN."""
     url = base_url or os.environ.get(URL_ENV, "").strip()
@@ -81,12 +97,14 @@ def resolve_config(
         )
     if token is None:
         token = os.environ.get(TOKEN_ENV, "").strip() or None
-    if timeout <= 0 or retries < 0 or backoff < 0:
-        raise ConfigurationError("timeout must be positive; retries and backoff not negative")
+    if timeout <= 0 or retries < 0 or backoff < 0 or rate_limit_wait < 0:
+        raise ConfigurationError(
+            "timeout must be positive; retries, backoff and rate_limit_wait not negative"
+        )
     endpoint = url.rstrip("/")
     if not endpoint.endswith("/rpc"):
         endpoint += "/rpc"
-    return Config(endpoint, token, timeout, retries, backoff)
+    return Config(endpoint, token, timeout, retries, backoff, rate_limit_wait=rate_limit_wait)
 
 
 @dataclass(frozen=True)
@@ -229,18 +247,25 @@ class SyncTransport:
     def _post(self, payload: Any, *, retry: bool, request_id: str) -> httpx.Response:
         body, headers = _body(payload), _headers(self.config, request_id)
         attempts = 1 + (self.config.retries if retry else 0)
-        for attempt in range(attempts):
+        attempt, waited = 0, 0.0
+        while True:
             try:
-                return self._http.post(
+                response = self._http.post(
                     self.config.endpoint, content=body, headers=headers, timeout=self.config.timeout
                 )
             except _RETRYABLE as exc:
-                if attempt + 1 == attempts:
+                attempt += 1
+                if attempt == attempts:
                     raise _failure(exc, self.config.endpoint) from exc
-                time.sleep(self.config.delay(attempt))
+                time.sleep(self.config.delay(attempt - 1))
+                continue
             except httpx.HTTPError as exc:
                 raise _failure(exc, self.config.endpoint) from exc
-        raise AssertionError("unreachable")
+            wait = self.config.rate_limit_delay(response, waited) if retry else None
+            if wait is None:
+                return response
+            time.sleep(wait)
+            waited += wait
 
     def close(self) -> None:
         if self._owns_http:
@@ -270,18 +295,25 @@ class AsyncTransport:
     async def _post(self, payload: Any, *, retry: bool, request_id: str) -> httpx.Response:
         body, headers = _body(payload), _headers(self.config, request_id)
         attempts = 1 + (self.config.retries if retry else 0)
-        for attempt in range(attempts):
+        attempt, waited = 0, 0.0
+        while True:
             try:
-                return await self._http.post(
+                response = await self._http.post(
                     self.config.endpoint, content=body, headers=headers, timeout=self.config.timeout
                 )
             except _RETRYABLE as exc:
-                if attempt + 1 == attempts:
+                attempt += 1
+                if attempt == attempts:
                     raise _failure(exc, self.config.endpoint) from exc
-                await asyncio.sleep(self.config.delay(attempt))
+                await asyncio.sleep(self.config.delay(attempt - 1))
+                continue
             except httpx.HTTPError as exc:
                 raise _failure(exc, self.config.endpoint) from exc
-        raise AssertionError("unreachable")
+            wait = self.config.rate_limit_delay(response, waited) if retry else None
+            if wait is None:
+                return response
+            await asyncio.sleep(wait)
+            waited += wait
 
     async def aclose(self) -> None:
         if self._owns_http:

@@ -57,7 +57,7 @@ export interface PagedQueryProcedure<N extends ProcedureName> extends QueryProce
 }
 
 export interface MutationProcedure<N extends ProcedureName> extends Procedure<N> {
-  /** Sent once: the client never retries, and an abort never undoes what the server committed. */
+  /** Sent once: the client never retries (not even on TOO_MANY_REQUESTS), and an abort never undoes what the server committed. */
   mutate(...args: Args<N>): Promise<Result<N>>;
   /** `useMutation(client.contacts.create.mutationOptions())`. */
   mutationOptions(options?: CallOptions): {
@@ -85,7 +85,8 @@ export function createClient(options: ClientOptions): NurtureHubClient {
 }
 
 function build(transport: Transport, name: string, path: string[], kind: string, paged: boolean) {
-  const call = (params?: any, options?: CallOptions) => transport.call(name, params, options);
+  // Queries are sent again when a rate limit refuses them; mutations never are.
+  const call = (params?: any, options?: CallOptions) => transport.call(name, params, options, kind === 'query');
   const key = (params?: unknown) => (params === undefined ? path : [...path, params]);
   const withSignal = (options: CallOptions | undefined, signal: AbortSignal) => ({ ...options, signal });
   const pages = async function* (params?: object, options?: CallOptions) {

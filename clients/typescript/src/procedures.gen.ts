@@ -16,7 +16,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ListAuditParams;
     result: M.AuditPage;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: M.AuditEntry;
   };
   "auth.createToken": {
@@ -24,7 +24,7 @@ export interface Procedures {
     guard: "admin";
     params: M.CreateTokenParams;
     result: M.CreatedToken;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "auth.listTokens": {
@@ -32,7 +32,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ListTokensParams;
     result: M.TokenList;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "auth.myTokens": {
@@ -40,7 +40,7 @@ export interface Procedures {
     guard: "authed";
     params: M.MyTokensParams;
     result: M.TokenList;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "auth.revokeToken": {
@@ -48,7 +48,7 @@ export interface Procedures {
     guard: "authed";
     params: M.RevokeTokenParams;
     result: M.RevokedToken;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "auth.whoami": {
@@ -56,7 +56,7 @@ export interface Procedures {
     guard: "authed";
     params: M.WhoamiParams;
     result: M.Whoami;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "contacts.assignCategory": {
@@ -64,7 +64,7 @@ export interface Procedures {
     guard: "authed";
     params: M.AssignCategoryParams;
     result: M.Assignment;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.checkSuppression": {
@@ -72,7 +72,7 @@ export interface Procedures {
     guard: "authed";
     params: M.CheckSuppressionParams;
     result: M.SuppressionStatus;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "contacts.create": {
@@ -80,7 +80,7 @@ export interface Procedures {
     guard: "authed";
     params: M.CreateContactParams;
     result: M.ContactDetail;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "CONFLICT" | "FORBIDDEN";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "CONFLICT" | "FORBIDDEN";
     item: never;
   };
   "contacts.delete": {
@@ -88,7 +88,7 @@ export interface Procedures {
     guard: "admin";
     params: M.DeleteContactParams;
     result: M.ContactErasure;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.export": {
@@ -96,7 +96,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ExportContactParams;
     result: M.PersonExport;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.get": {
@@ -104,7 +104,7 @@ export interface Procedures {
     guard: "authed";
     params: M.GetContactParams;
     result: M.ContactDetail;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.getCategoryHistory": {
@@ -112,7 +112,7 @@ export interface Procedures {
     guard: "authed";
     params: M.GetCategoryHistoryParams;
     result: M.Assignment[];
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.getConsent": {
@@ -120,7 +120,7 @@ export interface Procedures {
     guard: "authed";
     params: M.GetConsentParams;
     result: M.ContactConsent;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.import": {
@@ -128,7 +128,7 @@ export interface Procedures {
     guard: "authed";
     params: M.ImportContactsParams;
     result: M.ImportSummary;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "contacts.liftSuppression": {
@@ -136,7 +136,7 @@ export interface Procedures {
     guard: "admin";
     params: M.LiftSuppressionParams;
     result: M.SuppressionLifted;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "contacts.list": {
@@ -144,7 +144,7 @@ export interface Procedures {
     guard: "authed";
     params: M.ListContactsParams;
     result: M.ContactPage;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: M.Contact;
   };
   "contacts.listCrmProviders": {
@@ -152,7 +152,7 @@ export interface Procedures {
     guard: "authed";
     params: M.ListCrmProvidersParams;
     result: M.CrmProvider[];
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "contacts.update": {
@@ -160,7 +160,7 @@ export interface Procedures {
     guard: "authed";
     params: M.UpdateContactParams;
     result: M.ContactDetail;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT" | "FORBIDDEN";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT" | "FORBIDDEN";
     item: never;
   };
   "crm.connect": {
@@ -168,7 +168,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ConnectParams;
     result: M.CrmConnection;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "CONFLICT";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "CONFLICT";
     item: never;
   };
   "crm.disconnect": {
@@ -176,7 +176,7 @@ export interface Procedures {
     guard: "admin";
     params: M.DisconnectParams;
     result: M.Disconnected;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "crm.enqueueWriteback": {
@@ -184,7 +184,7 @@ export interface Procedures {
     guard: "authed";
     params: M.EnqueueWritebackParams;
     result: M.Enqueued;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
   "crm.getSyncStatus": {
@@ -192,7 +192,7 @@ export interface Procedures {
     guard: "authed";
     params: M.GetSyncStatusParams;
     result: M.SyncStatus;
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "crm.listConnections": {
@@ -200,7 +200,7 @@ export interface Procedures {
     guard: "authed";
     params: M.ListConnectionsParams;
     result: M.CrmConnection[];
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "crm.listSyncRuns": {
@@ -208,7 +208,7 @@ export interface Procedures {
     guard: "authed";
     params: M.ListSyncRunsParams;
     result: M.SyncRun[];
-    errors: "UNAUTHORIZED" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "crm.listWebhookEvents": {
@@ -216,7 +216,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ListWebhookEventsParams;
     result: M.WebhookEvent[];
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: never;
   };
   "crm.listWriteback": {
@@ -224,7 +224,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ListWritebackParams;
     result: M.WritebackPage;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE";
     item: M.WritebackEntry;
   };
   "crm.replayWebhookEvent": {
@@ -232,7 +232,7 @@ export interface Procedures {
     guard: "admin";
     params: M.ReplayWebhookEventParams;
     result: M.WebhookEvent;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
   "crm.retryWriteback": {
@@ -240,7 +240,7 @@ export interface Procedures {
     guard: "admin";
     params: M.RetryWritebackParams;
     result: M.WritebackEntry;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
   "crm.syncNow": {
@@ -248,7 +248,7 @@ export interface Procedures {
     guard: "admin";
     params: M.SyncNowParams;
     result: M.SyncStatus;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND" | "CONFLICT";
     item: never;
   };
   "crm.testConnection": {
@@ -256,7 +256,7 @@ export interface Procedures {
     guard: "admin";
     params: M.TestConnectionParams;
     result: M.ConnectionCheck;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
   "crm.updateConnection": {
@@ -264,7 +264,7 @@ export interface Procedures {
     guard: "admin";
     params: M.UpdateConnectionParams;
     result: M.CrmConnection;
-    errors: "UNAUTHORIZED" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
+    errors: "UNAUTHORIZED" | "TOO_MANY_REQUESTS" | "FORBIDDEN" | "BAD_REQUEST" | "SERVICE_UNAVAILABLE" | "NOT_FOUND";
     item: never;
   };
 }

@@ -59,6 +59,12 @@ export interface ClientOptions {
   maxBatch?: number;
   /** false: every call is its own request. */
   batch?: boolean;
+  /**
+   * Most seconds a query waits in all when the server's rate limit refuses it
+   * (TOO_MANY_REQUESTS): it is sent again after the `retryAfter` the server names. Mutations
+   * are never sent again. 0: never wait. Default 60.
+   */
+  rateLimitWait?: number;
 }
 
 export interface CallOptions {
@@ -72,6 +78,9 @@ interface Call {
   id: number;
   method: string;
   params: unknown;
+  /** A query: sent again when a rate limit refuses it, for `waited` seconds at most. */
+  retry: boolean;
+  waited: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
   signal: AbortSignal | undefined;
@@ -94,11 +103,11 @@ export class Transport {
     this.maxBatch = Math.max(1, options.maxBatch ?? 50);
   }
 
-  call(method: string, params: unknown, options: CallOptions = {}): Promise<unknown> {
+  call(method: string, params: unknown, options: CallOptions = {}, retry = false): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const { signal } = options;
       if (signal?.aborted) return reject(signal.reason);
-      const call: Call = { id: this.next++, method, params, resolve, reject, signal, done: false };
+      const call: Call = { id: this.next++, method, params, retry, waited: 0, resolve, reject, signal, done: false };
       if (signal) {
         call.onAbort = () => settle(call, undefined, signal.reason);
         signal.addEventListener('abort', call.onAbort, { once: true });
@@ -106,6 +115,20 @@ export class Transport {
       if (options.batch === false || this.options.batch === false) return void this.send([call]);
       if (this.queue.push(call) === 1) queueMicrotask(() => this.flush());
     });
+  }
+
+  /** Whether a query refused by a rate limit is sent again, after the server's `retryAfter`. */
+  private retryLater(call: Call, error: NonNullable<Reply['error']>): boolean {
+    const after = error.data?.retryAfter;
+    if (!call.retry || error.data?.code !== 'TOO_MANY_REQUESTS' || typeof after !== 'number') return false;
+    // Up to a second more than asked, so clients refused together do not return in one instant.
+    const wait = after + Math.random();
+    if (call.waited + wait > (this.options.rateLimitWait ?? 60)) return false;
+    call.waited += wait;
+    setTimeout(() => {
+      if (!call.done) void this.send([call]);
+    }, wait * 1000);
+    return true;
   }
 
   private flush(): void {
@@ -143,6 +166,7 @@ export class Transport {
       const whole = replies.length === 1 && replies[0]!.id == null ? replies[0] : undefined;
       for (const call of calls) {
         const reply = byId.get(call.id) ?? whole;
+        if (reply?.error && this.retryLater(call, reply.error)) continue;
         if (reply?.error) settle(call, undefined, toError(call.method, reply.error, status, requestId));
         else if (reply && 'result' in reply) settle(call, reply.result);
         else settle(call, undefined, new RpcError('BAD_RESPONSE', `No reply for ${call.method} (HTTP ${status})`, call.method, { httpStatus: status, requestId }));

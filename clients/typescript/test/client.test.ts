@@ -303,6 +303,45 @@ describe('errors', () => {
     assert.equal(error.code, 'NETWORK_ERROR');
     assert.equal(attempts, 1);
   });
+
+  /** The server's answer to calls its rate limit refuses (as server/rpc.py builds it), for the
+   * first `refusals` requests; the real server's after that. */
+  function limited(refusals: number, options: Partial<ClientOptions> = {}) {
+    const sent: number[] = [];
+    const client = createClient({
+      url: URL,
+      headers: () => ({ Authorization: `Bearer ${MEMBER}` }),
+      fetch: async (input, init) => {
+        sent.push(Date.now());
+        if (sent.length > refusals) return fetch(input, init);
+        const calls = ([] as { id: number }[]).concat(JSON.parse(String(init?.body)));
+        const data = { code: 'TOO_MANY_REQUESTS', httpStatus: 429, path: null, requestId: 'r', retryAfter: 0, policy: 'token' };
+        const replies = calls.map((c) => ({ jsonrpc: '2.0', id: c.id, error: { code: -32029, message: 'Too many requests', data } }));
+        const body = JSON.stringify(calls.length === 1 ? replies[0] : replies);
+        return new Response(body, { status: 429, headers: { 'Retry-After': '0', 'Content-Type': 'application/json' } });
+      },
+      ...options,
+    });
+    return { client, sent };
+  }
+
+  test('a query refused by the rate limit is sent again after retryAfter', async () => {
+    const { client, sent } = limited(2);
+    const me = await client.auth.whoami.query();
+    assert.equal(me.role, 'member');
+    assert.equal(sent.length, 3);
+  });
+
+  test('a mutation refused by the rate limit is not sent again; nor a query past rateLimitWait', async () => {
+    const mutation = limited(1);
+    const refused = await rejection(mutation.client.contacts.create.mutate({ firstName: 'Paced' }));
+    assert.equal(refused.code, 'TOO_MANY_REQUESTS');
+    assert.equal(refused.data.retryAfter, 0);
+    assert.equal(mutation.sent.length, 1);
+    const impatient = limited(1, { rateLimitWait: 0 });
+    assert.equal((await rejection(impatient.client.auth.whoami.query())).code, 'TOO_MANY_REQUESTS');
+    assert.equal(impatient.sent.length, 1);
+  });
 });
 
 describe('TanStack Query', () => {
