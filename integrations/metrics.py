@@ -1,52 +1,86 @@
-"""The writeback queue's gauges for GET /metrics, measured when scraped.
+"""The CRM queues' gauges for GET /metrics, measured when scraped: the writeback queue and the
+sync's webhook inbox, each by status and provider, and how long the longest-due entry has waited.
 
-Depth counts only the open statuses (pending, processing): each has a partial index, so the
-count reads the index and not the table's history of delivered events; failed events are listed
-by crm.listWriteback. Labels are the status and the provider id, both closed sets in the schema.
+Depth counts only the open statuses (writeback: pending, processing; inbox: received, processing,
+and unrouted, which waits for a connection to claim it): each has a partial index, so the count
+reads the index and not the table's history; finished entries are listed by crm.listWriteback and
+crm.listWebhookEvents. Labels are the status and the provider id, both closed sets in the schema.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from server.db import Tx, sql
+from server.db import Statement, Tx, sql
 from server.metrics import Gauge
 
 __all__ = ["collect"]
 
-OPEN_STATUSES = ("pending", "processing")
+WRITEBACK_OPEN = ("pending", "processing")
+INBOX_OPEN = ("received", "processing", "unrouted")
 
-QUEUE_DEPTH = sql("""
+WRITEBACK_DEPTH = sql("""
     SELECT status, provider_id, count(*) AS entries
       FROM crm_writeback_queue
      WHERE status IN ('pending', 'processing')
      GROUP BY status, provider_id
 """)
+INBOX_DEPTH = sql("""
+    SELECT status, provider_id, count(*) AS entries
+      FROM crm_webhook_inbox
+     WHERE status IN ('received', 'processing', 'unrouted')
+     GROUP BY status, provider_id
+""")
 # Due now and not yet claimed: how far behind the workers are.
-OLDEST_DUE = sql("""
+WRITEBACK_OLDEST_DUE = sql("""
     SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8 AS age
       FROM crm_writeback_queue
      WHERE status = 'pending' AND next_attempt_at <= now()
 """)
+INBOX_OLDEST_DUE = sql("""
+    SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8 AS age
+      FROM crm_webhook_inbox
+     WHERE status = 'received' AND next_attempt_at <= now()
+""")
 PROVIDERS = sql("SELECT id FROM crm_providers ORDER BY id")
 
 
-async def collect(tx: Tx) -> Sequence[Gauge]:
-    counts = {(row["status"], row["provider_id"]): row["entries"] for row in await tx.all(QUEUE_DEPTH)}
-    providers = [row["id"] for row in await tx.all(PROVIDERS)]
-    depth = Gauge(
-        "nurturehub_writeback_queue_entries",
-        "Writeback events not yet delivered or given up, by status and provider.",
+async def _depth(
+    tx: Tx, query: Statement, statuses: Sequence[str], providers: Sequence[str], name: str, about: str
+) -> Gauge:
+    counts = {(row["status"], row["provider_id"]): row["entries"] for row in await tx.all(query)}
+    return Gauge(
+        name,
+        about,
         [
             ({"status": status, "provider": provider}, float(counts.get((status, provider), 0)))
-            for status in OPEN_STATUSES
+            for status in statuses
             for provider in providers
         ],
     )
-    age = await tx.scalar(OLDEST_DUE)
-    oldest = Gauge(
-        "nurturehub_writeback_oldest_due_age_seconds",
-        "Seconds the longest-due pending writeback event has waited past its due time.",
-        [({}, float(age or 0.0))],
-    )
-    return [depth, oldest]
+
+
+async def _oldest(tx: Tx, query: Statement, name: str, about: str) -> Gauge:
+    return Gauge(name, about, [({}, float(await tx.scalar(query) or 0.0))])
+
+
+async def collect(tx: Tx) -> Sequence[Gauge]:
+    providers = [row["id"] for row in await tx.all(PROVIDERS)]
+    return [
+        await _depth(
+            tx, WRITEBACK_DEPTH, WRITEBACK_OPEN, providers, "nurturehub_writeback_queue_entries",
+            "Writeback events not yet delivered or given up, by status and provider.",
+        ),
+        await _oldest(
+            tx, WRITEBACK_OLDEST_DUE, "nurturehub_writeback_oldest_due_age_seconds",
+            "Seconds the longest-due pending writeback event has waited past its due time.",
+        ),
+        await _depth(
+            tx, INBOX_DEPTH, INBOX_OPEN, providers, "nurturehub_sync_inbox_entries",
+            "Webhook events not yet applied, by status (unrouted: no connection yet) and provider.",
+        ),
+        await _oldest(
+            tx, INBOX_OLDEST_DUE, "nurturehub_sync_inbox_oldest_due_age_seconds",
+            "Seconds the longest-due received webhook event has waited past its due time.",
+        ),
+    ]

@@ -114,8 +114,12 @@ class ServerThread:
         # Results a handler serialised itself are checked against their model in every test.
         settings.setdefault("verify_encoded_results", True)
         extra_routes = settings.pop("extra_routes", None)
+        collectors = settings.pop("collectors", ())
         app = create_app(
-            Settings(database_url=database_url, **settings), router, extra_routes=extra_routes
+            Settings(database_url=database_url, **settings),
+            router,
+            extra_routes=extra_routes,
+            collectors=collectors,
         )
         self.app = app
         config = uvicorn.Config(

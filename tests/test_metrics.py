@@ -107,6 +107,31 @@ def test_labels_come_from_closed_sets_only(metered: ServerThread, world) -> None
     } <= names
 
 
+def test_the_sync_inbox_backlog_is_counted_by_status_and_provider(fresh_database: str) -> None:
+    """Webhook events waiting to be applied, and unrouted ones, show as gauges when scraped."""
+    from integrations.metrics import collect
+    from tests.support import query
+
+    for status, minutes_due in (("received", 3), ("received", 1), ("unrouted", 0), ("done", 9)):
+        query(fresh_database, """
+            INSERT INTO crm_webhook_inbox (provider_id, dedupe_key, topic, status, next_attempt_at)
+            VALUES ('reapit', gen_random_uuid()::text, 'contacts.modified', %s,
+                    now() - make_interval(mins => %s))
+        """, (status, minutes_due))
+    thread = ServerThread(fresh_database, app_router, metrics_token=TOKEN, collectors=[collect])
+    try:
+        found = samples(scrape(thread.url))
+    finally:
+        thread.stop()
+    inbox = {(labels["status"], labels["provider"]): value
+             for name, labels, value in found if name == "nurturehub_sync_inbox_entries"}
+    assert inbox[("received", "reapit")] == 2 and inbox[("unrouted", "reapit")] == 1
+    assert inbox[("processing", "reapit")] == 0 and inbox[("received", "street")] == 0
+    assert ("done", "reapit") not in inbox
+    [oldest] = [value for name, _, value in found if name == "nurturehub_sync_inbox_oldest_due_age_seconds"]
+    assert 180 <= oldest < 240
+
+
 def test_serve_with_two_workers_sums_every_workers_calls(postgres) -> None:
     url = postgres.create_database()
     env = {**os.environ, "DATABASE_URL": url, "NURTUREHUB_METRICS_TOKEN": TOKEN}
