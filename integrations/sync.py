@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply
+from integrations.inbound import Counts, apply, apply_page
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
     AuthRejected,
@@ -541,8 +541,7 @@ class SyncWorker:
         streams[STREAM] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
-            for draft in _newest_per_record(drafts):
-                await self._apply(tx, connection, draft, run.counts)
+            await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
                 {
@@ -568,17 +567,19 @@ class SyncWorker:
                 },
             )
 
-    async def _apply(self, tx: Tx, connection: Row, draft: PersonDraft, counts: Counts) -> None:
-        await apply(
+    async def _apply(self, tx: Tx, connection: Row, drafts: list[PersonDraft], counts: Counts) -> None:
+        if not drafts:
+            return
+        await apply_page(
             tx,
             suppression_key=self.suppression_key,
             organisation_id=connection["organisation_id"],
             connection_id=connection["id"],
             provider_id=connection["provider_id"],
-            draft=draft,
+            drafts=drafts,
             counts=counts,
         )
-        self.applied += 1
+        self.applied += len(drafts)
 
 
 def _newest_per_record(drafts: list[PersonDraft]) -> list[PersonDraft]:
