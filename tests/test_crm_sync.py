@@ -332,6 +332,36 @@ def test_a_crm_person_matches_an_existing_contact_by_email_instead_of_duplicatin
     assert contact["lastName"] == "Lovelace" and contact["importSource"] == "manual"
 
 
+def test_a_page_is_applied_as_a_set_yet_each_record_keeps_the_apply_rules(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17 (apply 2,000 records a second): one page, one lookup, one insert, one update;
+    an erased person, two records sharing an email and an edit taking a held email in it."""
+    org, connection_id, _ = agency
+    erased, kept = reapit.put(**person()), reapit.put(**person())
+    sync.drain(connection_id)
+    listed = {c["externalId"]: c for c in contacts_of(hooks, org)}
+    hooks.call("contacts.delete", {"id": listed[erased["id"]]["id"]}, org.admin_token)
+    shared = f"shared.{uuid.uuid4().hex[:8]}@example.co.uk"
+    reapit.tick()
+    reapit.put(erased["id"], surname="Back")
+    first, second = reapit.put(**person(email=shared)), reapit.put(**person(email=shared))
+    reapit.put(kept["id"], email=shared, surname="Edited")
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    run = query(
+        database_url,
+        "SELECT created, updated, suppressed, field_errors FROM crm_sync_runs"
+        " WHERE connection_id = %s ORDER BY started_at DESC LIMIT 1",
+        (connection_id,),
+    )
+    assert run == [(2, 1, 1, 2)]
+    listed = {c["externalId"]: c for c in contacts_of(hooks, org)}
+    assert set(listed) == {kept["id"], first["id"], second["id"]}
+    assert [c["email"] for c in listed.values()].count(shared) == 1
+    assert listed[kept["id"]]["lastName"] == "Edited"  # the person came in, the email did not
+
+
 # Procedures ------------------------------------------------------------------------------------------
 
 
