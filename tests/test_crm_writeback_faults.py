@@ -71,3 +71,22 @@ def test_a_trickling_answer_is_cut_by_one_deadline_and_never_overlaps_a_second_w
     assert fake.overlaps == 0
     first = attempts(database_url, entry_id)[0]
     assert first[2] == "retry" and "did not finish answering within 4 s" in first[3]
+
+
+def test_a_live_workers_short_lease_is_renewed_so_a_slow_write_is_never_taken_twice(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread
+) -> None:
+    """Issue 17, point 5: a lease of 3 s under a write that takes 5 s, with a second worker
+    waiting to claim: the first worker renews it, so the CRM sees one write, one attempt row."""
+    connection = connect(crm, agency)
+    entry_id = enqueue(crm, agency, make_contact(crm, agency, connection["id"], "RPT-RENEW"))["entries"][0][
+        "id"
+    ]
+    fake.delay = 5.0
+    config = fake.config(crm_timeout=10.0, writeback_lease_seconds=3.0)
+    with worker(loop, database_url, config, worker_id="renewing"):
+        until(lambda: entry(database_url, entry_id)["status"] == "processing")
+        with worker(loop, database_url, config, worker_id="waiting"):
+            until(lambda: entry(database_url, entry_id)["status"] == "success", timeout=30)
+    assert len(fake.writes()) == 1 and fake.overlaps == 0
+    assert [a[1:3] for a in attempts(database_url, entry_id)] == [(201, "success")]
