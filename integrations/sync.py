@@ -39,6 +39,7 @@ import orjson
 
 from integrations.config import CrmConfig
 from integrations.inbound import Counts, apply, apply_page
+from integrations.limits import Limiter
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
     AuthRejected,
@@ -48,6 +49,7 @@ from integrations.providers.base import (
     TransientFailure,
 )
 from integrations.webhooks import open_payload
+from integrations.writeback import HOLD_CONNECTION
 from procedures.crm_credentials import open_credentials
 from server.crypto import CryptoError, Keyring
 from server.db import Database, Row, Tx, sql
@@ -190,6 +192,7 @@ class SyncWorker:
         self.adapters = build_adapters(config)
         self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
         self.applied = 0
+        self.limiter = Limiter("sync")
 
     # The loop ----------------------------------------------------------------------------------
 
@@ -281,9 +284,16 @@ class SyncWorker:
                     connection["id"],
                     bytes(connection["encrypted_credentials"]),
                 )
-                draft = await adapter.fetch_person(
-                    http, credentials, connection["settings"], event["entity_id"]
-                )
+                gate = self.limiter.gate(connection["provider_id"], connection["id"])
+                async with gate:
+                    try:
+                        draft = await adapter.fetch_person(
+                            http, credentials, connection["settings"], event["entity_id"]
+                        )
+                    except RateLimited as exc:
+                        await self._rate_limited(connection, gate.rate_limited(exc.retry_after))
+                        raise
+                gate.succeeded()
             if draft is None:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
                 return
@@ -414,7 +424,7 @@ class SyncWorker:
                     http,
                     adapter,
                     credentials,
-                    connection["settings"],
+                    connection,
                     run,
                     modified_from=modified_from,
                     modified_to=None,
@@ -482,20 +492,41 @@ class SyncWorker:
         http: httpx.AsyncClient,
         adapter: Any,
         credentials: dict[str, Any],
-        settings: dict[str, Any],
+        connection: Row,
         run: _Run,
         **page: Any,
     ) -> Any:
-        """One page; a 429 waits as Retry-After says (capped) and asks again, a few times."""
+        """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
+        connection as Retry-After says and asks again, a few times, unless the wait is longer
+        than a run should hold its lease: then the run ends and the next one waits."""
+        gate = self.limiter.gate(connection["provider_id"], connection["id"])
         for _ in range(5):
-            try:
-                result = await adapter.fetch_people(http, credentials, settings, **page)
-                run.pages += 1
-                return result
-            except RateLimited as exc:
-                run.rate_limited += 1
-                await asyncio.sleep(min(exc.retry_after if exc.retry_after is not None else 5.0, 60.0))
+            async with gate:
+                try:
+                    result = await adapter.fetch_people(http, credentials, connection["settings"], **page)
+                except RateLimited as exc:
+                    run.rate_limited += 1
+                    wait = gate.rate_limited(exc.retry_after)
+                    await self._rate_limited(connection, wait)
+                    if wait > 60:
+                        raise
+                    continue
+            gate.succeeded()
+            run.pages += 1
+            return result
         raise RateLimited(60.0)
+
+    async def _rate_limited(self, connection: Row, wait: float) -> None:
+        """The CRM's pause holds the connection's writeback too (another process)."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                HOLD_CONNECTION,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "connection_id": connection["id"],
+                    "delay": wait,
+                },
+            )
 
     async def _sweep_second(
         self,
@@ -514,7 +545,7 @@ class SyncWorker:
                 http,
                 adapter,
                 credentials,
-                connection["settings"],
+                connection,
                 run,
                 modified_from=second,
                 modified_to=second,

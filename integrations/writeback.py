@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -35,6 +35,7 @@ import httpx
 
 from integrations.config import CrmConfig
 from integrations.events import PAYLOADS
+from integrations.limits import Limiter
 from integrations.providers import (
     Adapter,
     AuthRejected,
@@ -197,6 +198,15 @@ HOLD_CONNECTION = sql("""
 """)
 
 
+# ... and the connection's next poll (sync.py), which another process runs.
+HOLD_SYNC = sql("""
+    UPDATE crm_connections
+       SET next_sync_at = greatest(coalesce(next_sync_at, now()),
+                                   now() + make_interval(secs => :delay))
+     WHERE organisation_id = :organisation_id AND id = :connection_id
+""")
+
+
 @dataclass(frozen=True)
 class Outcome:
     kind: str  # 'success' | 'retry' | 'auth_error' | 'failed'
@@ -286,6 +296,7 @@ class Worker:
         self.share = max(1, concurrency // 2)
         self._release_soon: list[_Claimed] = []
         self._tasks: dict[UUID, asyncio.Task[None]] = {}
+        self.limiter = Limiter("writeback")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then finish or release what is in flight."""
@@ -503,10 +514,12 @@ class Worker:
             settings=event.settings,
         )
         deadline = self.config.crm_deadline
+        gate = self.limiter.gate(event.provider_id, event.connection_id)
         try:
-            # One deadline for the whole request: a response that trickles in a byte at a time
-            # never trips the per-read timeout, and must not outlive the lease.
-            async with asyncio.timeout(deadline):
+            # Within the connection's limits (integrations/limits.py), then one deadline for the
+            # whole request: a response that trickles in a byte at a time never trips the
+            # per-read timeout.
+            async with gate, asyncio.timeout(deadline):
                 response = await reaching(adapter.name, adapter.deliver(http, delivery))
         except TimeoutError:
             return Outcome("retry", error=f"{adapter.name} did not finish answering within {deadline:g} s")
@@ -519,7 +532,12 @@ class Worker:
         except Exception:
             log.exception("writeback delivery failed unexpectedly")
             return Outcome("retry", error="unexpected error in the adapter (see the worker log)")
-        return classify(response, adapter, self.config.writeback_max_retry_after)
+        outcome = classify(response, adapter, self.config.writeback_max_retry_after)
+        if outcome.status_code == 429:
+            # The CRM's wait, or the provider's own when it names none (agentOS: 60 s).
+            return replace(outcome, retry_after=gate.rate_limited(outcome.retry_after))
+        gate.succeeded()
+        return outcome
 
     async def _finish(
         self, event: _Claimed, outcome: Outcome, attempt_id: UUID, duration_ms: int
@@ -547,6 +565,7 @@ class Worker:
                     row = await tx.one(FINISH_RATE_LIMITED, {**mine, "error": outcome.error, "delay": delay})
                     if row is not None:
                         await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
+                        await tx.execute(HOLD_SYNC, {**scope, "delay": delay})
                 else:
                     row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
             elif outcome.kind == "auth_error":

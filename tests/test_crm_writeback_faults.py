@@ -52,9 +52,10 @@ def test_one_agencys_hanging_crm_holds_at_most_its_share_of_the_worker(
             " WHERE organisation_id IN (%s, %s) AND status IN ('pending', 'processing')",
             (slow.id, quick.id),
         )
-    # Before the hanging writes time out (3 s), and while they hold only two of four slots.
+    # Before the hanging writes time out (3 s), and while they hold at most two of four slots
+    # (Reapit's limits space one connection's writes 125 ms apart: the second may not be out yet).
     assert waited < 3.0
-    assert reapit_writes == 2
+    assert 1 <= reapit_writes <= 2
 
 
 def test_a_trickling_answer_is_cut_by_one_deadline_and_never_overlaps_a_second_write(
