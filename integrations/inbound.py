@@ -306,6 +306,9 @@ def _is_same(existing: Row, draft: PersonDraft) -> bool:
         and existing["source_modified_at"] == draft.modified
         and existing["source_etag"] == draft.etag
         and existing["crm_connection_id"] is not None
+        # A role stream reads a person again when their roles change, which need not change
+        # the record's version: a new category is a change.
+        and existing["crm_category"] == draft.category
     )
 
 

@@ -43,6 +43,7 @@ from integrations.limits import Limiter
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
     AuthRejected,
+    FetchedPage,
     PersonDraft,
     RateLimited,
     SyncSettings,
@@ -193,6 +194,7 @@ class SyncWorker:
         self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
         self.applied = 0
         self.limiter = Limiter("sync")
+        self._cursor_after: dict[str, Any] = {}  # the cursor as the last stream's run left it
 
     # The loop ----------------------------------------------------------------------------------
 
@@ -370,7 +372,10 @@ class SyncWorker:
             )
             field = _tenant_field(connection["provider_id"])
             tenant_ref = str(credentials.get(_camel(field))) if field else None
-            await self._run_stream(http, adapter, connection, credentials, settings)
+            for stream in getattr(adapter, "streams", (STREAM,)):
+                await self._run_stream(http, adapter, connection, credentials, settings, stream)
+                # Each stream's run re-reads the cursor the one before committed.
+                connection = {**connection, "sync_cursor": self._cursor_after}
             ok = True
         except LeaseLost:
             return True
@@ -396,10 +401,12 @@ class SyncWorker:
         connection: Row,
         credentials: dict[str, Any],
         settings: SyncSettings,
+        stream: str = STREAM,
     ) -> None:
         cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
         streams = dict(cursor_all.get("streams") or {})
-        state = dict(streams.get(STREAM) or {})
+        self._cursor_after = cursor_all
+        state = dict(streams.get(stream) or {})
         now = datetime.now(UTC)
         reconciled = _cursor_time(state.get("reconciledAt"))
         trigger = state.pop("trigger", "schedule")
@@ -414,15 +421,16 @@ class SyncWorker:
             modified_from = wm  # a backfill resumes where it stopped
         page_size = int(self.config.sync_page_size)
         scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
+        fetcher = _fetcher(adapter, stream)
         async with self.db.transaction() as tx:
-            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": STREAM, "trigger": trigger}), Counts())
+            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": stream, "trigger": trigger}), Counts())
         status, error = "failed", None
         seen: set[tuple[str, str | None, datetime | None]] = set()
         try:
             while True:
                 page = await self._fetch(
                     http,
-                    adapter,
+                    fetcher,
                     credentials,
                     connection,
                     run,
@@ -431,21 +439,21 @@ class SyncWorker:
                     page_number=1,
                     page_size=page_size,
                 )
-                drafts = page.drafts
+                drafts = page.drafts + await self._related(http, adapter, credentials, connection, run, page)
                 tie_sweep: list[PersonDraft] = []
-                stamps = [d.modified for d in drafts if d.modified is not None]
+                stamps = page.times()
                 last = max(stamps) if stamps else None
                 full = page.page_size >= page_size
                 if (
                     full
                     and last is not None
                     and modified_from is not None
-                    and all(d.modified == modified_from for d in drafts)
+                    and all(t == modified_from for t in stamps)
                 ):
                     # A whole page of one second: read that second by page number, then go on
                     # from the next second.
                     tie_sweep = await self._sweep_second(
-                        http, adapter, credentials, connection, run, modified_from, page_size
+                        http, adapter, fetcher, credentials, connection, run, modified_from, page_size
                     )
                     last = modified_from + ONE_SECOND
                 # Everything up to the old watermark was committed by earlier pages or runs.
@@ -462,8 +470,11 @@ class SyncWorker:
                 fresh = [d for d in drafts + tie_sweep if (d.external_id, d.etag, d.modified) not in seen]
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
-                await self._commit_page(connection, run, fresh, page.bad_records, cursor_all, streams, state)
-                seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
+                await self._commit_page(
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state
+                )
+                if stream == STREAM:  # a role stream's people are not stamped by its cursor
+                    seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
                 if not full:
                     break
                 if last is not None:
@@ -487,15 +498,41 @@ class SyncWorker:
                     },
                 )
 
-    async def _fetch(
+    async def _related(
         self,
         http: httpx.AsyncClient,
         adapter: Any,
         credentials: dict[str, Any],
         connection: Row,
         run: _Run,
+        page: FetchedPage,
+    ) -> list[PersonDraft]:
+        """The people a role page relates to, read by id a page at a time: their category is
+        derived again from their roles as they are now."""
+        drafts: list[PersonDraft] = []
+        size = int(self.config.sync_page_size)
+        for start in range(0, len(page.related), size):
+            people = await self._fetch(
+                http,
+                adapter.fetch_people,
+                credentials,
+                connection,
+                run,
+                ids=page.related[start : start + size],
+            )
+            drafts += people.drafts
+            run.counts.field_errors += people.bad_records
+        return drafts
+
+    async def _fetch(
+        self,
+        http: httpx.AsyncClient,
+        fetcher: Callable[..., Awaitable[FetchedPage]],
+        credentials: dict[str, Any],
+        connection: Row,
+        run: _Run,
         **page: Any,
-    ) -> Any:
+    ) -> FetchedPage:
         """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
         connection as Retry-After says and asks again, a few times, unless the wait is longer
         than a run should hold its lease: then the run ends and the next one waits."""
@@ -503,7 +540,7 @@ class SyncWorker:
         for _ in range(5):
             async with gate:
                 try:
-                    result = await adapter.fetch_people(http, credentials, connection["settings"], **page)
+                    result = await fetcher(http, credentials, connection["settings"], **page)
                 except RateLimited as exc:
                     run.rate_limited += 1
                     wait = gate.rate_limited(exc.retry_after)
@@ -532,6 +569,7 @@ class SyncWorker:
         self,
         http: httpx.AsyncClient,
         adapter: Any,
+        fetcher: Callable[..., Awaitable[FetchedPage]],
         credentials: dict[str, Any],
         connection: Row,
         run: _Run,
@@ -543,7 +581,7 @@ class SyncWorker:
         while True:
             page = await self._fetch(
                 http,
-                adapter,
+                fetcher,
                 credentials,
                 connection,
                 run,
@@ -552,7 +590,7 @@ class SyncWorker:
                 page_number=number,
                 page_size=page_size,
             )
-            found += page.drafts
+            found += page.drafts + await self._related(http, adapter, credentials, connection, run, page)
             if page.page_size < page_size:
                 return found
             number += 1
@@ -565,11 +603,12 @@ class SyncWorker:
         bad: int,
         cursor_all: dict[str, Any],
         streams: dict[str, Any],
+        stream: str,
         state: dict[str, Any],
     ) -> None:
         """The page's rows, the cursor and the run's counts in one transaction."""
         run.counts.field_errors += bad
-        streams[STREAM] = state
+        streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
             await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
@@ -611,6 +650,18 @@ class SyncWorker:
             counts=counts,
         )
         self.applied += len(drafts)
+
+
+def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:
+    if stream == STREAM:
+        return adapter.fetch_people  # type: ignore[no-any-return]
+
+    async def roles(
+        http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], **page: Any
+    ) -> FetchedPage:
+        return await adapter.fetch_roles(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
+
+    return roles
 
 
 def _newest_per_record(drafts: list[PersonDraft]) -> list[PersonDraft]:

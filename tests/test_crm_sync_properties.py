@@ -271,7 +271,9 @@ def test_two_sync_processes_never_hold_one_connection(
     try:
         assert sorted(loop.run(race())) == [False, True]
         assert query(
-            database_url, "SELECT count(*) FROM crm_sync_runs WHERE connection_id = %s", (connection_id,)
+            database_url,
+            "SELECT count(*) FROM crm_sync_runs WHERE connection_id = %s AND stream = 'contacts'",
+            (connection_id,),
         ) == [(1,)]
         assert query(
             database_url, "SELECT count(*) FROM contacts WHERE crm_connection_id = %s", (connection_id,)

@@ -265,6 +265,16 @@ class FetchedPage:
     drafts: list[PersonDraft]
     page_size: int
     bad_records: int = 0  # records too malformed to name a person (no id): counted, skipped
+    # A role stream's page: its records' version times (the stream's cursor moves by them, not
+    # by its people's) and the ids of the people they relate to, read by the engine next.
+    stamps: list[datetime] | None = None
+    related: list[str] = field(default_factory=list)
+
+    def times(self) -> list[datetime]:
+        """The version times this page's cursor moves by."""
+        if self.stamps is not None:
+            return self.stamps
+        return [d.modified for d in self.drafts if d.modified is not None]
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from server.models import WireModel
 __all__ = ["ConnectionSettings", "Credentials", "ReapitAdapter"]
 
 HINT_FIELD = "customer_id"
+ONE_SECOND = timedelta(seconds=1)
 TENANT_FIELD = "customer_id"  # plaintext on the connection (tenant_ref): webhooks route by it
 
 
@@ -65,6 +66,8 @@ class ConnectionSettings(SyncSettings):
     applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
 
 
+ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies")
+EXCLUSIVE_FROM = frozenset({"tenancies"})  # modifiedFrom means "after" on these
 # Role (a contact's relationship's associatedType) -> category; README, CRM sync (inbound).
 ROLE_CATEGORIES = {
     "vendor": "seller",
@@ -233,30 +236,49 @@ class ReapitAdapter:
         check_answer(self.name, response)
         return response
 
+    # The contacts stream, then the role streams: a role that changes may not bump its contact's
+    # `modified` (Reapit documents only the other direction), so each is read by its own
+    # `modified`, and the people its records relate to are read again by id.
+    streams = ("contacts", *ROLE_STREAMS)
+
+    async def _page(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        path: str,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        response = await self._get(http, credentials, path, params)
+        try:
+            records = orjson.loads(response.content)["_embedded"]
+            if not isinstance(records, list):
+                raise TypeError
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            raise TransientFailure(f"{self.name} sent a page that is not a list ({path})", 200) from None
+        return records
+
     async def fetch_people(
         self,
         http: httpx.AsyncClient,
         credentials: dict[str, Any],
         settings: dict[str, Any],
         *,
-        modified_from: datetime | None,
-        modified_to: datetime | None,
-        page_number: int,
-        page_size: int,
+        modified_from: datetime | None = None,
+        modified_to: datetime | None = None,
+        page_number: int = 1,
+        page_size: int = 100,
+        ids: list[str] | None = None,
     ) -> FetchedPage:
-        """One page of contacts by `modified`, oldest first (modifiedFrom is "on or after")."""
+        """One page of contacts by `modified`, oldest first (modifiedFrom is "on or after");
+        with `ids`, those contacts (at most a page of them)."""
         params: dict[str, Any] = {"pageSize": page_size, "pageNumber": page_number, "sortBy": "modified"}
         if modified_from is not None:
             params["modifiedFrom"] = _iso(modified_from)
         if modified_to is not None:
             params["modifiedTo"] = _iso(modified_to)
-        response = await self._get(http, credentials, "/contacts/", params)
-        try:
-            records = orjson.loads(response.content)["_embedded"]
-            if not isinstance(records, list):
-                raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise TransientFailure(f"{self.name} sent a page that is not its contacts list", 200) from None
+        if ids is not None:
+            params["id"] = ids
+        records = await self._page(http, credentials, "/contacts/", params)
         parsed = ConnectionSettings.model_validate(settings)
         drafts, bad = [], 0
         for record in records:
@@ -266,6 +288,46 @@ class ReapitAdapter:
             else:
                 drafts.append(draft)
         return FetchedPage(drafts=drafts, page_size=len(records), bad_records=bad)
+
+    async def fetch_roles(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        *,
+        stream: str,
+        modified_from: datetime | None,
+        modified_to: datetime | None,
+        page_number: int,
+        page_size: int,
+    ) -> FetchedPage:
+        """One page of a role stream by `modified`, oldest first: its records' times and the
+        contacts they relate to (`related[]`; companies left out). Tenancies' modifiedFrom is
+        "after" (schema.json), so it is asked a second earlier to stay inclusive."""
+        params: dict[str, Any] = {"pageSize": page_size, "pageNumber": page_number, "sortBy": "modified"}
+        if modified_from is not None:
+            exclusive = stream in EXCLUSIVE_FROM
+            params["modifiedFrom"] = _iso(modified_from - ONE_SECOND if exclusive else modified_from)
+        if modified_to is not None:
+            params["modifiedTo"] = _iso(modified_to)
+        records = await self._page(http, credentials, f"/{stream}/", params)
+        stamps: list[datetime] = []
+        related: list[str] = []
+        bad = 0
+        for record in records:
+            stamp = (_time(record.get("modified")) or _time(record.get("created"))) if isinstance(
+                record, dict
+            ) else None
+            if stamp is None:
+                bad += 1
+                continue
+            stamps.append(stamp)
+            for link in record.get("related") or []:
+                if isinstance(link, dict) and link.get("type", "contact") == "contact":
+                    contact = _text(link.get("id"))
+                    if contact is not None and contact not in related:
+                        related.append(contact)
+        return FetchedPage(drafts=[], page_size=len(records), bad_records=bad, stamps=stamps, related=related)
 
     async def fetch_person(
         self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
@@ -371,4 +433,3 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-ONE_SECOND = timedelta(seconds=1)
