@@ -62,6 +62,9 @@ log = logging.getLogger("nurturehub.sync")
 
 STREAM = "contacts"
 ONE_SECOND = timedelta(seconds=1)
+# A walk's watermark is the CRM's clock at its start less this: rows committed in the CRM just
+# before it started but not yet visible to its reads are read by the next walk.
+WALK_LAG = timedelta(seconds=60)
 
 CLAIM_EVENTS = sql("""
     WITH due AS (
@@ -158,6 +161,19 @@ class _Run:
     counts: Counts
     pages: int = 0
     rate_limited: int = 0
+
+
+@dataclass
+class _Stream:
+    """One stream's cursor during a run: the connection's whole cursor, the streams' states
+    within it, this stream's, and when the run started."""
+
+    name: str
+    cursor_all: dict[str, Any]
+    streams: dict[str, Any]
+    state: dict[str, Any]
+    now: datetime
+    reconciled: datetime | None
 
 
 class LeaseLost(Exception):
@@ -373,7 +389,10 @@ class SyncWorker:
             field = _tenant_field(connection["provider_id"])
             tenant_ref = str(credentials.get(_camel(field))) if field else None
             for stream in getattr(adapter, "streams", (STREAM,)):
-                await self._run_stream(http, adapter, connection, credentials, settings, stream)
+                if getattr(adapter, "paging", "seek") == "walk":
+                    await self._walk_stream(http, adapter, connection, credentials, settings)
+                else:
+                    await self._run_stream(http, adapter, connection, credentials, settings, stream)
                 # Each stream's run re-reads the cursor the one before committed.
                 connection = {**connection, "sync_cursor": self._cursor_after}
             ok = True
@@ -394,6 +413,96 @@ class SyncWorker:
             )
         return True
 
+    async def _open_stream(
+        self, connection: Row, stream: str, settings: SyncSettings
+    ) -> tuple[_Stream, _Run]:
+        """The stream's cursor state (a due reconciliation starts it over) and its run row."""
+        cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
+        self._cursor_after = cursor_all
+        streams = dict(cursor_all.get("streams") or {})
+        state = dict(streams.get(stream) or {})
+        now = datetime.now(UTC)
+        reconciled = _cursor_time(state.get("reconciledAt"))
+        trigger = state.pop("trigger", "schedule")
+        if state.get("phase") == "incremental" and (
+            reconciled is None or now - reconciled > timedelta(hours=settings.reconcile_interval_hours)
+        ):
+            state = {"phase": "backfill", "reconciling": True}
+        scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
+        async with self.db.transaction() as tx:
+            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": stream, "trigger": trigger}), Counts())
+        return _Stream(stream, cursor_all, streams, state, now, reconciled), run
+
+    async def _close_run(self, connection: Row, run: _Run, status: str, error: str | None) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                UPDATE_RUN,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "id": run.id,
+                    "pages": run.pages,
+                    **run.counts.as_params(),
+                    "rate_limited": run.rate_limited,
+                    "status": status,
+                    "error": error,
+                },
+            )
+
+    def _finished(self, s: _Stream) -> None:
+        """A stream read to its end: incremental from now on, reconciled if it was due."""
+        s.state["phase"] = "incremental"
+        if s.state.pop("reconciling", False) or s.reconciled is None:
+            s.state["reconciledAt"] = s.now.isoformat()
+
+    async def _walk_stream(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        credentials: dict[str, Any],
+        settings: SyncSettings,
+    ) -> None:
+        """A CRM that lists changes newest first with no sort to ask for (Street): every page
+        from `updated_from` is read by number. An edit mid-walk moves its row to page 1, read
+        already, and the rows behind shift a place later: read twice, never skipped. The
+        watermark moves only once the walk is complete, to the CRM's clock at its start less a
+        minute, so a killed walk is read again from the old one (nothing is applied twice)."""
+        s, run = await self._open_stream(connection, STREAM, settings)
+        wm = _cursor_time(s.state.get("wm"))
+        updated_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
+        page_size = int(self.config.sync_page_size)
+        status, error, started = "failed", None, None
+        try:
+            for number in range(1, 100_000):
+                page = await self._fetch(
+                    http,
+                    adapter.fetch_people,
+                    credentials,
+                    connection,
+                    run,
+                    modified_from=updated_from,
+                    page_number=number,
+                    page_size=page_size,
+                )
+                started = started or page.server_time or datetime.now(UTC)
+                full = page.page_size >= page_size
+                if full:
+                    s.state.setdefault("phase", "backfill")
+                else:
+                    s.state["wm"] = (started - WALK_LAG).isoformat()
+                    self._finished(s)
+                await self._commit_page(
+                    connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
+                )
+                if not full:
+                    break
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            await self._close_run(connection, run, status, error)
+
     async def _run_stream(
         self,
         http: httpx.AsyncClient,
@@ -403,27 +512,14 @@ class SyncWorker:
         settings: SyncSettings,
         stream: str = STREAM,
     ) -> None:
-        cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
-        streams = dict(cursor_all.get("streams") or {})
-        self._cursor_after = cursor_all
-        state = dict(streams.get(stream) or {})
-        now = datetime.now(UTC)
-        reconciled = _cursor_time(state.get("reconciledAt"))
-        trigger = state.pop("trigger", "schedule")
-        reconcile = state.get("phase") == "incremental" and (
-            reconciled is None or now - reconciled > timedelta(hours=settings.reconcile_interval_hours)
-        )
-        if reconcile:
-            state = {"phase": "backfill", "reconciling": True}
+        s, run = await self._open_stream(connection, stream, settings)
+        cursor_all, streams, state = s.cursor_all, s.streams, s.state
         wm = _cursor_time(state.get("wm"))
         modified_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
         if state.get("phase") == "backfill" and wm is not None:
             modified_from = wm  # a backfill resumes where it stopped
         page_size = int(self.config.sync_page_size)
-        scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
         fetcher = _fetcher(adapter, stream)
-        async with self.db.transaction() as tx:
-            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": stream, "trigger": trigger}), Counts())
         status, error = "failed", None
         seen: set[tuple[str, str | None, datetime | None]] = set()
         try:
@@ -460,9 +556,7 @@ class SyncWorker:
                 wm = max(t for t in (last, wm) if t is not None) if (last or wm) else None
                 state["wm"] = wm.isoformat() if wm else None
                 if not full:
-                    state["phase"] = "incremental"
-                    if state.pop("reconciling", False) or reconciled is None:
-                        state["reconciledAt"] = now.isoformat()
+                    self._finished(s)
                 else:
                     state.setdefault("phase", "backfill")
                 # The next page starts at this page's last second, inclusive: what this run has
@@ -484,19 +578,7 @@ class SyncWorker:
             error = str(exc)[:500]
             raise
         finally:
-            async with self.db.transaction() as tx:
-                await tx.execute(
-                    UPDATE_RUN,
-                    {
-                        "organisation_id": connection["organisation_id"],
-                        "id": run.id,
-                        "pages": run.pages,
-                        **run.counts.as_params(),
-                        "rate_limited": run.rate_limited,
-                        "status": status,
-                        "error": error,
-                    },
-                )
+            await self._close_run(connection, run, status, error)
 
     async def _related(
         self,

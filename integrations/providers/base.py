@@ -269,6 +269,7 @@ class FetchedPage:
     # by its people's) and the ids of the people they relate to, read by the engine next.
     stamps: list[datetime] | None = None
     related: list[str] = field(default_factory=list)
+    server_time: datetime | None = None  # the CRM's clock when it answered, where it says
 
     def times(self) -> list[datetime]:
         """The version times this page's cursor moves by."""

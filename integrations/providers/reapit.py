@@ -37,6 +37,7 @@ from integrations.providers.base import (
     WebhookRefused,
     check_answer,
     pick_category,
+    reaching,
     retry_after_seconds,
 )
 from server.models import WireModel
@@ -227,7 +228,7 @@ class ReapitAdapter:
         url = f"{self._config.reapit_api_url}{path}"
         for fresh in (False, True):
             headers = self._headers(await self._token(http), customer)
-            response = await http.get(url, params=params, headers=headers)
+            response = await reaching(self.name, http.get(url, params=params, headers=headers))
             if response.status_code != 401 or fresh:
                 break
             self._tokens.forget(self._config.reapit_token_url, self._config.reapit_client_id)
