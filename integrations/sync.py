@@ -435,18 +435,7 @@ class SyncWorker:
 
     async def _close_run(self, connection: Row, run: _Run, status: str, error: str | None) -> None:
         async with self.db.transaction() as tx:
-            await tx.execute(
-                UPDATE_RUN,
-                {
-                    "organisation_id": connection["organisation_id"],
-                    "id": run.id,
-                    "pages": run.pages,
-                    **run.counts.as_params(),
-                    "rate_limited": run.rate_limited,
-                    "status": status,
-                    "error": error,
-                },
-            )
+            await tx.execute(UPDATE_RUN, _run_params(connection, run, status, error))
 
     def _finished(self, s: _Stream) -> None:
         """A stream read to its end: incremental from now on, reconciled if it was due."""
@@ -706,18 +695,7 @@ class SyncWorker:
             )
             if saved is None:
                 raise LeaseLost()
-            await tx.execute(
-                UPDATE_RUN,
-                {
-                    "organisation_id": connection["organisation_id"],
-                    "id": run.id,
-                    "pages": run.pages,
-                    **run.counts.as_params(),
-                    "rate_limited": run.rate_limited,
-                    "status": "running",
-                    "error": None,
-                },
-            )
+            await tx.execute(UPDATE_RUN, _run_params(connection, run, "running", None))
 
     async def _apply(self, tx: Tx, connection: Row, drafts: list[PersonDraft], counts: Counts) -> None:
         if not drafts:
@@ -732,6 +710,18 @@ class SyncWorker:
             counts=counts,
         )
         self.applied += len(drafts)
+
+
+def _run_params(connection: Row, run: _Run, status: str, error: str | None) -> dict[str, Any]:
+    return {
+        "organisation_id": connection["organisation_id"],
+        "id": run.id,
+        "pages": run.pages,
+        **run.counts.as_params(),
+        "rate_limited": run.rate_limited,
+        "status": status,
+        "error": error,
+    }
 
 
 def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:

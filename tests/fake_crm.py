@@ -20,14 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from integrations.config import CrmConfig
-from tests.support import free_port
+from tests.support import free_port, serve_loopback
 
 Behaviour = Any
 
@@ -68,15 +67,7 @@ class FakeCrm:
                 Route("/{provider}/{path:path}", self._read, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake CRM did not start")
-            time.sleep(0.01)
+        self._server, self._thread = serve_loopback(app, self.port, "fake CRM")
 
     def config(self, **overrides: Any) -> CrmConfig:
         values: dict[str, Any] = {

@@ -22,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
@@ -31,7 +30,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integrations.config import CrmConfig
-from tests.support import free_port
+from tests.support import free_port, serve_loopback
 
 KEY_ID = "test-key-1"
 # Each role stream, and the associatedType its records give a contact's relationships.
@@ -72,15 +71,7 @@ class FakeReapit:
                 Route("/webhooks/signing/{kid}", self._signing_key, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake Reapit did not start")
-            time.sleep(0.01)
+        self._server, self._thread = serve_loopback(app, self.port, "fake Reapit")
 
     def stop(self) -> None:
         self._server.should_exit = True

@@ -19,13 +19,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.support import free_port
+from tests.support import free_port, serve_loopback
 
 TOKEN = "street-test-token-1"
 
@@ -45,17 +44,7 @@ class FakeStreet:
         self.url = f"http://127.0.0.1:{self.port}"
         app = Starlette(routes=[Route("/people", self._list, methods=["GET"])])
         # Its Date header follows its own clock, as a real CRM's stamps and Date share one.
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_config=None, access_log=False, date_header=False
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake Street did not start")
-            time.sleep(0.01)
+        self._server, self._thread = serve_loopback(app, self.port, "fake Street", date_header=False)
 
     def stop(self) -> None:
         self._server.should_exit = True

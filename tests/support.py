@@ -105,6 +105,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_loopback(app: Any, port: int, name: str, **options: Any) -> tuple[uvicorn.Server, threading.Thread]:
+    """A fake's `app` under uvicorn on 127.0.0.1:`port`, in a daemon thread, once it listens."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not start")
+        time.sleep(0.01)
+    return server, thread
+
+
 class ServerThread:
     """The real app under uvicorn on 127.0.0.1, in a background thread."""
 
@@ -114,9 +128,7 @@ class ServerThread:
         # Results a handler serialised itself are checked against their model in every test.
         settings.setdefault("verify_encoded_results", True)
         extra_routes = settings.pop("extra_routes", None)
-        app = create_app(
-            Settings(database_url=database_url, **settings), router, extra_routes=extra_routes
-        )
+        app = create_app(Settings(database_url=database_url, **settings), router, extra_routes=extra_routes)
         self.app = app
         config = uvicorn.Config(
             app,

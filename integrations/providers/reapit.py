@@ -36,9 +36,13 @@ from integrations.providers.base import (
     TransientFailure,
     WebhookRefused,
     check_answer,
+    drafts_page,
+    page_records,
+    parse_time,
     pick_category,
     reaching,
     retry_after_seconds,
+    text_of,
 )
 from server.models import WireModel
 
@@ -86,18 +90,8 @@ PING_CUSTOMER = "webhook-test"  # Reapit's test pings: never routed to an agency
 SIGNATURE_HEADER = "x-signature"
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+_time = parse_time
+_text = text_of
 
 
 def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraft | None:
@@ -250,13 +244,7 @@ class ReapitAdapter:
         params: dict[str, Any],
     ) -> list[Any]:
         response = await self._get(http, credentials, path, params)
-        try:
-            records = orjson.loads(response.content)["_embedded"]
-            if not isinstance(records, list):
-                raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise TransientFailure(f"{self.name} sent a page that is not a list ({path})", 200) from None
-        return records
+        return page_records(self.name, response, "_embedded", path)
 
     async def fetch_people(
         self,
@@ -281,14 +269,7 @@ class ReapitAdapter:
             params["id"] = ids
         records = await self._page(http, credentials, "/contacts/", params)
         parsed = ConnectionSettings.model_validate(settings)
-        drafts, bad = [], 0
-        for record in records:
-            draft = to_draft(record, parsed) if isinstance(record, dict) else None
-            if draft is None:
-                bad += 1
-            else:
-                drafts.append(draft)
-        return FetchedPage(drafts=drafts, page_size=len(records), bad_records=bad)
+        return drafts_page(records, lambda record: to_draft(record, parsed))
 
     async def fetch_roles(
         self,

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import httpx
-import orjson
 from pydantic import Field
 
 from integrations.config import CrmConfig
@@ -30,11 +29,14 @@ from integrations.providers.base import (
     PersonDraft,
     RateLimited,
     SyncSettings,
-    TransientFailure,
     check_answer,
+    drafts_page,
+    page_records,
+    parse_time,
     pick_category,
     reaching,
     retry_after_seconds,
+    text_of,
 )
 from server.models import WireModel
 
@@ -68,32 +70,18 @@ STATUS_CATEGORIES = {
 }
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
-
-
 def _primary(values: Any) -> str | None:
     """The primary entry's value of a list of {value, primary}, else the first."""
     if not isinstance(values, list):
         return None
-    entries = [v for v in values if isinstance(v, dict) and _text(v.get("value"))]
+    entries = [v for v in values if isinstance(v, dict) and text_of(v.get("value"))]
     entries.sort(key=lambda v: v.get("primary") is not True)
-    return _text(entries[0]["value"]) if entries else None
+    return text_of(entries[0]["value"]) if entries else None
 
 
 def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraft | None:
     """A Street person (JSON:API resource) as a PersonDraft; None when it names no one."""
-    external_id = _text(record.get("id"))
+    external_id = text_of(record.get("id"))
     attributes = record.get("attributes")
     if external_id is None or not isinstance(attributes, dict):
         return None
@@ -119,13 +107,13 @@ def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraf
     consent = attributes.get("marketing_consent")
     return PersonDraft(
         external_id=external_id,
-        modified=_time(attributes.get("updated_at")) or _time(attributes.get("created_at")),
+        modified=parse_time(attributes.get("updated_at")) or parse_time(attributes.get("created_at")),
         etag=None,
-        first_name=_text(attributes.get("first_name")),
-        last_name=_text(attributes.get("last_name")),
+        first_name=text_of(attributes.get("first_name")),
+        last_name=text_of(attributes.get("last_name")),
         email=_primary(attributes.get("email_addresses")),
         phone=_primary(attributes.get("telephone_numbers")),
-        postcode=_text(address.get("postcode")) if isinstance(address, dict) else None,
+        postcode=text_of(address.get("postcode")) if isinstance(address, dict) else None,
         consent=CONSENT.get(consent) if isinstance(consent, bool) else "unknown",
         channels=channels,
         category=category,
@@ -215,23 +203,9 @@ class StreetAdapter:
         if response.status_code == 429:
             raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
         check_answer(self.name, response)
-        try:
-            records = orjson.loads(response.content)["data"]
-            if not isinstance(records, list):
-                raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise TransientFailure(f"{self.name} sent a page that is not a list (/people)", 200) from None
+        records = page_records(self.name, response, "data", "/people")
         parsed = ConnectionSettings.model_validate(settings)
-        drafts, bad = [], 0
-        for record in records:
-            draft = to_draft(record, parsed) if isinstance(record, dict) else None
-            if draft is None:
-                bad += 1
-            else:
-                drafts.append(draft)
-        return FetchedPage(
-            drafts=drafts, page_size=len(records), bad_records=bad, server_time=_date(response)
-        )
+        return drafts_page(records, lambda record: to_draft(record, parsed), server_time=_date(response))
 
     def external_id(self, response: httpx.Response) -> str | None:
         try:
