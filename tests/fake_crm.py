@@ -3,7 +3,8 @@
 Writes answer from a script of behaviours, consumed in order, then `default`:
 `"ok"` (the provider's 201), an HTTP status (`500`, or `(429, {"Retry-After": "1"})`), or
 `("hang", seconds)`, or `("trickle", seconds)` (201 at once, then its body a byte every
-`seconds`, ten bytes). `per_provider` gives a provider its own default. Reads (GET) answer 200
+`seconds`, ten bytes), or `"malformed"` (201 with a body that is not JSON). `per_provider`
+gives a provider its own default. Reads (GET) answer 200
 unless given statuses (`script_reads`). Every request is recorded; token requests and reads are
 kept apart.
 """
@@ -202,6 +203,8 @@ class FakeCrm:
                     yield b" "
 
             return StreamingResponse(drip(), status_code=201, media_type="application/json")
+        if behaviour == "malformed":
+            return Response(b'{"data": {"id": ', status_code=201, media_type="application/json")
         if isinstance(behaviour, tuple) and behaviour[0] == "hang":
             await asyncio.sleep(behaviour[1])
             behaviour = "ok"

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.crm_support import attempts, connect, enqueue, entry, make_contact, opened, until, worker
 from tests.fake_crm import FakeCrm
 from tests.support import LoopThread, Org, Rpc, World, query
@@ -90,4 +92,26 @@ def test_a_live_workers_short_lease_is_renewed_so_a_slow_write_is_never_taken_tw
         with worker(loop, database_url, config, worker_id="waiting"):
             until(lambda: entry(database_url, entry_id)["status"] == "success", timeout=30)
     assert len(fake.writes()) == 1 and fake.overlaps == 0
+    assert [a[1:3] for a in attempts(database_url, entry_id)] == [(201, "success")]
+
+
+@pytest.mark.parametrize("provider", ["reapit", "alto", "street"])
+def test_a_write_answered_with_malformed_json_is_delivered_once_without_an_id(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread, provider: str
+) -> None:
+    """Issue 17, point 4: every fake CRM can send malformed JSON. A 201 whose body is not JSON
+    is a delivery (sending it again would duplicate the note), its CRM id unknown."""
+    connection = connect(crm, agency, provider)
+    external = {
+        "reapit": "RPT-MALFORMED",
+        "alto": "7654321",
+        "street": "5f1c2d3e-aaaa-bbbb-cccc-00000000beef",
+    }
+    entry_id = enqueue(crm, agency, make_contact(crm, agency, connection["id"], external[provider]))[
+        "entries"
+    ][0]["id"]
+    fake.script("malformed")
+    with worker(loop, database_url, fake.config()):
+        until(lambda: entry(database_url, entry_id)["status"] == "success")
+    assert len(fake.writes(provider)) == 1
     assert [a[1:3] for a in attempts(database_url, entry_id)] == [(201, "success")]
