@@ -289,6 +289,9 @@ class SyncWorker:
                 raw = open_payload(self.keyring, event["provider_id"], event["id"], bytes(event["payload"]))
                 body = orjson.loads(raw)
             topic = event["topic"]
+            if topic.split(".")[0] in getattr(adapter, "streams", ())[1:]:
+                await self._apply_role_event(http, adapter, connection, body, mine)
+                return
             if not topic.startswith("contacts."):
                 await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
                 return
@@ -296,22 +299,10 @@ class SyncWorker:
             if draft is None and event["entity_id"]:
                 # No record in the event (archived, or a replay after its payload was dropped):
                 # what the CRM holds now is the truth.
-                credentials = open_credentials(
-                    self.keyring,
-                    connection["organisation_id"],
-                    connection["id"],
-                    bytes(connection["encrypted_credentials"]),
-                )
-                gate = self.limiter.gate(connection["provider_id"], connection["id"])
-                async with gate:
-                    try:
-                        draft = await adapter.fetch_person(
-                            http, credentials, connection["settings"], event["entity_id"]
-                        )
-                    except RateLimited as exc:
-                        await self._rate_limited(connection, gate.rate_limited(exc.retry_after))
-                        raise
-                gate.succeeded()
+                draft = await self._gated(
+                    connection, adapter.fetch_person, http, self._credentials(connection),
+                    connection["settings"], event["entity_id"],
+                )  # fmt: skip
             if draft is None:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
                 return
@@ -353,6 +344,60 @@ class SyncWorker:
                         "max_attempts": int(self.config.inbox_max_attempts),
                     },
                 )
+
+    async def _apply_role_event(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        body: dict[str, Any],
+        mine: dict[str, Any],
+    ) -> None:
+        """A role's webhook (applicants.*, tenancies.*, ...): the contacts it relates to, before
+        and after the change, are read again and applied, so their categories follow at once.
+        A replayed event, its payload dropped, names none: the next poll of the stream does it."""
+        related = adapter.related_from_webhook(body)[: int(self.config.sync_page_size)]
+        if not related:
+            await self._finish_event(mine, "skipped", "the role event names no contact")
+            return
+        page = await self._gated(
+            connection, adapter.fetch_people, http, self._credentials(connection),
+            connection["settings"], ids=related,
+        )  # fmt: skip
+        async with self.db.transaction() as tx:
+            await apply_page(
+                tx,
+                suppression_key=self.suppression_key,
+                organisation_id=connection["organisation_id"],
+                connection_id=connection["id"],
+                provider_id=connection["provider_id"],
+                drafts=page.drafts,
+                counts=Counts(),
+            )
+            await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
+        self.applied += len(page.drafts)
+
+    def _credentials(self, connection: Row) -> dict[str, Any]:
+        return open_credentials(
+            self.keyring,
+            connection["organisation_id"],
+            connection["id"],
+            bytes(connection["encrypted_credentials"]),
+        )
+
+    async def _gated(
+        self, connection: Row, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """One CRM call within the connection's limits; a 429 pauses both directions."""
+        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        async with gate:
+            try:
+                result = await call(*args, **kwargs)
+            except RateLimited as exc:
+                await self._rate_limited(connection, gate.rate_limited(exc.retry_after))
+                raise
+        gate.succeeded()
+        return result
 
     async def _finish_event(self, mine: dict[str, Any], status: str, outcome: str) -> None:
         async with self.db.transaction() as tx:

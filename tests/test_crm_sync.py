@@ -406,6 +406,31 @@ def test_reapit_role_streams_give_categories_even_when_the_contact_itself_does_n
     assert sorted(r[0] for r in runs) == ["applicants", "contacts", "landlords", "tenancies", "vendors"]
 
 
+def test_a_role_webhook_reads_its_contacts_again_and_their_category_follows_at_once(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17, point 3: a tenancies.modified event (no poll due) re-derives the category of
+    the contacts its record relates to, before and after the change."""
+    org, connection_id, customer = agency
+    bob = reapit.put(**person())
+    sync.drain(connection_id)  # the next poll is an hour away now
+    reapit.tick()
+    tenancy = reapit.put_role("tenancies", contacts=[bob["id"]], status="current")
+    body = reapit.event("tenancies.modified", tenancy, customer=customer)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    assert contacts_of(hooks, org)[0]["category"] == "active_tenant"
+    assert inbox(database_url, customer)[-1] == ("done", "roles", True)
+    ended = reapit.put_role("tenancies", tenancy["id"], contacts=[bob["id"]], fromArchive=True)
+    body = reapit.event("tenancies.modified", ended, customer=customer, old=tenancy)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    [(crm_category,)] = query(
+        database_url, "SELECT crm_category FROM contacts WHERE crm_connection_id = %s", (connection_id,)
+    )
+    assert crm_category is None  # the CRM's roles give none now (the assignment stays, as history)
+
+
 def test_a_page_that_is_not_json_fails_the_run_without_moving_the_cursor_and_the_next_run_reads_it(
     hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
 ) -> None:

@@ -141,6 +141,16 @@ def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraf
     )
 
 
+def _add_related(record: dict[str, Any], found: list[str]) -> None:
+    """The contact ids of a role record's `related[]` (companies left out), added once each."""
+    links = record.get("related")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("type", "contact") == "contact":
+            contact = _text(link.get("id"))
+            if contact is not None and contact not in found:
+                found.append(contact)
+
+
 def _b64(text: str) -> bytes:
     # Reapit's own examples decode the signature as base64 (Node) and as base64url (C#).
     padded = text + "=" * (-len(text) % 4)
@@ -304,11 +314,7 @@ class ReapitAdapter:
                 bad += 1
                 continue
             stamps.append(stamp)
-            for link in record.get("related") or []:
-                if isinstance(link, dict) and link.get("type", "contact") == "contact":
-                    contact = _text(link.get("id"))
-                    if contact is not None and contact not in related:
-                        related.append(contact)
+            _add_related(record, related)
         return FetchedPage(drafts=[], page_size=len(records), bad_records=bad, stamps=stamps, related=related)
 
     async def fetch_person(
@@ -336,6 +342,14 @@ class ReapitAdapter:
         if not isinstance(new, dict):
             return None
         return to_draft(new, ConnectionSettings.model_validate(settings))
+
+    def related_from_webhook(self, body: dict[str, Any]) -> list[str]:
+        """The contacts a role event's record relates to, before (`old`) and after (`new`)."""
+        found: list[str] = []
+        for record in (body.get("new"), body.get("old")):
+            if isinstance(record, dict):
+                _add_related(record, found)
+        return found
 
     async def verify_webhook(
         self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
