@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply, apply_page
+from integrations.inbound import Counts, apply_page
 from integrations.limits import Limiter
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
@@ -309,18 +309,14 @@ class SyncWorker:
             counts = Counts()
             opted_out = topic == "contacts.optedout"
             async with self.db.transaction() as tx:
-                outcome = await apply(
+                [outcome] = await self._apply(
                     tx,
-                    suppression_key=self.suppression_key,
-                    organisation_id=connection["organisation_id"],
-                    connection_id=connection["id"],
-                    provider_id=connection["provider_id"],
-                    draft=_opted_out(draft) if opted_out else draft,
-                    counts=counts,
+                    connection,
+                    [_opted_out(draft) if opted_out else draft],
+                    counts,
                     consent_at=event["event_time"] if opted_out else None,
                 )
                 await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": outcome})
-            self.applied += 1
         except (TransientFailure, RateLimited, AuthRejected, CryptoError, Exception) as exc:
             if not isinstance(exc, TransientFailure | RateLimited | AuthRejected | CryptoError):
                 log.exception("applying a webhook event failed")
@@ -365,17 +361,8 @@ class SyncWorker:
             connection["settings"], ids=related,
         )  # fmt: skip
         async with self.db.transaction() as tx:
-            await apply_page(
-                tx,
-                suppression_key=self.suppression_key,
-                organisation_id=connection["organisation_id"],
-                connection_id=connection["id"],
-                provider_id=connection["provider_id"],
-                drafts=page.drafts,
-                counts=Counts(),
-            )
+            await self._apply(tx, connection, page.drafts, Counts())
             await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
-        self.applied += len(page.drafts)
 
     def _credentials(self, connection: Row) -> dict[str, Any]:
         return open_credentials(
@@ -742,10 +729,18 @@ class SyncWorker:
                 raise LeaseLost()
             await tx.execute(UPDATE_RUN, _run_params(connection, run, "running", None))
 
-    async def _apply(self, tx: Tx, connection: Row, drafts: list[PersonDraft], counts: Counts) -> None:
+    async def _apply(
+        self,
+        tx: Tx,
+        connection: Row,
+        drafts: list[PersonDraft],
+        counts: Counts,
+        consent_at: datetime | None = None,
+    ) -> list[str]:
+        """The one apply path (integrations/inbound.py), for this connection's records."""
         if not drafts:
-            return
-        await apply_page(
+            return []
+        outcomes = await apply_page(
             tx,
             suppression_key=self.suppression_key,
             organisation_id=connection["organisation_id"],
@@ -753,8 +748,10 @@ class SyncWorker:
             provider_id=connection["provider_id"],
             drafts=drafts,
             counts=counts,
+            consent_at=consent_at,
         )
         self.applied += len(drafts)
+        return outcomes
 
 
 def _run_params(connection: Row, run: _Run, status: str, error: str | None) -> dict[str, Any]:
