@@ -30,8 +30,9 @@ class CrmConfig:
     # A whole delivery (token fetch and write, every byte of the answer) may take at most this
     # long; 0: twice crm_timeout.
     crm_deadline: float = 0.0
-    # How long a claimed event is held; a worker killed mid-delivery loses it after this.
-    writeback_lease_seconds: float = 60.0
+    # How long a claimed event is held unrenewed: a live worker renews its in-flight events'
+    # leases every third of this, so a worker killed mid-delivery loses them after at most this.
+    writeback_lease_seconds: float = 15.0
     # Retry n waits about backoff_base * 4**(n-1) seconds (with jitter), at most backoff_cap:
     # with the defaults, 8 attempts span about ten hours.
     writeback_backoff_base: float = 10.0
@@ -55,13 +56,12 @@ class CrmConfig:
     sync_grace_seconds: float = 15.0
 
     def __post_init__(self) -> None:
-        # A lease shorter than a delivery (token fetch and write, each up to crm_timeout) would
-        # let a second worker take an event that is still in flight.
         if self.crm_deadline <= 0:
             object.__setattr__(self, "crm_deadline", 2 * self.crm_timeout)
-        minimum = max(2 * self.crm_timeout, self.crm_deadline) + 1
-        if self.writeback_lease_seconds < minimum:
-            object.__setattr__(self, "writeback_lease_seconds", minimum)
+        # The lease may be shorter than a delivery (it is renewed), not shorter than a few
+        # renewals' round trips.
+        if self.writeback_lease_seconds < 3.0:
+            object.__setattr__(self, "writeback_lease_seconds", 3.0)
 
     def __repr__(self) -> str:  # the client secrets stay out of logs
         return "CrmConfig(...)"

@@ -1,20 +1,25 @@
 """The one apply path for CRM people, shared by webhooks and polls.
 
-In the caller's transaction, for one PersonDraft of one connection: each field checked by the
-contact's own validation (a refused field drops alone and is counted); the erasure suppression
-list checked before anything is written (the identifiers hashed by procedures/suppression.py,
-checked in the lookup statement as contacts.create checks them in its insert); the contact
-found by (connection, external id), else by normalised email; an older version of the record
-never overwrites a newer one; consent merged least-permissive first and recorded as evidence
-with source 'crm_sync' in the write's own statement (contact_consent_events, as
-procedures/consent.py reads them); archive mirrored, never erased; the CRM's category applied
-only when it changes, so an agent's own choice stands until then. A record costs one round trip
-when unchanged, two when created or changed.
+In the caller's transaction, for a page of PersonDrafts of one connection (a webhook's one
+record is a page of one): each field checked by the contact's own validation (a refused field
+drops alone and is counted); the erasure suppression list checked before anything is written
+(the identifiers hashed by procedures/suppression.py, checked in the lookup statement as
+contacts.create checks them in its insert); the contact found by (connection, external id),
+else by normalised email; an older version of the record never overwrites a newer one; consent
+merged least-permissive first and recorded as evidence with source 'crm_sync' in the write's own
+statement (contact_consent_events, as procedures/consent.py reads them); archive mirrored, never
+erased; the CRM's category applied only when it changes, so an agent's own choice stands until
+then; one audit row per contact written.
+
+Set-based: a page costs one locked lookup, one insert of its new people and one update of its
+changed ones, each with its consent evidence and audit rows (issue 17: 2,000 records a second).
+A record the set statements cannot settle alone (two records of the page meeting one contact or
+one email, a concurrent applier inserting it first) is looked at again on its own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,7 +33,7 @@ from procedures.contact_fields import Email, Name, Phone, Postcode
 from server.audit import audit_cte, audit_params
 from server.db import Row, Tx, sql
 
-__all__ = ["Counts", "apply"]
+__all__ = ["Counts", "apply", "apply_page"]
 
 _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
     "first_name": pydantic.TypeAdapter(Name),
@@ -37,6 +42,7 @@ _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
     "phone": pydantic.TypeAdapter(Phone),
     "postcode": pydantic.TypeAdapter(Postcode),
 }
+_LOOKS = 3  # a record still unsettled after this many looks is a bug, not a race
 
 
 @dataclass
@@ -58,100 +64,149 @@ class Counts:
 # A channel's consent is its latest event (procedures/consent.py); `channels` maps each channel
 # asked so far to it.
 _COLUMNS = """
-    id, email, import_source, archived_at, source_modified_at, source_etag, crm_category,
-    consent_status, consent_timestamp, crm_connection_id, external_id,
+    t.id, t.email, t.import_source, t.archived_at, t.source_modified_at, t.source_etag,
+    t.crm_category, t.consent_status, t.consent_timestamp, t.crm_connection_id, t.external_id,
     (SELECT jsonb_object_agg(latest.channel, latest.status)
        FROM (SELECT DISTINCT ON (e.channel) e.channel, e.status FROM contact_consent_events AS e
-              WHERE e.organisation_id = contacts.organisation_id AND e.contact_id = contacts.id
+              WHERE e.organisation_id = t.organisation_id AND e.contact_id = t.id
                 AND e.channel <> 'overall'
               ORDER BY e.channel, e.recorded_at DESC, e.id DESC) AS latest) AS channels
 """
-# Every read of one record in one round trip: whether any of its identifiers is on the erasure
-# suppression list (procedures/suppression.py's hashes, checked as contacts.create does), and
-# the contact it matches, locked: by (connection, external id), else by normalised email.
+# Every read of a page in one round trip: for each record (by its place in the page, `item`)
+# whether any of its identifiers is on the erasure suppression list (procedures/suppression.py's
+# hashes, checked as contacts.create does), and the contact it matches, locked: by (connection,
+# external id), else by normalised email.
 LOOKUP = sql(f"""
-    WITH by_external AS (
-        SELECT 'external' AS matched, {_COLUMNS} FROM contacts
-         WHERE organisation_id = :organisation_id AND crm_connection_id = :connection_id
-           AND external_id = :external_id
-           FOR UPDATE),
+    WITH d AS (
+        SELECT * FROM unnest(CAST(:external_ids AS text[]), CAST(:emails AS text[]))
+                      WITH ORDINALITY AS d (want_external_id, want_email, item)),
+    -- One index probe per record (LATERAL ... LIMIT 1 keeps the planner from joining the
+    -- page against every contact of the connection, as it chose with a generic plan).
+    by_external AS (
+        SELECT d.item, 'external' AS matched, t.*
+          FROM d CROSS JOIN LATERAL (
+               SELECT {_COLUMNS} FROM contacts AS t
+                WHERE t.organisation_id = :organisation_id
+                  AND t.crm_connection_id = :connection_id
+                  AND t.external_id = d.want_external_id
+                LIMIT 1 FOR UPDATE OF t) AS t),
     by_email AS (
-        SELECT 'email' AS matched, {_COLUMNS} FROM contacts
-         WHERE organisation_id = :organisation_id AND email = CAST(:email AS text)
-           AND NOT EXISTS (SELECT 1 FROM by_external)
-           FOR UPDATE)
-    SELECT EXISTS (SELECT 1 FROM erasure_suppressions AS s
-                    WHERE s.organisation_id = :organisation_id
-                      AND s.identifier_hash = ANY (CAST(:hashes AS bytea[]))) AS suppressed,
-           m.*
-      FROM (SELECT 1) AS one
-      LEFT JOIN (SELECT * FROM by_external UNION ALL SELECT * FROM by_email) AS m ON true
+        SELECT d.item, 'email' AS matched, t.*
+          FROM d CROSS JOIN LATERAL (
+               SELECT {_COLUMNS} FROM contacts AS t
+                WHERE t.organisation_id = :organisation_id AND t.email = d.want_email
+                LIMIT 1 FOR UPDATE OF t) AS t
+         WHERE NOT EXISTS (SELECT 1 FROM by_external AS x WHERE x.item = d.item)),
+    suppressed AS (
+        SELECT DISTINCT h.item
+          FROM unnest(CAST(:hash_items AS bigint[]), CAST(:hashes AS bytea[])) AS h (item, hash)
+          JOIN erasure_suppressions AS s
+            ON s.organisation_id = :organisation_id AND s.identifier_hash = h.hash)
+    SELECT d.item AS item, EXISTS (SELECT 1 FROM suppressed AS s WHERE s.item = d.item) AS suppressed,
+           m.matched, m.id, m.email, m.import_source, m.archived_at, m.source_modified_at,
+           m.source_etag, m.crm_category, m.consent_status, m.consent_timestamp,
+           m.crm_connection_id, m.external_id, m.channels
+      FROM d LEFT JOIN (SELECT * FROM by_external UNION ALL SELECT * FROM by_email) AS m
+        ON m.item = d.item
+     ORDER BY d.item
 """)
+# Consent evidence of the contacts written (`c`), one row per (record, channel), as
+# procedures/consent.py records it: source crm_sync. `key` joins evidence to its contact.
 _CONSENT_CTE = """
     consent AS (
         INSERT INTO contact_consent_events
                (organisation_id, contact_id, channel, status, consented_at, source,
                 crm_connection_id)
-        SELECT c.organisation_id, c.id, e.channel, e.status,
-               CAST(:consented_at AS timestamptz), 'crm_sync', CAST(:connection_id AS uuid)
-          FROM c CROSS JOIN unnest(CAST(:consent_channels AS text[]),
-                                   CAST(:consent_statuses AS text[])) AS e (channel, status))"""
-# The contact, its first category, its consent evidence (as procedures/consent.py records it:
-# source crm_sync) and the audit row, in one statement. ON CONFLICT without a target: a webhook
-# and a poll inserting one person at once, or an email taken meanwhile, insert nothing here
-# and the caller looks again.
+        SELECT c.organisation_id, c.id, e.channel, e.status, e.consented_at, 'crm_sync',
+               CAST(:connection_id AS uuid)
+          FROM c JOIN unnest(CAST(:consent_keys AS text[]), CAST(:consent_channels AS text[]),
+                             CAST(:consent_statuses AS text[]),
+                             CAST(:consent_times AS timestamptz[]))
+                      AS e (key, channel, status, consented_at)
+            ON e.key = c.key)"""
+# The page's new people, their first categories, consent evidence and audit rows, in one
+# statement. ON CONFLICT without a target: a webhook and a poll inserting one person at once, an
+# email taken meanwhile or twice in the page, insert nothing here and the caller looks again.
 INSERT_SYNCED = sql(f"""
-    WITH c AS (
+    WITH d AS (
+        SELECT * FROM unnest(
+            CAST(:external_ids AS text[]), CAST(:first_names AS text[]),
+            CAST(:last_names AS text[]), CAST(:emails AS text[]), CAST(:phones AS text[]),
+            CAST(:postcodes AS text[]), CAST(:consent_status AS text[]),
+            CAST(:consent_timestamps AS timestamptz[]), CAST(:payloads AS text[]),
+            CAST(:archived AS boolean[]), CAST(:modified AS timestamptz[]),
+            CAST(:etags AS text[]), CAST(:categories AS text[]), CAST(:reasons AS text[]))
+        AS d (external_id, first_name, last_name, email, phone, postcode, consent_status,
+              consent_timestamp, payload, archived, modified, etag, category, reason)),
+    c AS (
     INSERT INTO contacts (organisation_id, first_name, last_name, email, phone, postcode,
                           consent_status, consent_timestamp, import_source, crm_payload,
                           crm_connection_id, external_id, archived_at, source_modified_at,
                           source_etag, active_category, crm_category)
-    VALUES (:organisation_id, :first_name, :last_name, :email, :phone, :postcode,
-            :consent_status, :consent_timestamp, 'crm_sync', CAST(:crm_payload AS jsonb),
-            :connection_id, :external_id, CASE WHEN CAST(:archived AS boolean) THEN now() END,
-            :source_modified_at, :source_etag, CAST(:category AS text), CAST(:category AS text))
+    SELECT :organisation_id, d.first_name, d.last_name, d.email, d.phone, d.postcode,
+           d.consent_status, d.consent_timestamp, 'crm_sync', CAST(d.payload AS jsonb),
+           :connection_id, d.external_id, CASE WHEN d.archived THEN now() END,
+           d.modified, d.etag, d.category, d.category
+      FROM d
     ON CONFLICT DO NOTHING
-    RETURNING organisation_id, id, created_at, active_category),
+    RETURNING organisation_id, id, created_at, active_category, CAST(external_id AS text) AS key),
     assignment AS (
         INSERT INTO lead_category_assignments
                (organisation_id, contact_id, category, assigned_at, reason)
-        SELECT c.organisation_id, c.id, c.active_category, c.created_at, CAST(:reason AS text)
-          FROM c WHERE c.active_category IS NOT NULL),
+        SELECT c.organisation_id, c.id, c.active_category, c.created_at, d.reason
+          FROM c JOIN d ON d.external_id = c.key WHERE c.active_category IS NOT NULL),
     {_CONSENT_CTE},
     {audit_cte("c", "c.id")}
-    SELECT c.id FROM c
+    SELECT c.key FROM c
 """)
 # Fields: a contact that came from this CRM mirrors it (an empty field clears ours); one the
 # agency made itself and the CRM matched by email only gains what the CRM holds. A field our
-# validation refused is left as it is (:take_x says which to take).
+# validation refused is left as it is (take_x says which to take). An email another contact
+# holds is not taken (the person still is): `email_refused` says so, to be counted.
 UPDATE_SYNCED = sql(f"""
-    WITH c AS (
-    UPDATE contacts SET
-        first_name = CASE WHEN CAST(:take_first_name AS boolean) THEN CAST(:first_name AS text)
-                     ELSE first_name END,
-        last_name = CASE WHEN CAST(:take_last_name AS boolean) THEN CAST(:last_name AS text)
-                    ELSE last_name END,
-        email = CASE WHEN CAST(:take_email AS boolean) THEN CAST(:email AS text) ELSE email END,
-        phone = CASE WHEN CAST(:take_phone AS boolean) THEN CAST(:phone AS text) ELSE phone END,
-        postcode = CASE WHEN CAST(:take_postcode AS boolean) THEN CAST(:postcode AS text)
-                   ELSE postcode END,
-        crm_payload = CASE WHEN import_source = 'crm_sync' THEN CAST(:crm_payload AS jsonb)
-                           ELSE crm_payload END,
+    WITH d AS (
+        SELECT * FROM unnest(
+            CAST(:ids AS uuid[]), CAST(:first_names AS text[]), CAST(:take_first_names AS boolean[]),
+            CAST(:last_names AS text[]), CAST(:take_last_names AS boolean[]),
+            CAST(:emails AS text[]), CAST(:take_emails AS boolean[]),
+            CAST(:phones AS text[]), CAST(:take_phones AS boolean[]),
+            CAST(:postcodes AS text[]), CAST(:take_postcodes AS boolean[]),
+            CAST(:payloads AS text[]), CAST(:external_ids AS text[]),
+            CAST(:consent_status AS text[]), CAST(:consent_timestamps AS timestamptz[]),
+            CAST(:archived AS boolean[]), CAST(:modified AS timestamptz[]), CAST(:etags AS text[]))
+        AS d (id, first_name, take_first_name, last_name, take_last_name, email, take_email,
+              phone, take_phone, postcode, take_postcode, payload, external_id, consent_status,
+              consent_timestamp, archived, modified, etag)),
+    c AS (
+    UPDATE contacts AS t SET
+        first_name = CASE WHEN d.take_first_name THEN d.first_name ELSE t.first_name END,
+        last_name = CASE WHEN d.take_last_name THEN d.last_name ELSE t.last_name END,
+        email = CASE WHEN d.take_email AND NOT EXISTS (
+                         SELECT 1 FROM contacts AS o
+                          WHERE o.organisation_id = t.organisation_id AND o.email = d.email
+                            AND o.id <> t.id)
+                     THEN d.email ELSE t.email END,
+        phone = CASE WHEN d.take_phone THEN d.phone ELSE t.phone END,
+        postcode = CASE WHEN d.take_postcode THEN d.postcode ELSE t.postcode END,
+        crm_payload = CASE WHEN t.import_source = 'crm_sync' THEN CAST(d.payload AS jsonb)
+                           ELSE t.crm_payload END,
         crm_connection_id = :connection_id,
-        external_id = :external_id,
-        consent_status = coalesce(CAST(:consent_status AS text), consent_status),
-        consent_timestamp = CASE WHEN CAST(:consent_status AS text) IS NOT NULL
-                                 THEN CAST(:consent_timestamp AS timestamptz)
-                                 ELSE consent_timestamp END,
-        archived_at = CASE WHEN CAST(:archived AS boolean) THEN coalesce(archived_at, now()) END,
-        source_modified_at = :source_modified_at,
-        source_etag = :source_etag,
+        external_id = d.external_id,
+        consent_status = coalesce(d.consent_status, t.consent_status),
+        consent_timestamp = CASE WHEN d.consent_status IS NOT NULL THEN d.consent_timestamp
+                                 ELSE t.consent_timestamp END,
+        archived_at = CASE WHEN d.archived THEN coalesce(t.archived_at, now()) END,
+        source_modified_at = d.modified,
+        source_etag = d.etag,
         updated_at = now()
-     WHERE organisation_id = :organisation_id AND id = :id
-    RETURNING organisation_id, id),
+      FROM d
+     WHERE t.organisation_id = :organisation_id AND t.id = d.id
+    RETURNING t.organisation_id, t.id, CAST(t.id AS text) AS key,
+              d.take_email AND d.email IS NOT NULL AND t.email IS DISTINCT FROM d.email
+                  AS email_refused),
     {_CONSENT_CTE},
     {audit_cte("c", "c.id")}
-    SELECT c.id FROM c
+    SELECT c.id, c.email_refused FROM c
 """)
 # Only a deny, from a record older than the one we hold: least permissive wins at once.
 DENY_ONLY = sql(f"""
@@ -159,7 +214,7 @@ DENY_ONLY = sql(f"""
     UPDATE contacts SET consent_status = 'denied', consent_timestamp = :consented_at,
                         updated_at = now()
      WHERE organisation_id = :organisation_id AND id = :id
-    RETURNING organisation_id, id),
+    RETURNING organisation_id, id, CAST(id AS text) AS key),
     {_CONSENT_CTE},
     {audit_cte("c", "c.id")}
     SELECT c.id FROM c
@@ -172,6 +227,43 @@ SET_CATEGORY = sql("""
     SELECT changed FROM set_contact_category(:organisation_id, :id, CAST(:category AS text),
                                              NULL, CAST(:reason AS text))
 """)
+
+
+@dataclass
+class _Item:
+    """One record of the page on its way through: its checked fields and what became of it."""
+
+    draft: PersonDraft
+    values: dict[str, str | None]
+    consent_time: datetime | None
+    looks: int = 0
+    outcome: str | None = None
+    hashes: list[bytes] = field(default_factory=list)
+
+
+@dataclass
+class _Evidence:
+    """Consent evidence rows, each keyed to the contact it belongs to (see _CONSENT_CTE)."""
+
+    keys: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)
+    statuses: list[str] = field(default_factory=list)
+    times: list[datetime | None] = field(default_factory=list)
+
+    def add(self, key: str, changes: dict[str, str], at: datetime | None) -> None:
+        for channel, status in changes.items():
+            self.keys.append(key)
+            self.channels.append(channel)
+            self.statuses.append(status)
+            self.times.append(at)
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "consent_keys": self.keys,
+            "consent_channels": self.channels,
+            "consent_statuses": self.statuses,
+            "consent_times": self.times,
+        }
 
 
 def _checked(draft: PersonDraft, counts: Counts) -> dict[str, str | None]:
@@ -214,6 +306,9 @@ def _is_same(existing: Row, draft: PersonDraft) -> bool:
         and existing["source_modified_at"] == draft.modified
         and existing["source_etag"] == draft.etag
         and existing["crm_connection_id"] is not None
+        # A role stream reads a person again when their roles change, which need not change
+        # the record's version: a new category is a change.
+        and existing["crm_category"] == draft.category
     )
 
 
@@ -231,80 +326,119 @@ async def apply(
     """Apply one CRM person; returns what happened: created, updated, unchanged, stale or
     suppressed. `consent_at` is when the CRM says consent changed (an opt-out event's time),
     else the record's modified time."""
-    counts.fetched += 1
-    values = _checked(draft, counts)
+    outcomes = await apply_page(
+        tx,
+        suppression_key=suppression_key,
+        organisation_id=organisation_id,
+        connection_id=connection_id,
+        provider_id=provider_id,
+        drafts=[draft],
+        counts=counts,
+        consent_at=consent_at,
+    )
+    return outcomes[0]
+
+
+async def apply_page(
+    tx: Tx,
+    *,
+    suppression_key: bytes,
+    organisation_id: UUID,
+    connection_id: UUID,
+    provider_id: str,
+    drafts: list[PersonDraft],
+    counts: Counts,
+    consent_at: datetime | None = None,
+) -> list[str]:
+    """Apply a page of CRM people, in the page's order; returns what happened to each, as
+    `apply` says. Two drafts of one record are applied one after the other."""
     scope = {"organisation_id": organisation_id, "connection_id": connection_id}
-    found = suppression.identifiers(values.get("email"), values.get("phone"), draft.external_id)
-    lookup = {
-        **scope,
-        "external_id": draft.external_id,
-        "hashes": suppression.hashes(suppression_key, organisation_id, found),
-    }
-    for _ in range(3):
-        row = await tx.one(LOOKUP, {**lookup, "email": values.get("email")})
-        assert row is not None
+    items: list[_Item] = []
+    for draft in drafts:
+        counts.fetched += 1
+        values = _checked(draft, counts)
+        item = _Item(draft, values, consent_at or draft.modified)
+        found = suppression.identifiers(values.get("email"), values.get("phone"), draft.external_id)
+        item.hashes = suppression.hashes(suppression_key, organisation_id, found)
+        items.append(item)
+    waiting = items
+    while waiting:
+        batch: list[_Item] = []
+        later: list[_Item] = []
+        records: set[str] = set()
+        for item in waiting:
+            # A record twice in the page: its second draft waits for the first to be applied.
+            (later if item.draft.external_id in records else batch).append(item)
+            records.add(item.draft.external_id)
+        for item in await _apply_batch(tx, scope, provider_id, batch, counts):
+            # What the set statements could not settle is looked at again on its own.
+            while item.outcome is None:
+                item.looks += 1
+                if item.looks >= _LOOKS:
+                    raise RuntimeError("a CRM record could not be applied after three looks")
+                await _apply_batch(tx, scope, provider_id, [item], counts)
+        waiting = later
+    return [item.outcome or "unchanged" for item in items]
+
+
+async def _apply_batch(
+    tx: Tx, scope: dict[str, Any], provider_id: str, batch: list[_Item], counts: Counts
+) -> list[_Item]:
+    """Look the batch up, then create and update what it holds; returns the items left
+    unsettled (their outcome still None), to be looked at again."""
+    hash_items = [n for n, item in enumerate(batch, 1) for _ in item.hashes]
+    rows = await tx.all(
+        LOOKUP,
+        {
+            **scope,
+            "external_ids": [item.draft.external_id for item in batch],
+            "emails": [item.values.get("email") for item in batch],
+            "hash_items": hash_items,
+            "hashes": [h for item in batch for h in item.hashes],
+        },
+    )
+    creates: list[_Item] = []
+    updates: list[tuple[_Item, Row]] = []
+    again: list[_Item] = []
+    claimed: set[UUID] = set()
+    for item, row in zip(batch, rows, strict=True):
+        draft = item.draft
         if row["suppressed"]:
             counts.suppressed += 1
-            return "suppressed"  # nothing of the person is written; the caller drops the payload
-        if (
+            item.outcome = "suppressed"  # nothing of the person is written
+        elif (
             row["matched"] == "email"
-            and row["crm_connection_id"] == connection_id
+            and row["crm_connection_id"] == scope["connection_id"]
             and row["external_id"] not in (None, draft.external_id)
         ):
             # Two records of this CRM share an email: the second comes in without it.
-            values.pop("email")
+            item.values.pop("email")
             counts.field_errors += 1
-            continue
-        outcome = await _apply_to(tx, scope, provider_id, draft, values, row, consent_at, counts)
-        if outcome is not None:
-            return outcome
-        # Inserted by another applier meanwhile (or the email was taken): look again.
-    raise RuntimeError("a CRM record could not be applied after three looks")
-
-
-async def _apply_to(
-    tx: Tx,
-    scope: dict[str, Any],
-    provider_id: str,
-    draft: PersonDraft,
-    values: dict[str, str | None],
-    existing: Row,
-    consent_at: datetime | None,
-    counts: Counts,
-) -> str | None:
-    consent_time = consent_at or draft.modified
-    if existing["matched"] is None:
-        return await _create(tx, scope, provider_id, draft, values, consent_time, counts)
-    if _is_stale(existing, draft):
-        # An older version never overwrites a newer one, but a deny in it still stands.
-        if draft.consent == "denied" and existing["consent_status"] != "denied":
-            await tx.execute(
-                DENY_ONLY,
-                {
-                    **scope,
-                    "id": existing["id"],
-                    **_evidence({"overall": "denied"}, consent_time),
-                    **_audit(scope, ["consentStatus"]),
-                },
-            )
-        counts.unchanged += 1
-        return "stale"
-    if _is_same(existing, draft):
-        counts.unchanged += 1
-        return "unchanged"
-    return await _update(tx, scope, provider_id, draft, values, existing, consent_time, counts)
+            again.append(item)
+        elif row["matched"] is None:
+            creates.append(item)
+        elif row["id"] in claimed:
+            again.append(item)  # two records of the page meet one contact: one at a time
+        else:
+            claimed.add(row["id"])
+            if _is_stale(row, draft):
+                await _stale(tx, scope, item, row)
+                counts.unchanged += 1
+                item.outcome = "stale"
+            elif _is_same(row, draft):
+                counts.unchanged += 1
+                item.outcome = "unchanged"
+            else:
+                updates.append((item, row))
+    if creates:
+        again += await _create(tx, scope, provider_id, creates, counts)
+    if updates:
+        await _update(tx, scope, provider_id, updates, counts)
+    return again
 
 
 def _payload(draft: PersonDraft) -> str:
     return orjson.dumps(draft.record).decode().replace("\\u0000", "")
-
-
-def _evidence(changes: dict[str, str], consented_at: datetime | None) -> dict[str, Any]:
-    return {
-        "consent_channels": list(changes),
-        "consent_statuses": list(changes.values()),
-        "consented_at": consented_at,
-    }
 
 
 def _audit(scope: dict[str, Any], changed: list[str]) -> dict[str, Any]:
@@ -316,94 +450,128 @@ def _audit(scope: dict[str, Any], changed: list[str]) -> dict[str, Any]:
     )
 
 
-async def _create(
-    tx: Tx,
-    scope: dict[str, Any],
-    provider_id: str,
-    draft: PersonDraft,
-    values: dict[str, str | None],
-    consent_time: datetime | None,
-    counts: Counts,
-) -> str | None:
-    status = draft.consent if draft.consent in ("granted", "denied") else "unknown"
-    channels = {c: s for c, s in draft.channels.items() if s in ("granted", "denied")}
-    evidence = {"overall": status, **channels} if status != "unknown" or channels else {}
-    contact_id = await tx.scalar(
-        INSERT_SYNCED,
+async def _stale(tx: Tx, scope: dict[str, Any], item: _Item, existing: Row) -> None:
+    """An older version never overwrites a newer one, but a deny in it still stands."""
+    if item.draft.consent != "denied" or existing["consent_status"] == "denied":
+        return
+    evidence = _Evidence()
+    evidence.add(str(existing["id"]), {"overall": "denied"}, item.consent_time)
+    await tx.execute(
+        DENY_ONLY,
         {
             **scope,
-            **{name: values.get(name) for name in _VALIDATORS},
-            "consent_status": status,
-            "consent_timestamp": consent_time if status != "unknown" else None,
-            "crm_payload": _payload(draft),
-            "external_id": draft.external_id,
-            "archived": draft.archived,
-            "source_modified_at": draft.modified,
-            "source_etag": draft.etag,
-            "category": draft.category,
-            "reason": _reason(provider_id, draft),
-            **_evidence(evidence, consent_time),
-            **_audit(scope, ["created"]),
+            "id": existing["id"],
+            "consented_at": item.consent_time,
+            **evidence.params(),
+            **_audit(scope, ["consentStatus"]),
         },
     )
-    if contact_id is None:
-        return None
-    counts.created += 1
-    counts.archived += int(draft.archived)
-    return "created"
+
+
+async def _create(
+    tx: Tx, scope: dict[str, Any], provider_id: str, items: list[_Item], counts: Counts
+) -> list[_Item]:
+    """Insert the new people; returns those another applier (or the page) got to first."""
+    evidence = _Evidence()
+    columns: dict[str, list[Any]] = {
+        name: []
+        for name in (
+            "external_ids", "first_names", "last_names", "emails", "phones", "postcodes",
+            "consent_status", "consent_timestamps", "payloads", "archived", "modified", "etags",
+            "categories", "reasons",
+        )
+    }  # fmt: skip
+    for item in items:
+        draft, values = item.draft, item.values
+        status = draft.consent if draft.consent in ("granted", "denied") else "unknown"
+        channels = {c: s for c, s in draft.channels.items() if s in ("granted", "denied")}
+        if status != "unknown" or channels:
+            evidence.add(draft.external_id, {"overall": status, **channels}, item.consent_time)
+        for name, value in (
+            ("external_ids", draft.external_id),
+            ("first_names", values.get("first_name")),
+            ("last_names", values.get("last_name")),
+            ("emails", values.get("email")),
+            ("phones", values.get("phone")),
+            ("postcodes", values.get("postcode")),
+            ("consent_status", status),
+            ("consent_timestamps", item.consent_time if status != "unknown" else None),
+            ("payloads", _payload(draft)),
+            ("archived", draft.archived),
+            ("modified", draft.modified),
+            ("etags", draft.etag),
+            ("categories", draft.category),
+            ("reasons", _reason(provider_id, draft)),
+        ):
+            columns[name].append(value)
+    inserted = {
+        row["key"]
+        for row in await tx.all(
+            INSERT_SYNCED, {**scope, **columns, **evidence.params(), **_audit(scope, ["created"])}
+        )
+    }
+    again = []
+    for item in items:
+        if item.draft.external_id in inserted:
+            counts.created += 1
+            counts.archived += int(item.draft.archived)
+            item.outcome = "created"
+        else:
+            again.append(item)
+    return again
 
 
 async def _update(
-    tx: Tx,
-    scope: dict[str, Any],
-    provider_id: str,
-    draft: PersonDraft,
-    values: dict[str, str | None],
-    existing: Row,
-    consent_time: datetime | None,
-    counts: Counts,
-) -> str:
-    contact_id = existing["id"]
-    mirror = existing["import_source"] == "crm_sync"
-    new_status = _consent_change(
-        existing["consent_status"], existing["consent_timestamp"], draft.consent, consent_time
-    )
-    channel_changes: dict[str, str] = {}
-    held = existing["channels"] or {}
-    for channel in consent.CHANNELS:
-        change = _consent_change(
-            held.get(channel), existing["consent_timestamp"], draft.channels.get(channel), consent_time
+    tx: Tx, scope: dict[str, Any], provider_id: str, updates: list[tuple[_Item, Row]], counts: Counts
+) -> None:
+    evidence = _Evidence()
+    columns: dict[str, list[Any]] = {"ids": [], "payloads": [], "external_ids": []}
+    for name in _VALIDATORS:
+        columns[f"{name}s"] = []
+        columns[f"take_{name}s"] = []
+    for name in ("consent_status", "consent_timestamps", "archived", "modified", "etags"):
+        columns[name] = []
+    for item, existing in updates:
+        draft, values = item.draft, item.values
+        mirror = existing["import_source"] == "crm_sync"
+        new_status = _consent_change(
+            existing["consent_status"], existing["consent_timestamp"], draft.consent, item.consent_time
         )
-        if change is not None:
-            channel_changes[channel] = change
-    evidence = {**({"overall": new_status} if new_status else {}), **channel_changes}
-    await tx.execute(
-        UPDATE_SYNCED,
-        {
-            **scope,
-            "id": contact_id,
-            **{name: values.get(name) for name in _VALIDATORS},
-            **{
-                f"take_{name}": name in values and (mirror or values[name] is not None)
-                for name in _VALIDATORS
-            },
-            "crm_payload": _payload(draft),
-            "external_id": draft.external_id,
-            "consent_status": new_status,
-            "consent_timestamp": consent_time,
-            "archived": draft.archived,
-            "source_modified_at": draft.modified,
-            "source_etag": draft.etag,
-            **_evidence(evidence, consent_time),
-            **_audit(scope, ["crm_sync"]),
-        },
+        changes = {"overall": new_status} if new_status else {}
+        held = existing["channels"] or {}
+        for channel in consent.CHANNELS:
+            change = _consent_change(
+                held.get(channel),
+                existing["consent_timestamp"],
+                draft.channels.get(channel),
+                item.consent_time,
+            )
+            if change is not None:
+                changes[channel] = change
+        evidence.add(str(existing["id"]), changes, item.consent_time)
+        columns["ids"].append(existing["id"])
+        columns["payloads"].append(_payload(draft))
+        columns["external_ids"].append(draft.external_id)
+        for name in _VALIDATORS:
+            columns[f"{name}s"].append(values.get(name))
+            columns[f"take_{name}s"].append(name in values and (mirror or values[name] is not None))
+        columns["consent_status"].append(new_status)
+        columns["consent_timestamps"].append(item.consent_time)
+        columns["archived"].append(draft.archived)
+        columns["modified"].append(draft.modified)
+        columns["etags"].append(draft.etag)
+    rows = await tx.all(
+        UPDATE_SYNCED, {**scope, **columns, **evidence.params(), **_audit(scope, ["crm_sync"])}
     )
-    if draft.category != existing["crm_category"]:
-        await _category(tx, scope, contact_id, draft, provider_id)
-    if draft.archived and existing["archived_at"] is None:
-        counts.archived += 1
-    counts.updated += 1
-    return "updated"
+    counts.field_errors += sum(1 for row in rows if row["email_refused"])
+    for item, existing in updates:
+        draft = item.draft
+        if draft.category != existing["crm_category"]:
+            await _category(tx, scope, existing["id"], draft, provider_id)
+        if draft.archived and existing["archived_at"] is None:
+            counts.archived += 1
+        counts.updated += 1
+        item.outcome = "updated"
 
 
 def _reason(provider_id: str, draft: PersonDraft) -> str:

@@ -38,16 +38,19 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply
+from integrations.inbound import Counts, apply_page
+from integrations.limits import Limiter
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
     AuthRejected,
+    FetchedPage,
     PersonDraft,
     RateLimited,
     SyncSettings,
     TransientFailure,
 )
 from integrations.webhooks import open_payload
+from integrations.writeback import HOLD_CONNECTION
 from procedures.crm_credentials import open_credentials
 from server.crypto import CryptoError, Keyring
 from server.db import Database, Row, Tx, sql
@@ -59,6 +62,9 @@ log = logging.getLogger("nurturehub.sync")
 
 STREAM = "contacts"
 ONE_SECOND = timedelta(seconds=1)
+# A walk's watermark is the CRM's clock at its start less this: rows committed in the CRM just
+# before it started but not yet visible to its reads are read by the next walk.
+WALK_LAG = timedelta(seconds=60)
 
 CLAIM_EVENTS = sql("""
     WITH due AS (
@@ -157,6 +163,19 @@ class _Run:
     rate_limited: int = 0
 
 
+@dataclass
+class _Stream:
+    """One stream's cursor during a run: the connection's whole cursor, the streams' states
+    within it, this stream's, and when the run started."""
+
+    name: str
+    cursor_all: dict[str, Any]
+    streams: dict[str, Any]
+    state: dict[str, Any]
+    now: datetime
+    reconciled: datetime | None
+
+
 class LeaseLost(Exception):
     """Another process holds this connection now: stop without committing more."""
 
@@ -190,6 +209,8 @@ class SyncWorker:
         self.adapters = build_adapters(config)
         self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
         self.applied = 0
+        self.limiter = Limiter("sync")
+        self._cursor_after: dict[str, Any] = {}  # the cursor as the last stream's run left it
 
     # The loop ----------------------------------------------------------------------------------
 
@@ -268,6 +289,9 @@ class SyncWorker:
                 raw = open_payload(self.keyring, event["provider_id"], event["id"], bytes(event["payload"]))
                 body = orjson.loads(raw)
             topic = event["topic"]
+            if topic.split(".")[0] in getattr(adapter, "streams", ())[1:]:
+                await self._apply_role_event(http, adapter, connection, body, mine)
+                return
             if not topic.startswith("contacts."):
                 await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
                 return
@@ -275,33 +299,24 @@ class SyncWorker:
             if draft is None and event["entity_id"]:
                 # No record in the event (archived, or a replay after its payload was dropped):
                 # what the CRM holds now is the truth.
-                credentials = open_credentials(
-                    self.keyring,
-                    connection["organisation_id"],
-                    connection["id"],
-                    bytes(connection["encrypted_credentials"]),
-                )
-                draft = await adapter.fetch_person(
-                    http, credentials, connection["settings"], event["entity_id"]
-                )
+                draft = await self._gated(
+                    connection, adapter.fetch_person, http, self._credentials(connection),
+                    connection["settings"], event["entity_id"],
+                )  # fmt: skip
             if draft is None:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
                 return
             counts = Counts()
             opted_out = topic == "contacts.optedout"
             async with self.db.transaction() as tx:
-                outcome = await apply(
+                [outcome] = await self._apply(
                     tx,
-                    suppression_key=self.suppression_key,
-                    organisation_id=connection["organisation_id"],
-                    connection_id=connection["id"],
-                    provider_id=connection["provider_id"],
-                    draft=_opted_out(draft) if opted_out else draft,
-                    counts=counts,
+                    connection,
+                    [_opted_out(draft) if opted_out else draft],
+                    counts,
                     consent_at=event["event_time"] if opted_out else None,
                 )
                 await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": outcome})
-            self.applied += 1
         except (TransientFailure, RateLimited, AuthRejected, CryptoError, Exception) as exc:
             if not isinstance(exc, TransientFailure | RateLimited | AuthRejected | CryptoError):
                 log.exception("applying a webhook event failed")
@@ -325,6 +340,51 @@ class SyncWorker:
                         "max_attempts": int(self.config.inbox_max_attempts),
                     },
                 )
+
+    async def _apply_role_event(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        body: dict[str, Any],
+        mine: dict[str, Any],
+    ) -> None:
+        """A role's webhook (applicants.*, tenancies.*, ...): the contacts it relates to, before
+        and after the change, are read again and applied, so their categories follow at once.
+        A replayed event, its payload dropped, names none: the next poll of the stream does it."""
+        related = adapter.related_from_webhook(body)[: int(self.config.sync_page_size)]
+        if not related:
+            await self._finish_event(mine, "skipped", "the role event names no contact")
+            return
+        page = await self._gated(
+            connection, adapter.fetch_people, http, self._credentials(connection),
+            connection["settings"], ids=related,
+        )  # fmt: skip
+        async with self.db.transaction() as tx:
+            await self._apply(tx, connection, page.drafts, Counts())
+            await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
+
+    def _credentials(self, connection: Row) -> dict[str, Any]:
+        return open_credentials(
+            self.keyring,
+            connection["organisation_id"],
+            connection["id"],
+            bytes(connection["encrypted_credentials"]),
+        )
+
+    async def _gated(
+        self, connection: Row, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """One CRM call within the connection's limits; a 429 pauses both directions."""
+        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        async with gate:
+            try:
+                result = await call(*args, **kwargs)
+            except RateLimited as exc:
+                await self._rate_limited(connection, gate.rate_limited(exc.retry_after))
+                raise
+        gate.succeeded()
+        return result
 
     async def _finish_event(self, mine: dict[str, Any], status: str, outcome: str) -> None:
         async with self.db.transaction() as tx:
@@ -360,7 +420,13 @@ class SyncWorker:
             )
             field = _tenant_field(connection["provider_id"])
             tenant_ref = str(credentials.get(_camel(field))) if field else None
-            await self._run_stream(http, adapter, connection, credentials, settings)
+            for stream in getattr(adapter, "streams", (STREAM,)):
+                if getattr(adapter, "paging", "seek") == "walk":
+                    await self._walk_stream(http, adapter, connection, credentials, settings)
+                else:
+                    await self._run_stream(http, adapter, connection, credentials, settings, stream)
+                # Each stream's run re-reads the cursor the one before committed.
+                connection = {**connection, "sync_cursor": self._cursor_after}
             ok = True
         except LeaseLost:
             return True
@@ -379,7 +445,37 @@ class SyncWorker:
             )
         return True
 
-    async def _run_stream(
+    async def _open_stream(
+        self, connection: Row, stream: str, settings: SyncSettings
+    ) -> tuple[_Stream, _Run]:
+        """The stream's cursor state (a due reconciliation starts it over) and its run row."""
+        cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
+        self._cursor_after = cursor_all
+        streams = dict(cursor_all.get("streams") or {})
+        state = dict(streams.get(stream) or {})
+        now = datetime.now(UTC)
+        reconciled = _cursor_time(state.get("reconciledAt"))
+        trigger = state.pop("trigger", "schedule")
+        if state.get("phase") == "incremental" and (
+            reconciled is None or now - reconciled > timedelta(hours=settings.reconcile_interval_hours)
+        ):
+            state = {"phase": "backfill", "reconciling": True}
+        scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
+        async with self.db.transaction() as tx:
+            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": stream, "trigger": trigger}), Counts())
+        return _Stream(stream, cursor_all, streams, state, now, reconciled), run
+
+    async def _close_run(self, connection: Row, run: _Run, status: str, error: str | None) -> None:
+        async with self.db.transaction() as tx:
+            await tx.execute(UPDATE_RUN, _run_params(connection, run, status, error))
+
+    def _finished(self, s: _Stream) -> None:
+        """A stream read to its end: incremental from now on, reconciled if it was due."""
+        s.state["phase"] = "incremental"
+        if s.state.pop("reconciling", False) or s.reconciled is None:
+            s.state["reconciledAt"] = s.now.isoformat()
+
+    async def _walk_stream(
         self,
         http: httpx.AsyncClient,
         adapter: Any,
@@ -387,64 +483,101 @@ class SyncWorker:
         credentials: dict[str, Any],
         settings: SyncSettings,
     ) -> None:
-        cursor_all: dict[str, Any] = dict(connection["sync_cursor"] or {})
-        streams = dict(cursor_all.get("streams") or {})
-        state = dict(streams.get(STREAM) or {})
-        now = datetime.now(UTC)
-        reconciled = _cursor_time(state.get("reconciledAt"))
-        trigger = state.pop("trigger", "schedule")
-        reconcile = state.get("phase") == "incremental" and (
-            reconciled is None or now - reconciled > timedelta(hours=settings.reconcile_interval_hours)
-        )
-        if reconcile:
-            state = {"phase": "backfill", "reconciling": True}
+        """A CRM that lists changes newest first with no sort to ask for (Street): every page
+        from `updated_from` is read by number. An edit mid-walk moves its row to page 1, read
+        already, and the rows behind shift a place later: read twice, never skipped. The
+        watermark moves only once the walk is complete, to the CRM's clock at its start less a
+        minute, so a killed walk is read again from the old one (nothing is applied twice)."""
+        s, run = await self._open_stream(connection, STREAM, settings)
+        wm = _cursor_time(s.state.get("wm"))
+        updated_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
+        page_size = int(self.config.sync_page_size)
+        status, error, started = "failed", None, None
+        try:
+            for number in range(1, 100_000):
+                page = await self._fetch(
+                    http,
+                    adapter.fetch_people,
+                    credentials,
+                    connection,
+                    run,
+                    modified_from=updated_from,
+                    page_number=number,
+                    page_size=page_size,
+                )
+                started = started or page.server_time or datetime.now(UTC)
+                full = page.page_size >= page_size
+                if full:
+                    s.state.setdefault("phase", "backfill")
+                else:
+                    s.state["wm"] = (started - WALK_LAG).isoformat()
+                    self._finished(s)
+                await self._commit_page(
+                    connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
+                )
+                if not full:
+                    break
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            await self._close_run(connection, run, status, error)
+
+    async def _run_stream(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        credentials: dict[str, Any],
+        settings: SyncSettings,
+        stream: str = STREAM,
+    ) -> None:
+        s, run = await self._open_stream(connection, stream, settings)
+        cursor_all, streams, state = s.cursor_all, s.streams, s.state
         wm = _cursor_time(state.get("wm"))
         modified_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
         if state.get("phase") == "backfill" and wm is not None:
             modified_from = wm  # a backfill resumes where it stopped
         page_size = int(self.config.sync_page_size)
-        scope = {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
-        async with self.db.transaction() as tx:
-            run = _Run(await tx.scalar(START_RUN, {**scope, "stream": STREAM, "trigger": trigger}), Counts())
+        fetcher = _fetcher(adapter, stream)
         status, error = "failed", None
         seen: set[tuple[str, str | None, datetime | None]] = set()
         try:
             while True:
                 page = await self._fetch(
                     http,
-                    adapter,
+                    fetcher,
                     credentials,
-                    connection["settings"],
+                    connection,
                     run,
                     modified_from=modified_from,
                     modified_to=None,
                     page_number=1,
                     page_size=page_size,
                 )
-                drafts = page.drafts
+                drafts = page.drafts + await self._related(http, adapter, credentials, connection, run, page)
                 tie_sweep: list[PersonDraft] = []
-                stamps = [d.modified for d in drafts if d.modified is not None]
+                stamps = page.times()
                 last = max(stamps) if stamps else None
                 full = page.page_size >= page_size
                 if (
                     full
                     and last is not None
                     and modified_from is not None
-                    and all(d.modified == modified_from for d in drafts)
+                    and all(t == modified_from for t in stamps)
                 ):
                     # A whole page of one second: read that second by page number, then go on
                     # from the next second.
                     tie_sweep = await self._sweep_second(
-                        http, adapter, credentials, connection, run, modified_from, page_size
+                        http, adapter, fetcher, credentials, connection, run, modified_from, page_size
                     )
                     last = modified_from + ONE_SECOND
                 # Everything up to the old watermark was committed by earlier pages or runs.
                 wm = max(t for t in (last, wm) if t is not None) if (last or wm) else None
                 state["wm"] = wm.isoformat() if wm else None
                 if not full:
-                    state["phase"] = "incremental"
-                    if state.pop("reconciling", False) or reconciled is None:
-                        state["reconciledAt"] = now.isoformat()
+                    self._finished(s)
                 else:
                     state.setdefault("phase", "backfill")
                 # The next page starts at this page's last second, inclusive: what this run has
@@ -452,8 +585,11 @@ class SyncWorker:
                 fresh = [d for d in drafts + tie_sweep if (d.external_id, d.etag, d.modified) not in seen]
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
-                await self._commit_page(connection, run, fresh, page.bad_records, cursor_all, streams, state)
-                seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
+                await self._commit_page(
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state
+                )
+                if stream == STREAM:  # a role stream's people are not stamped by its cursor
+                    seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
                 if not full:
                     break
                 if last is not None:
@@ -463,44 +599,80 @@ class SyncWorker:
             error = str(exc)[:500]
             raise
         finally:
-            async with self.db.transaction() as tx:
-                await tx.execute(
-                    UPDATE_RUN,
-                    {
-                        "organisation_id": connection["organisation_id"],
-                        "id": run.id,
-                        "pages": run.pages,
-                        **run.counts.as_params(),
-                        "rate_limited": run.rate_limited,
-                        "status": status,
-                        "error": error,
-                    },
-                )
+            await self._close_run(connection, run, status, error)
 
-    async def _fetch(
+    async def _related(
         self,
         http: httpx.AsyncClient,
         adapter: Any,
         credentials: dict[str, Any],
-        settings: dict[str, Any],
+        connection: Row,
+        run: _Run,
+        page: FetchedPage,
+    ) -> list[PersonDraft]:
+        """The people a role page relates to, read by id a page at a time: their category is
+        derived again from their roles as they are now."""
+        drafts: list[PersonDraft] = []
+        size = int(self.config.sync_page_size)
+        for start in range(0, len(page.related), size):
+            people = await self._fetch(
+                http,
+                adapter.fetch_people,
+                credentials,
+                connection,
+                run,
+                ids=page.related[start : start + size],
+            )
+            drafts += people.drafts
+            run.counts.field_errors += people.bad_records
+        return drafts
+
+    async def _fetch(
+        self,
+        http: httpx.AsyncClient,
+        fetcher: Callable[..., Awaitable[FetchedPage]],
+        credentials: dict[str, Any],
+        connection: Row,
         run: _Run,
         **page: Any,
-    ) -> Any:
-        """One page; a 429 waits as Retry-After says (capped) and asks again, a few times."""
+    ) -> FetchedPage:
+        """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
+        connection as Retry-After says and asks again, a few times, unless the wait is longer
+        than a run should hold its lease: then the run ends and the next one waits."""
+        gate = self.limiter.gate(connection["provider_id"], connection["id"])
         for _ in range(5):
-            try:
-                result = await adapter.fetch_people(http, credentials, settings, **page)
-                run.pages += 1
-                return result
-            except RateLimited as exc:
-                run.rate_limited += 1
-                await asyncio.sleep(min(exc.retry_after if exc.retry_after is not None else 5.0, 60.0))
+            async with gate:
+                try:
+                    result = await fetcher(http, credentials, connection["settings"], **page)
+                except RateLimited as exc:
+                    run.rate_limited += 1
+                    wait = gate.rate_limited(exc.retry_after)
+                    await self._rate_limited(connection, wait)
+                    if wait > 60:
+                        raise
+                    continue
+            gate.succeeded()
+            run.pages += 1
+            return result
         raise RateLimited(60.0)
+
+    async def _rate_limited(self, connection: Row, wait: float) -> None:
+        """The CRM's pause holds the connection's writeback too (another process)."""
+        async with self.db.transaction() as tx:
+            await tx.execute(
+                HOLD_CONNECTION,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "connection_id": connection["id"],
+                    "delay": wait,
+                },
+            )
 
     async def _sweep_second(
         self,
         http: httpx.AsyncClient,
         adapter: Any,
+        fetcher: Callable[..., Awaitable[FetchedPage]],
         credentials: dict[str, Any],
         connection: Row,
         run: _Run,
@@ -512,16 +684,16 @@ class SyncWorker:
         while True:
             page = await self._fetch(
                 http,
-                adapter,
+                fetcher,
                 credentials,
-                connection["settings"],
+                connection,
                 run,
                 modified_from=second,
                 modified_to=second,
                 page_number=number,
                 page_size=page_size,
             )
-            found += page.drafts
+            found += page.drafts + await self._related(http, adapter, credentials, connection, run, page)
             if page.page_size < page_size:
                 return found
             number += 1
@@ -534,15 +706,15 @@ class SyncWorker:
         bad: int,
         cursor_all: dict[str, Any],
         streams: dict[str, Any],
+        stream: str,
         state: dict[str, Any],
     ) -> None:
         """The page's rows, the cursor and the run's counts in one transaction."""
         run.counts.field_errors += bad
-        streams[STREAM] = state
+        streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
-            for draft in _newest_per_record(drafts):
-                await self._apply(tx, connection, draft, run.counts)
+            await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
                 {
@@ -555,30 +727,55 @@ class SyncWorker:
             )
             if saved is None:
                 raise LeaseLost()
-            await tx.execute(
-                UPDATE_RUN,
-                {
-                    "organisation_id": connection["organisation_id"],
-                    "id": run.id,
-                    "pages": run.pages,
-                    **run.counts.as_params(),
-                    "rate_limited": run.rate_limited,
-                    "status": "running",
-                    "error": None,
-                },
-            )
+            await tx.execute(UPDATE_RUN, _run_params(connection, run, "running", None))
 
-    async def _apply(self, tx: Tx, connection: Row, draft: PersonDraft, counts: Counts) -> None:
-        await apply(
+    async def _apply(
+        self,
+        tx: Tx,
+        connection: Row,
+        drafts: list[PersonDraft],
+        counts: Counts,
+        consent_at: datetime | None = None,
+    ) -> list[str]:
+        """The one apply path (integrations/inbound.py), for this connection's records."""
+        if not drafts:
+            return []
+        outcomes = await apply_page(
             tx,
             suppression_key=self.suppression_key,
             organisation_id=connection["organisation_id"],
             connection_id=connection["id"],
             provider_id=connection["provider_id"],
-            draft=draft,
+            drafts=drafts,
             counts=counts,
+            consent_at=consent_at,
         )
-        self.applied += 1
+        self.applied += len(drafts)
+        return outcomes
+
+
+def _run_params(connection: Row, run: _Run, status: str, error: str | None) -> dict[str, Any]:
+    return {
+        "organisation_id": connection["organisation_id"],
+        "id": run.id,
+        "pages": run.pages,
+        **run.counts.as_params(),
+        "rate_limited": run.rate_limited,
+        "status": status,
+        "error": error,
+    }
+
+
+def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:
+    if stream == STREAM:
+        return adapter.fetch_people  # type: ignore[no-any-return]
+
+    async def roles(
+        http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], **page: Any
+    ) -> FetchedPage:
+        return await adapter.fetch_roles(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
+
+    return roles
 
 
 def _newest_per_record(drafts: list[PersonDraft]) -> list[PersonDraft]:

@@ -27,8 +27,7 @@ import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from typing import Any
 from uuid import UUID
 
@@ -36,6 +35,7 @@ import httpx
 
 from integrations.config import CrmConfig
 from integrations.events import PAYLOADS
+from integrations.limits import Limiter
 from integrations.providers import (
     Adapter,
     AuthRejected,
@@ -81,7 +81,10 @@ _CLAIM = """
     )
     UPDATE crm_writeback_queue q
        SET status = 'processing', locked_by = :worker, updated_at = now(),
-           lease_expires_at = now() + make_interval(secs => :lease)
+           lease_expires_at = now() + make_interval(secs => :lease),
+           -- An expired lease is an attempt whose worker died mid-way (its attempt row says
+           -- so): it is spent, so an event that kills every worker still runs out of tries.
+           attempts = q.attempts + CASE WHEN q.status = 'processing' THEN 1 ELSE 0 END
       FROM due, crm_connections c, contacts ct
      WHERE q.organisation_id = due.organisation_id AND q.id = due.id
        AND c.organisation_id = q.organisation_id AND c.id = q.connection_id
@@ -147,12 +150,29 @@ RELEASE = sql(f"""
      WHERE {_MINE}
     RETURNING attempts + 1 AS attempts
 """)
-INSERT_ATTEMPT = sql("""
+# The attempt row is written as the attempt starts, saying what a worker that dies before the
+# answer leaves behind (issue 17: crashed attempts left no row), and completed with the answer.
+START_ATTEMPT = sql("""
     INSERT INTO crm_writeback_attempts
-           (organisation_id, queue_id, attempt, started_at, duration_ms, status_code, outcome, error)
-    VALUES (:organisation_id, :queue_id, :attempt, :started_at, :duration_ms, :status_code,
-            :outcome, :error)
+           (organisation_id, queue_id, attempt, started_at, duration_ms, outcome, error)
+    VALUES (:organisation_id, :queue_id, :attempt, now(), 0, 'retry', :error)
+    RETURNING id, started_at
 """)
+FINISH_ATTEMPT = sql("""
+    UPDATE crm_writeback_attempts
+       SET attempt = :attempt, duration_ms = :duration_ms, status_code = :status_code,
+           outcome = :outcome, error = :error
+     WHERE organisation_id = :organisation_id AND id = :id
+""")
+# A live worker keeps its in-flight events' leases short and renewed; whichever it no longer
+# holds (re-claimed after a stall, cancelled) is left out of the answer.
+RENEW_LEASES = sql("""
+    UPDATE crm_writeback_queue
+       SET lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE id = ANY (CAST(:ids AS uuid[])) AND status = 'processing' AND locked_by = :worker
+    RETURNING id
+""")
+NO_ANSWER = "no answer recorded: the worker stopped during this attempt"
 # Every delivery succeeding on one connection would queue on this row's lock, so it is written
 # only to activate a pending connection or when last_synced_at is a minute old.
 CONNECTION_OK = sql("""
@@ -175,6 +195,15 @@ HOLD_CONNECTION = sql("""
        SET next_attempt_at = greatest(next_attempt_at, now() + make_interval(secs => :delay))
      WHERE organisation_id = :organisation_id AND connection_id = :connection_id
        AND status = 'pending'
+""")
+
+
+# ... and the connection's next poll (sync.py), which another process runs.
+HOLD_SYNC = sql("""
+    UPDATE crm_connections
+       SET next_sync_at = greatest(coalesce(next_sync_at, now()),
+                                   now() + make_interval(secs => :delay))
+     WHERE organisation_id = :organisation_id AND id = :connection_id
 """)
 
 
@@ -266,6 +295,8 @@ class Worker:
         # deliveries still go (issue 17: another agency waited 20.9 s instead of 1.3 s).
         self.share = max(1, concurrency // 2)
         self._release_soon: list[_Claimed] = []
+        self._tasks: dict[UUID, asyncio.Task[None]] = {}
+        self.limiter = Limiter("writeback")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then finish or release what is in flight."""
@@ -273,6 +304,7 @@ class Worker:
         limits = httpx.Limits(max_connections=max(10, self.concurrency * 2))
         inflight: set[asyncio.Task[None]] = set()
         stopping = asyncio.ensure_future(stop.wait())
+        renewing = asyncio.create_task(self._renew_leases())
         # Claim in batches of at least a quarter of the slots: one claim per delivery would
         # spend more time claiming than delivering.
         batch = max(1, self.concurrency // 4)
@@ -291,6 +323,7 @@ class Worker:
                     task = asyncio.create_task(self._deliver(http, event))
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
+                    self._tasks[event.id] = task
                 if len(claimed) < free or free < batch:
                     # Nothing more is due: wait for a delivery to end (its successor may now be
                     # due), for the next poll, or for the stop signal.
@@ -305,7 +338,39 @@ class Worker:
                     task.cancel()  # each releases its event as it unwinds
                 if pending:
                     await asyncio.wait(pending, timeout=10)
+        renewing.cancel()
         stopping.cancel()
+
+    async def _renew_leases(self) -> None:
+        """Every third of the lease, renew the leases of what is in flight, so a lease can be
+        short (a killed worker's events wait seconds, not a minute) and yet never run out under
+        a live delivery. A delivery whose lease was lost is cancelled, so it never overlaps the
+        write of whoever holds the event now; so is everything in flight once the leases cannot
+        have been renewed for two thirds of the lease (the database is out of reach)."""
+        lease = self.config.writeback_lease_seconds
+        renewed_at = time.monotonic()
+        while True:
+            await asyncio.sleep(lease / 3)
+            ids = list(self._tasks)
+            if not ids:
+                renewed_at = time.monotonic()
+                continue
+            try:
+                async with self.db.transaction() as tx:
+                    rows = await tx.all(
+                        RENEW_LEASES, {"ids": ids, "worker": self.worker_id, "lease": lease}
+                    )
+                held = {row["id"] for row in rows}
+                renewed_at = time.monotonic()
+                lost = [i for i in ids if i not in held]
+            except Exception:
+                log.exception("renewing writeback leases failed")
+                lost = ids if time.monotonic() - renewed_at > lease * 2 / 3 else []
+            for event_id in lost:
+                task = self._tasks.get(event_id)
+                if task is not None and event_id in self._events:
+                    log.warning("writeback lease lost; the delivery is cancelled")
+                    task.cancel()
 
     async def _claim(self, limit: int) -> list[_Claimed]:
         busy = [c for c, n in self._per_connection.items() if n >= self.share]
@@ -359,6 +424,7 @@ class Worker:
             await self._deliver_one(http, event)
         finally:
             self._events.discard(event.id)
+            self._tasks.pop(event.id, None)
             left = self._per_connection.get(event.connection_id, 1) - 1
             if left > 0:
                 self._per_connection[event.connection_id] = left
@@ -366,7 +432,25 @@ class Worker:
                 self._per_connection.pop(event.connection_id, None)
 
     async def _deliver_one(self, http: httpx.AsyncClient, event: _Claimed) -> None:
-        started_at = datetime.now(UTC)
+        try:
+            async with self.db.transaction() as tx:
+                attempt_id = await tx.scalar(
+                    START_ATTEMPT,
+                    {
+                        "organisation_id": event.organisation_id,
+                        "queue_id": event.id,
+                        "attempt": event.attempts + 1,
+                        "error": NO_ANSWER,
+                    },
+                )
+        except asyncio.CancelledError:
+            await asyncio.shield(self._release(event))
+            raise
+        except Exception:
+            # Nothing was sent: the event goes back, its attempt unspent.
+            log.exception("recording a writeback attempt's start failed")
+            await self._release(event)
+            return
         started = time.perf_counter()
         try:
             outcome = await self._attempt(http, event)
@@ -375,7 +459,7 @@ class Worker:
             raise
         duration_ms = round((time.perf_counter() - started) * 1000)
         try:
-            recorded = await self._finish(event, outcome, started_at, duration_ms)
+            recorded = await self._finish(event, outcome, attempt_id, duration_ms)
         except Exception:
             # The lease runs out and another worker (or this one) delivers it again.
             log.exception("recording a writeback outcome failed")
@@ -430,10 +514,12 @@ class Worker:
             settings=event.settings,
         )
         deadline = self.config.crm_deadline
+        gate = self.limiter.gate(event.provider_id, event.connection_id)
         try:
-            # One deadline for the whole request: a response that trickles in a byte at a time
-            # never trips the per-read timeout, and must not outlive the lease.
-            async with asyncio.timeout(deadline):
+            # Within the connection's limits (integrations/limits.py), then one deadline for the
+            # whole request: a response that trickles in a byte at a time never trips the
+            # per-read timeout.
+            async with gate, asyncio.timeout(deadline):
                 response = await reaching(adapter.name, adapter.deliver(http, delivery))
         except TimeoutError:
             return Outcome("retry", error=f"{adapter.name} did not finish answering within {deadline:g} s")
@@ -446,10 +532,15 @@ class Worker:
         except Exception:
             log.exception("writeback delivery failed unexpectedly")
             return Outcome("retry", error="unexpected error in the adapter (see the worker log)")
-        return classify(response, adapter, self.config.writeback_max_retry_after)
+        outcome = classify(response, adapter, self.config.writeback_max_retry_after)
+        if outcome.status_code == 429:
+            # The CRM's wait, or the provider's own when it names none (agentOS: 60 s).
+            return replace(outcome, retry_after=gate.rate_limited(outcome.retry_after))
+        gate.succeeded()
+        return outcome
 
     async def _finish(
-        self, event: _Claimed, outcome: Outcome, started_at: datetime, duration_ms: int
+        self, event: _Claimed, outcome: Outcome, attempt_id: UUID, duration_ms: int
     ) -> _Recorded | None:
         """Record the outcome; None when the event is no longer ours (cancelled, re-claimed)."""
         mine = {"organisation_id": event.organisation_id, "id": event.id, "worker": self.worker_id}
@@ -474,6 +565,7 @@ class Worker:
                     row = await tx.one(FINISH_RATE_LIMITED, {**mine, "error": outcome.error, "delay": delay})
                     if row is not None:
                         await tx.execute(HOLD_CONNECTION, {**scope, "delay": delay})
+                        await tx.execute(HOLD_SYNC, {**scope, "delay": delay})
                 else:
                     row = await tx.one(FINISH_RETRY, {**mine, "error": outcome.error, "delay": delay})
             elif outcome.kind == "auth_error":
@@ -484,12 +576,11 @@ class Worker:
             if row is None:
                 return None  # the event was cancelled or re-claimed meanwhile: nothing to log
             await tx.execute(
-                INSERT_ATTEMPT,
+                FINISH_ATTEMPT,
                 {
                     "organisation_id": event.organisation_id,
-                    "queue_id": event.id,
+                    "id": attempt_id,
                     "attempt": row["attempts"],
-                    "started_at": started_at,
                     "duration_ms": duration_ms,
                     "status_code": outcome.status_code,
                     "outcome": outcome.kind,

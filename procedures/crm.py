@@ -233,8 +233,10 @@ class SyncStatus(WireModel):
 
 class SyncNowParams(WireModel):
     connection_id: UUID
-    # null: every stream; "contacts" is the only one so far.
-    stream: str | None = Field(default=None, pattern=r"^contacts$")
+    # null: every stream the CRM has (Reapit: contacts and its role streams).
+    stream: str | None = Field(
+        default=None, pattern=r"^(contacts|applicants|landlords|vendors|tenancies)$"
+    )
     # Re-read everything from the start; records already held are matched, not duplicated.
     reset: bool = False
 
@@ -628,6 +630,11 @@ def _pollable(provider_id: str) -> bool:
     return hasattr(_platform()[1][provider_id], "fetch_people")
 
 
+def _streams(provider_id: str) -> tuple[str, ...]:
+    streams: tuple[str, ...] = getattr(_platform()[1][provider_id], "streams", ("contacts",))
+    return streams
+
+
 def _lag(watermark: datetime | None) -> float | None:
     return None if watermark is None else max(0.0, (datetime.now(UTC) - watermark).total_seconds())
 
@@ -647,8 +654,9 @@ async def _sync_status(ctx: Context, connection_id: UUID) -> SyncStatus:
     runs = {r["stream"]: SyncRun.model_validate(dict(r)) for r in await ctx.db.all(SELECT_LAST_RUNS, scope)}
     states = dict((row["sync_cursor"] or {}).get("streams") or {})
     supported = _pollable(row["provider_id"])
+    known = set(_streams(row["provider_id"])) if supported else set()
     streams = []
-    for stream in sorted(set(states) | set(runs) | ({"contacts"} if supported else set())):
+    for stream in sorted(set(states) | set(runs) | known):
         state = dict(states.get(stream) or {})
         watermark = _watermark(state)
         phase = state.get("phase")
@@ -913,7 +921,10 @@ async def sync_now(ctx: Context, params: SyncNowParams) -> SyncStatus:
         raise NotFound("Not found: no CRM connection with this id")
     if not _pollable(current["provider_id"]):
         raise Conflict("Conflict: NurtureHub does not poll this CRM yet (README, CRM sync (inbound))")
-    for stream in [params.stream] if params.stream else ["contacts"]:
+    known = _streams(current["provider_id"])
+    if params.stream and params.stream not in known:
+        raise InvalidParams.for_field("stream", "this CRM has no such stream")
+    for stream in [params.stream] if params.stream else known:
         await ctx.db.execute(REQUEST_SYNC, {**scope, "stream": stream, "reset": params.reset})
     ctx.record("crm_connection", params.connection_id, ["syncCursor"] if params.reset else ["nextSyncAt"])
     return await _sync_status(ctx, params.connection_id)

@@ -3,7 +3,8 @@
 Writes answer from a script of behaviours, consumed in order, then `default`:
 `"ok"` (the provider's 201), an HTTP status (`500`, or `(429, {"Retry-After": "1"})`), or
 `("hang", seconds)`, or `("trickle", seconds)` (201 at once, then its body a byte every
-`seconds`, ten bytes). `per_provider` gives a provider its own default. Reads (GET) answer 200
+`seconds`, ten bytes), or `"malformed"` (201 with a body that is not JSON). `per_provider`
+gives a provider its own default. Reads (GET) answer 200
 unless given statuses (`script_reads`). Every request is recorded; token requests and reads are
 kept apart.
 """
@@ -20,14 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from integrations.config import CrmConfig
-from tests.support import free_port
+from tests.support import free_port, serve_loopback
 
 Behaviour = Any
 
@@ -68,15 +68,7 @@ class FakeCrm:
                 Route("/{provider}/{path:path}", self._read, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake CRM did not start")
-            time.sleep(0.01)
+        self._server, self._thread = serve_loopback(app, self.port, "fake CRM")
 
     def config(self, **overrides: Any) -> CrmConfig:
         values: dict[str, Any] = {
@@ -211,6 +203,8 @@ class FakeCrm:
                     yield b" "
 
             return StreamingResponse(drip(), status_code=201, media_type="application/json")
+        if behaviour == "malformed":
+            return Response(b'{"data": {"id": ', status_code=201, media_type="application/json")
         if isinstance(behaviour, tuple) and behaviour[0] == "hang":
             await asyncio.sleep(behaviour[1])
             behaviour = "ok"

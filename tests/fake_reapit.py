@@ -3,8 +3,13 @@
 Contacts with server-side `modified` (whole seconds, as Reapit's are) and `_eTag`; GET
 /contacts/ with modifiedFrom/modifiedTo (inclusive), sortBy=modified and page-number paging;
 GET /contacts/{id}; the token endpoint; the webhook signing-key endpoint with a test Ed25519
-key, and `signed()` to sign a webhook body as Reapit does. Knobs: `read_script` (statuses for
-the next contact reads, e.g. (429, "1")), `signing_fails`.
+key, and `signed()` to sign a webhook body as Reapit does. The role streams (applicants,
+landlords, vendors, tenancies: `put_role`) page the same way, each record with `related[]`
+contact ids; a role links its contacts through their `relationships` without bumping the
+contact's `modified` or eTag (Reapit does not say that it does), and tenancies' `modifiedFrom`
+is "after", as Reapit documents it, where the others' is "on or after". Knobs: `read_script`
+(answers for the next reads, e.g. (429, "1"), (500, None) or (200, "malformed") for a body that
+is not JSON), `signing_fails`.
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-import uvicorn
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from starlette.applications import Starlette
@@ -26,9 +30,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from integrations.config import CrmConfig
-from tests.support import free_port
+from tests.support import free_port, serve_loopback
 
 KEY_ID = "test-key-1"
+# Each role stream, and the associatedType its records give a contact's relationships.
+ROLE_TYPES = {"applicants": "applicant", "landlords": "landlord", "vendors": "vendor", "tenancies": "tenancy"}
 
 
 def _iso(second: int) -> str:
@@ -38,6 +44,7 @@ def _iso(second: int) -> str:
 class FakeReapit:
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.roles: dict[str, dict[str, dict[str, Any]]] = {stream: {} for stream in ROLE_TYPES}
         self.owners: dict[str, str] = {}  # contact id -> the customer whose it is, when said
         self.clock = int(time.time()) - 3600  # seconds; tests move it with tick()
         self.read_script: list[tuple[int, str | None]] = []
@@ -60,18 +67,11 @@ class FakeReapit:
                 Route("/token", self._token, methods=["POST"]),
                 Route("/contacts/", self._list, methods=["GET"]),
                 Route("/contacts/{id}", self._get, methods=["GET"]),
+                *(Route(f"/{stream}/", self._list, methods=["GET"]) for stream in ROLE_TYPES),
                 Route("/webhooks/signing/{kid}", self._signing_key, methods=["GET"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, access_log=False)
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the fake Reapit did not start")
-            time.sleep(0.01)
+        self._server, self._thread = serve_loopback(app, self.port, "fake Reapit")
 
     def stop(self) -> None:
         self._server.should_exit = True
@@ -116,6 +116,28 @@ class FakeReapit:
             record["modified"] = _iso(self.clock)
             record["_eTag"] = f'"{uuid.uuid4().hex}"'
             self.contacts[contact_id] = record
+            return dict(record)
+
+    def put_role(
+        self, stream: str, role_id: str | None = None, *, contacts: list[str], **fields: Any
+    ) -> dict[str, Any]:
+        """Create or edit a role record relating `contacts` (archived with fromArchive=True),
+        stamped with the clock; the contacts' relationships follow, their `modified` does not."""
+        with self._lock:
+            role_id = role_id or uuid.uuid4().hex[:9].upper()
+            record = self.roles[stream].get(role_id) or {"id": role_id, "created": _iso(self.clock)}
+            record.update(fields)
+            record["related"] = [{"id": c, "type": "contact"} for c in contacts]
+            record["modified"] = _iso(self.clock)
+            record["_eTag"] = f'"{uuid.uuid4().hex}"'
+            self.roles[stream][role_id] = record
+            archived = bool(fields.get("fromArchive"))
+            for contact in self.contacts.values():
+                links = [r for r in contact["relationships"] if r.get("associatedId") != role_id]
+                if contact["id"] in contacts:
+                    link = {"associatedType": ROLE_TYPES[stream], "associatedId": role_id}
+                    links.append({**link, "fromArchive": archived})
+                contact["relationships"] = links
             return dict(record)
 
     # Webhooks ----------------------------------------------------------------------------------
@@ -174,6 +196,9 @@ class FakeReapit:
     def _scripted(self) -> Response | None:
         if self.read_script:
             status, retry_after = self.read_script.pop(0)
+            if retry_after == "malformed":
+                body = b'{"_embedded": [{"id": "X"'  # cut short
+                return Response(body, status_code=status, media_type="application/json")
             headers = {"Retry-After": retry_after} if retry_after else {}
             return Response(status_code=status, headers=headers)
         return None
@@ -207,12 +232,23 @@ class FakeReapit:
         size = min(int(q.get("pageSize", 25)), 100)
         number = int(q.get("pageNumber", 1))
         customer = request.headers.get("reapit-customer")
+        stream = request.url.path.strip("/")
         with self._lock:
+            source = self.contacts if stream == "contacts" else self.roles[stream]
             rows = sorted(
-                (r for r in self.contacts.values() if self.owners.get(r["id"], customer) == customer),
+                (
+                    r
+                    for r in source.values()
+                    if stream != "contacts" or self.owners.get(r["id"], customer) == customer
+                ),
                 key=lambda r: (r["modified"], r["id"]),
             )
-        if "modifiedFrom" in q:
+        if q.getlist("id"):
+            wanted = set(q.getlist("id"))
+            rows = [r for r in rows if r["id"] in wanted]
+        if "modifiedFrom" in q and stream == "tenancies":
+            rows = [r for r in rows if r["modified"] > q["modifiedFrom"]]
+        elif "modifiedFrom" in q:
             rows = [r for r in rows if r["modified"] >= q["modifiedFrom"]]
         if "modifiedTo" in q:
             rows = [r for r in rows if r["modified"] <= q["modifiedTo"]]

@@ -105,6 +105,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def serve_loopback(app: Any, port: int, name: str, **options: Any) -> tuple[uvicorn.Server, threading.Thread]:
+    """A fake's `app` under uvicorn on 127.0.0.1:`port`, in a daemon thread, once it listens."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False, **options)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the {name} did not start")
+        time.sleep(0.01)
+    return server, thread
+
+
 class ServerThread:
     """The real app under uvicorn on 127.0.0.1, in a background thread."""
 

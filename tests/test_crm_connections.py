@@ -125,7 +125,8 @@ def test_update_connection_pauses_resumes_and_replaces_credentials(
     )
     assert replaced["status"] == "paused"  # replacing credentials does not resume
     assert replaced["credentialsHint"] == "…9876"
-    assert replaced["settings"] == {"authorId": "3f0e0000-0000-0000-0000-000000000001"}
+    assert replaced["settings"]["authorId"] == "3f0e0000-0000-0000-0000-000000000001"
+    assert replaced["settings"]["pollIntervalSeconds"] == 300  # Street's sync defaults (issue 17)
     after = query(database_url, "SELECT encrypted_credentials FROM crm_connections WHERE id = %s", (cid,))
     assert before != after
     resumed = crm.call("crm.updateConnection", {"connectionId": cid, "paused": False}, agency.admin_token)

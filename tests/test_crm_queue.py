@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from integrations.writeback import NO_ANSWER
 from tests.crm_support import (
     KEY_SPEC,
     attempts,
@@ -163,7 +164,7 @@ def test_two_workers_deliver_1000_events_once_each_and_in_order_per_contact(
     }
 
 
-def test_killed_worker_mid_delivery_is_redelivered_after_its_lease(
+def test_killed_worker_mid_delivery_is_redelivered_after_its_lease_and_left_its_attempt_row(
     crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread
 ) -> None:
     connection = connect(crm, agency, "reapit")
@@ -194,12 +195,17 @@ def test_killed_worker_mid_delivery_is_redelivered_after_its_lease(
 
     with worker(loop, database_url, fake.config(), concurrency=4):
         until(lambda: entry(database_url, second)["status"] == "success", timeout=20)
-    (started_at,) = query(
-        database_url, "SELECT started_at FROM crm_writeback_attempts WHERE queue_id = %s", (first,)
-    )[0]
-    assert started_at >= held["lease_expires_at"]  # not taken again before the lease ran out
+    # Issue 17, point 5: the crashed attempt left its row, written as it started; it is spent.
+    crashed, redelivered = query(
+        database_url,
+        "SELECT attempt, started_at, status_code, outcome, error FROM crm_writeback_attempts"
+        " WHERE queue_id = %s ORDER BY started_at",
+        (first,),
+    )
+    assert crashed[0] == 1 and crashed[2:] == (None, "retry", NO_ANSWER)
+    assert redelivered[0] == 2 and redelivered[2:4] == (201, "success")
+    assert redelivered[1] >= held["lease_expires_at"]  # not taken again before the lease ran out
     assert entry(database_url, first)["status"] == "success"
-    assert [a[1:3] for a in attempts(database_url, first)] == [(201, "success")]
     texts = [w.text.split(": ", 1)[1].split(" (")[0] for w in fake.writes() if w.text]
     assert texts == ["first", "first", "second"]  # the second waited for the first
 

@@ -202,7 +202,8 @@ def test_backfill_then_incremental_brings_every_contact_once_and_keeps_them_curr
     ) == [(380,)]
     runs = query(
         database_url,
-        "SELECT status, created, updated FROM crm_sync_runs WHERE connection_id = %s ORDER BY started_at",
+        "SELECT status, created, updated FROM crm_sync_runs"
+        " WHERE connection_id = %s AND stream = 'contacts' ORDER BY started_at",
         (connection_id,),
     )
     assert runs[0] == ("ok", 380, 0) and runs[-1][0] == "ok" and runs[-1][2] == 1
@@ -218,7 +219,8 @@ def test_a_field_our_validation_refuses_drops_alone_and_an_archived_record_archi
     sync.drain(connection_id)
     [run] = query(
         database_url,
-        "SELECT created, field_errors, archived FROM crm_sync_runs WHERE connection_id = %s",
+        "SELECT created, field_errors, archived FROM crm_sync_runs"
+        " WHERE connection_id = %s AND stream = 'contacts'",
         (connection_id,),
     )
     assert run == (2, 2, 1)
@@ -242,7 +244,9 @@ def test_a_429_waits_as_retry_after_says_and_a_5xx_leaves_the_cursor_where_rows_
         database_url, "SELECT count(*) FROM contacts WHERE crm_connection_id = %s", (connection_id,)
     ) == [(120,)]
     assert query(
-        database_url, "SELECT rate_limited FROM crm_sync_runs WHERE connection_id = %s", (connection_id,)
+        database_url,
+        "SELECT rate_limited FROM crm_sync_runs WHERE connection_id = %s AND stream = 'contacts'",
+        (connection_id,),
     ) == [(1,)]
 
 
@@ -332,6 +336,122 @@ def test_a_crm_person_matches_an_existing_contact_by_email_instead_of_duplicatin
     assert contact["lastName"] == "Lovelace" and contact["importSource"] == "manual"
 
 
+def test_a_page_is_applied_as_a_set_yet_each_record_keeps_the_apply_rules(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17 (apply 2,000 records a second): one page, one lookup, one insert, one update;
+    an erased person, two records sharing an email and an edit taking a held email in it."""
+    org, connection_id, _ = agency
+    erased, kept = reapit.put(**person()), reapit.put(**person())
+    sync.drain(connection_id)
+    listed = {c["externalId"]: c for c in contacts_of(hooks, org)}
+    hooks.call("contacts.delete", {"id": listed[erased["id"]]["id"]}, org.admin_token)
+    shared = f"shared.{uuid.uuid4().hex[:8]}@example.co.uk"
+    reapit.tick()
+    reapit.put(erased["id"], surname="Back")
+    first, second = reapit.put(**person(email=shared)), reapit.put(**person(email=shared))
+    reapit.put(kept["id"], email=shared, surname="Edited")
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    run = query(
+        database_url,
+        "SELECT created, updated, suppressed, field_errors FROM crm_sync_runs"
+        " WHERE connection_id = %s AND stream = 'contacts' ORDER BY started_at DESC LIMIT 1",
+        (connection_id,),
+    )
+    assert run == [(2, 1, 1, 2)]
+    listed = {c["externalId"]: c for c in contacts_of(hooks, org)}
+    assert set(listed) == {kept["id"], first["id"], second["id"]}
+    assert [c["email"] for c in listed.values()].count(shared) == 1
+    assert listed[kept["id"]]["lastName"] == "Edited"  # the person came in, the email did not
+
+
+def test_reapit_role_streams_give_categories_even_when_the_contact_itself_does_not_change(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17, point 3: applicants, landlords, vendors and tenancies are streams of their own
+    (a role that changes need not bump its contact's `modified`); their people are read again
+    by id and their category derived from their roles, an agent's choice standing until then."""
+    org, connection_id, _ = agency
+    ada, bob = reapit.put(**person()), reapit.put(**person())
+    sync.drain(connection_id)
+    assert {c["category"] for c in contacts_of(hooks, org)} == {None}
+    reapit.tick()
+    reapit.put_role("landlords", contacts=[ada["id"]], active=True)
+    tenancy = reapit.put_role("tenancies", contacts=[bob["id"]], status="current")
+    assert reapit.contacts[ada["id"]]["modified"] == ada["modified"]  # the contact did not move
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    listed = {c["externalId"]: c for c in contacts_of(hooks, org)}
+    assert (listed[ada["id"]]["category"], listed[bob["id"]]["category"]) == ("landlord", "active_tenant")
+    hooks.call(
+        "contacts.assignCategory", {"id": listed[bob["id"]]["id"], "category": "buyer"}, org.member_token
+    )
+    reapit.tick()
+    reapit.put_role("tenancies", tenancy["id"], contacts=[bob["id"]], status="current", note="same role")
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    assert {c["externalId"]: c for c in contacts_of(hooks, org)}[bob["id"]]["category"] == "buyer"
+    reapit.tick()
+    reapit.put_role("tenancies", tenancy["id"], contacts=[bob["id"]], fromArchive=True)
+    reapit.put_role("vendors", contacts=[bob["id"]])
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    assert {c["externalId"]: c for c in contacts_of(hooks, org)}[bob["id"]]["category"] == "seller"
+    runs = query(
+        database_url,
+        "SELECT DISTINCT stream FROM crm_sync_runs WHERE connection_id = %s AND status = 'ok'",
+        (connection_id,),
+    )
+    assert sorted(r[0] for r in runs) == ["applicants", "contacts", "landlords", "tenancies", "vendors"]
+
+
+def test_a_role_webhook_reads_its_contacts_again_and_their_category_follows_at_once(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17, point 3: a tenancies.modified event (no poll due) re-derives the category of
+    the contacts its record relates to, before and after the change."""
+    org, connection_id, customer = agency
+    bob = reapit.put(**person())
+    sync.drain(connection_id)  # the next poll is an hour away now
+    reapit.tick()
+    tenancy = reapit.put_role("tenancies", contacts=[bob["id"]], status="current")
+    body = reapit.event("tenancies.modified", tenancy, customer=customer)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    assert contacts_of(hooks, org)[0]["category"] == "active_tenant"
+    assert inbox(database_url, customer)[-1] == ("done", "roles", True)
+    ended = reapit.put_role("tenancies", tenancy["id"], contacts=[bob["id"]], fromArchive=True)
+    body = reapit.event("tenancies.modified", ended, customer=customer, old=tenancy)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    [(crm_category,)] = query(
+        database_url, "SELECT crm_category FROM contacts WHERE crm_connection_id = %s", (connection_id,)
+    )
+    assert crm_category is None  # the CRM's roles give none now (the assignment stays, as history)
+
+
+def test_a_page_that_is_not_json_fails_the_run_without_moving_the_cursor_and_the_next_run_reads_it(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Issue 17, point 4: a CRM that sends malformed JSON; the sync survives it."""
+    org, connection_id, _ = agency
+    for _ in range(3):
+        reapit.put(**person())
+    reapit.read_script = [(200, "malformed")]
+    sync.drain(connection_id)
+    [failed] = query(
+        database_url,
+        "SELECT status, error FROM crm_sync_runs WHERE connection_id = %s AND stream = 'contacts'",
+        (connection_id,),
+    )
+    assert failed[0] == "failed" and "not a list" in failed[1] and '"_embedded"' not in failed[1]
+    assert contacts_of(hooks, org) == []
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+    assert len(contacts_of(hooks, org)) == 3
+
+
 # Procedures ------------------------------------------------------------------------------------------
 
 
@@ -345,7 +465,9 @@ def test_sync_status_runs_and_sync_now_with_a_reset_that_duplicates_nothing(
         reapit.put(**person())
     sync.drain(connection_id)
     status = hooks.call("crm.getSyncStatus", {"connectionId": connection_id}, org.member_token)
-    [stream] = status["streams"]
+    by_name = {s["stream"]: s for s in status["streams"]}
+    assert sorted(by_name) == ["applicants", "contacts", "landlords", "tenancies", "vendors"]
+    stream = by_name["contacts"]
     assert stream["phase"] == "incremental" and stream["watermark"] and stream["lagSeconds"] >= 0
     assert (stream["lastRun"]["status"], stream["lastRun"]["created"]) == ("ok", 30)
     assert status["inbox"] == {"waiting": 0, "dead": 0}
@@ -355,6 +477,7 @@ def test_sync_status_runs_and_sync_now_with_a_reset_that_duplicates_nothing(
     assert reset["nextSyncAt"] is not None
     sync.drain(connection_id)
     runs = hooks.call("crm.listSyncRuns", {"connectionId": connection_id}, org.member_token)
+    runs = [r for r in runs if r["stream"] == "contacts"]
     assert [(r["trigger"], r["created"], r["unchanged"]) for r in runs[:2]] == [
         ("reset", 0, 30),
         ("schedule", 30, 0),

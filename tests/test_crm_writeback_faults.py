@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.crm_support import attempts, connect, enqueue, entry, make_contact, opened, until, worker
 from tests.fake_crm import FakeCrm
 from tests.support import LoopThread, Org, Rpc, World, query
@@ -52,9 +54,10 @@ def test_one_agencys_hanging_crm_holds_at_most_its_share_of_the_worker(
             " WHERE organisation_id IN (%s, %s) AND status IN ('pending', 'processing')",
             (slow.id, quick.id),
         )
-    # Before the hanging writes time out (3 s), and while they hold only two of four slots.
+    # Before the hanging writes time out (3 s), and while they hold at most two of four slots
+    # (Reapit's limits space one connection's writes 125 ms apart: the second may not be out yet).
     assert waited < 3.0
-    assert reapit_writes == 2
+    assert 1 <= reapit_writes <= 2
 
 
 def test_a_trickling_answer_is_cut_by_one_deadline_and_never_overlaps_a_second_write(
@@ -71,3 +74,44 @@ def test_a_trickling_answer_is_cut_by_one_deadline_and_never_overlaps_a_second_w
     assert fake.overlaps == 0
     first = attempts(database_url, entry_id)[0]
     assert first[2] == "retry" and "did not finish answering within 4 s" in first[3]
+
+
+def test_a_live_workers_short_lease_is_renewed_so_a_slow_write_is_never_taken_twice(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread
+) -> None:
+    """Issue 17, point 5: a lease of 3 s under a write that takes 5 s, with a second worker
+    waiting to claim: the first worker renews it, so the CRM sees one write, one attempt row."""
+    connection = connect(crm, agency)
+    entry_id = enqueue(crm, agency, make_contact(crm, agency, connection["id"], "RPT-RENEW"))["entries"][0][
+        "id"
+    ]
+    fake.delay = 5.0
+    config = fake.config(crm_timeout=10.0, writeback_lease_seconds=3.0)
+    with worker(loop, database_url, config, worker_id="renewing"):
+        until(lambda: entry(database_url, entry_id)["status"] == "processing")
+        with worker(loop, database_url, config, worker_id="waiting"):
+            until(lambda: entry(database_url, entry_id)["status"] == "success", timeout=30)
+    assert len(fake.writes()) == 1 and fake.overlaps == 0
+    assert [a[1:3] for a in attempts(database_url, entry_id)] == [(201, "success")]
+
+
+@pytest.mark.parametrize("provider", ["reapit", "alto", "street"])
+def test_a_write_answered_with_malformed_json_is_delivered_once_without_an_id(
+    crm: Rpc, agency: Org, fake: FakeCrm, database_url: str, loop: LoopThread, provider: str
+) -> None:
+    """Issue 17, point 4: every fake CRM can send malformed JSON. A 201 whose body is not JSON
+    is a delivery (sending it again would duplicate the note), its CRM id unknown."""
+    connection = connect(crm, agency, provider)
+    external = {
+        "reapit": "RPT-MALFORMED",
+        "alto": "7654321",
+        "street": "5f1c2d3e-aaaa-bbbb-cccc-00000000beef",
+    }
+    entry_id = enqueue(crm, agency, make_contact(crm, agency, connection["id"], external[provider]))[
+        "entries"
+    ][0]["id"]
+    fake.script("malformed")
+    with worker(loop, database_url, fake.config()):
+        until(lambda: entry(database_url, entry_id)["status"] == "success")
+    assert len(fake.writes(provider)) == 1
+    assert [a[1:3] for a in attempts(database_url, entry_id)] == [(201, "success")]

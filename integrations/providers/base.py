@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Protocol, TypeVar
 from uuid import UUID
 
 import httpx
+import orjson
 from pydantic import AfterValidator, Field
 
 from integrations.events import Payload
@@ -37,7 +38,11 @@ __all__ = [
     "TokenCache",
     "TransientFailure",
     "check_answer",
+    "drafts_page",
+    "page_records",
+    "parse_time",
     "reaching",
+    "text_of",
 ]
 
 T = TypeVar("T")
@@ -265,6 +270,17 @@ class FetchedPage:
     drafts: list[PersonDraft]
     page_size: int
     bad_records: int = 0  # records too malformed to name a person (no id): counted, skipped
+    # A role stream's page: its records' version times (the stream's cursor moves by them, not
+    # by its people's) and the ids of the people they relate to, read by the engine next.
+    stamps: list[datetime] | None = None
+    related: list[str] = field(default_factory=list)
+    server_time: datetime | None = None  # the CRM's clock when it answered, where it says
+
+    def times(self) -> list[datetime]:
+        """The version times this page's cursor moves by."""
+        if self.stamps is not None:
+            return self.stamps
+        return [d.modified for d in self.drafts if d.modified is not None]
 
 
 @dataclass(frozen=True)
@@ -293,6 +309,48 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("rate limited")
         self.retry_after = retry_after
+
+
+def parse_time(value: Any) -> datetime | None:
+    """A CRM's ISO-8601 time (a trailing Z taken as UTC; no zone: UTC); None if it is not one."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def text_of(value: Any) -> str | None:
+    """A CRM's string, stripped; None when it is empty or not a string."""
+    return value.strip() or None if isinstance(value, str) else None
+
+
+def page_records(name: str, response: httpx.Response, key: str, path: str) -> list[Any]:
+    """The list under `key` of a page's JSON body; a body that is not one (malformed JSON, an
+    error page) is a TransientFailure naming the path, never quoting the body."""
+    try:
+        records = orjson.loads(response.content)[key]
+        if not isinstance(records, list):
+            raise TypeError
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise TransientFailure(f"{name} sent a page that is not a list ({path})", 200) from None
+    return records
+
+
+def drafts_page(
+    records: list[Any], to_draft: Callable[[dict[str, Any]], PersonDraft | None], **extra: Any
+) -> FetchedPage:
+    """A page of people: each record as a draft, a record that names no one counted as bad."""
+    drafts, bad = [], 0
+    for record in records:
+        draft = to_draft(record) if isinstance(record, dict) else None
+        if draft is None:
+            bad += 1
+        else:
+            drafts.append(draft)
+    return FetchedPage(drafts=drafts, page_size=len(records), bad_records=bad, **extra)
 
 
 # The default precedence when a person's CRM roles give several categories: existing clients

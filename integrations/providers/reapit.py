@@ -36,14 +36,20 @@ from integrations.providers.base import (
     TransientFailure,
     WebhookRefused,
     check_answer,
+    drafts_page,
+    page_records,
+    parse_time,
     pick_category,
+    reaching,
     retry_after_seconds,
+    text_of,
 )
 from server.models import WireModel
 
 __all__ = ["ConnectionSettings", "Credentials", "ReapitAdapter"]
 
 HINT_FIELD = "customer_id"
+ONE_SECOND = timedelta(seconds=1)
 TENANT_FIELD = "customer_id"  # plaintext on the connection (tenant_ref): webhooks route by it
 
 
@@ -65,6 +71,8 @@ class ConnectionSettings(SyncSettings):
     applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
 
 
+ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies")
+EXCLUSIVE_FROM = frozenset({"tenancies"})  # modifiedFrom means "after" on these
 # Role (a contact's relationship's associatedType) -> category; README, CRM sync (inbound).
 ROLE_CATEGORIES = {
     "vendor": "seller",
@@ -82,18 +90,8 @@ PING_CUSTOMER = "webhook-test"  # Reapit's test pings: never routed to an agency
 SIGNATURE_HEADER = "x-signature"
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def _text(value: Any) -> str | None:
-    return value.strip() or None if isinstance(value, str) else None
+_time = parse_time
+_text = text_of
 
 
 def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraft | None:
@@ -141,6 +139,16 @@ def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraf
         category_rule=rule,
         record=record,
     )
+
+
+def _add_related(record: dict[str, Any], found: list[str]) -> None:
+    """The contact ids of a role record's `related[]` (companies left out), added once each."""
+    links = record.get("related")
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("type", "contact") == "contact":
+            contact = _text(link.get("id"))
+            if contact is not None and contact not in found:
+                found.append(contact)
 
 
 def _b64(text: str) -> bytes:
@@ -224,7 +232,7 @@ class ReapitAdapter:
         url = f"{self._config.reapit_api_url}{path}"
         for fresh in (False, True):
             headers = self._headers(await self._token(http), customer)
-            response = await http.get(url, params=params, headers=headers)
+            response = await reaching(self.name, http.get(url, params=params, headers=headers))
             if response.status_code != 401 or fresh:
                 break
             self._tokens.forget(self._config.reapit_token_url, self._config.reapit_client_id)
@@ -233,39 +241,81 @@ class ReapitAdapter:
         check_answer(self.name, response)
         return response
 
+    # The contacts stream, then the role streams: a role that changes may not bump its contact's
+    # `modified` (Reapit documents only the other direction), so each is read by its own
+    # `modified`, and the people its records relate to are read again by id.
+    streams = ("contacts", *ROLE_STREAMS)
+
+    async def _page(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        path: str,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        response = await self._get(http, credentials, path, params)
+        return page_records(self.name, response, "_embedded", path)
+
     async def fetch_people(
         self,
         http: httpx.AsyncClient,
         credentials: dict[str, Any],
         settings: dict[str, Any],
         *,
-        modified_from: datetime | None,
-        modified_to: datetime | None,
-        page_number: int,
-        page_size: int,
+        modified_from: datetime | None = None,
+        modified_to: datetime | None = None,
+        page_number: int = 1,
+        page_size: int = 100,
+        ids: list[str] | None = None,
     ) -> FetchedPage:
-        """One page of contacts by `modified`, oldest first (modifiedFrom is "on or after")."""
+        """One page of contacts by `modified`, oldest first (modifiedFrom is "on or after");
+        with `ids`, those contacts (at most a page of them)."""
         params: dict[str, Any] = {"pageSize": page_size, "pageNumber": page_number, "sortBy": "modified"}
         if modified_from is not None:
             params["modifiedFrom"] = _iso(modified_from)
         if modified_to is not None:
             params["modifiedTo"] = _iso(modified_to)
-        response = await self._get(http, credentials, "/contacts/", params)
-        try:
-            records = orjson.loads(response.content)["_embedded"]
-            if not isinstance(records, list):
-                raise TypeError
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            raise TransientFailure(f"{self.name} sent a page that is not its contacts list", 200) from None
+        if ids is not None:
+            params["id"] = ids
+        records = await self._page(http, credentials, "/contacts/", params)
         parsed = ConnectionSettings.model_validate(settings)
-        drafts, bad = [], 0
+        return drafts_page(records, lambda record: to_draft(record, parsed))
+
+    async def fetch_roles(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        *,
+        stream: str,
+        modified_from: datetime | None,
+        modified_to: datetime | None,
+        page_number: int,
+        page_size: int,
+    ) -> FetchedPage:
+        """One page of a role stream by `modified`, oldest first: its records' times and the
+        contacts they relate to (`related[]`; companies left out). Tenancies' modifiedFrom is
+        "after" (schema.json), so it is asked a second earlier to stay inclusive."""
+        params: dict[str, Any] = {"pageSize": page_size, "pageNumber": page_number, "sortBy": "modified"}
+        if modified_from is not None:
+            exclusive = stream in EXCLUSIVE_FROM
+            params["modifiedFrom"] = _iso(modified_from - ONE_SECOND if exclusive else modified_from)
+        if modified_to is not None:
+            params["modifiedTo"] = _iso(modified_to)
+        records = await self._page(http, credentials, f"/{stream}/", params)
+        stamps: list[datetime] = []
+        related: list[str] = []
+        bad = 0
         for record in records:
-            draft = to_draft(record, parsed) if isinstance(record, dict) else None
-            if draft is None:
+            stamp = (_time(record.get("modified")) or _time(record.get("created"))) if isinstance(
+                record, dict
+            ) else None
+            if stamp is None:
                 bad += 1
-            else:
-                drafts.append(draft)
-        return FetchedPage(drafts=drafts, page_size=len(records), bad_records=bad)
+                continue
+            stamps.append(stamp)
+            _add_related(record, related)
+        return FetchedPage(drafts=[], page_size=len(records), bad_records=bad, stamps=stamps, related=related)
 
     async def fetch_person(
         self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
@@ -292,6 +342,14 @@ class ReapitAdapter:
         if not isinstance(new, dict):
             return None
         return to_draft(new, ConnectionSettings.model_validate(settings))
+
+    def related_from_webhook(self, body: dict[str, Any]) -> list[str]:
+        """The contacts a role event's record relates to, before (`old`) and after (`new`)."""
+        found: list[str] = []
+        for record in (body.get("new"), body.get("old")):
+            if isinstance(record, dict):
+                _add_related(record, found)
+        return found
 
     async def verify_webhook(
         self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
@@ -371,4 +429,3 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-ONE_SECOND = timedelta(seconds=1)

@@ -1,21 +1,43 @@
-"""Street (Open API, JSON:API): email_sent becomes an activity, every other event a note.
+"""Street (Open API, JSON:API): email_sent becomes an activity, every other event a note; people
+are polled from `GET /people`.
 
 Auth is a bearer token a company admin creates in Street (scope "open API"), held per agency.
 `POST /activity` only knows `campaign_sent` from `email_marketing`, which fits a sent email and
 nothing else, so the other events are notes on the person (hot alerts pinned). Street answers
-201 with `{data: {id, ...}}`. Writes are limited to 100 a minute per token. Sources: see README.
+201 with `{data: {id, ...}}`. Writes are limited to 100 a minute per token, reads to 600.
+
+Inbound (third-party transcriptions of Street's OpenAPI, so the shapes are read defensively):
+`filter[updated_from]`, `page[number]`/`page[size]` (at most 100), listed newest first with no
+sort parameter documented, so the sync walks every page from `updated_from` and moves its
+watermark only when the walk is complete (`paging = "walk"`). Sources: see README.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import email.utils
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import httpx
 from pydantic import Field
 
 from integrations.config import CrmConfig
 from integrations.events import EmailSentPayload, describe
-from integrations.providers.base import Delivery, check_answer
+from integrations.providers.base import (
+    Delivery,
+    FetchedPage,
+    PersonDraft,
+    RateLimited,
+    SyncSettings,
+    check_answer,
+    drafts_page,
+    page_records,
+    parse_time,
+    pick_category,
+    reaching,
+    retry_after_seconds,
+    text_of,
+)
 from server.models import WireModel
 
 __all__ = ["ConnectionSettings", "Credentials", "StreetAdapter"]
@@ -28,8 +50,76 @@ class Credentials(WireModel):
     api_token: str = Field(min_length=8, max_length=4000)
 
 
-class ConnectionSettings(WireModel):
+class ConnectionSettings(SyncSettings):
     author_id: str | None = Field(default=None, max_length=40)  # a Street user uuid
+    # Street has no people webhook (only marketing preferences), so polls are its change feed.
+    poll_interval_seconds: int = Field(default=300, ge=60, le=86400)
+    # Street says a landlord is Current or Previous, not whether the agency manages the let:
+    # which category a current landlord takes is the agency's to say.
+    current_landlord_category: Literal["managed_landlord", "landlord"] = "managed_landlord"
+
+
+CONSENT = {True: "granted", False: "denied"}  # null: not asked -> unknown
+CHANNELS = {"email": "email", "text": "sms", "phone": "phone", "post": "post"}
+# statuses{vendor, landlord, tenant}: Current / Previous / null (research crm-sync.md 3.2).
+STATUS_CATEGORIES = {
+    ("vendor", "Current"): "active_seller",
+    ("vendor", "Previous"): "seller",
+    ("landlord", "Previous"): "landlord",
+    ("tenant", "Current"): "active_tenant",
+}
+
+
+def _primary(values: Any) -> str | None:
+    """The primary entry's value of a list of {value, primary}, else the first."""
+    if not isinstance(values, list):
+        return None
+    entries = [v for v in values if isinstance(v, dict) and text_of(v.get("value"))]
+    entries.sort(key=lambda v: v.get("primary") is not True)
+    return text_of(entries[0]["value"]) if entries else None
+
+
+def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraft | None:
+    """A Street person (JSON:API resource) as a PersonDraft; None when it names no one."""
+    external_id = text_of(record.get("id"))
+    attributes = record.get("attributes")
+    if external_id is None or not isinstance(attributes, dict):
+        return None
+    address = attributes.get("address") if isinstance(attributes.get("address"), dict) else {}
+    preferences = attributes.get("contact_preferences")
+    channels = (
+        {
+            ours: ("granted" if preferences[theirs] else "denied")
+            for theirs, ours in CHANNELS.items()
+            if isinstance(preferences.get(theirs), bool)
+        }
+        if isinstance(preferences, dict)
+        else {}
+    )
+    statuses = attributes.get("statuses") if isinstance(attributes.get("statuses"), dict) else {}
+    found: dict[str, str] = {}
+    for role, status in (statuses or {}).items():
+        if role == "landlord" and status == "Current":
+            found.setdefault(settings.current_landlord_category, "statuses:landlord:Current")
+        elif (role, status) in STATUS_CATEGORIES:
+            found.setdefault(STATUS_CATEGORIES[(role, status)], f"statuses:{role}:{status}")
+    category, rule = pick_category(found, settings.category_precedence)
+    consent = attributes.get("marketing_consent")
+    return PersonDraft(
+        external_id=external_id,
+        modified=parse_time(attributes.get("updated_at")) or parse_time(attributes.get("created_at")),
+        etag=None,
+        first_name=text_of(attributes.get("first_name")),
+        last_name=text_of(attributes.get("last_name")),
+        email=_primary(attributes.get("email_addresses")),
+        phone=_primary(attributes.get("telephone_numbers")),
+        postcode=text_of(address.get("postcode")) if isinstance(address, dict) else None,
+        consent=CONSENT.get(consent) if isinstance(consent, bool) else "unknown",
+        channels=channels,
+        category=category,
+        category_rule=rule,
+        record=record,
+    )
 
 
 class StreetAdapter:
@@ -85,6 +175,38 @@ class StreetAdapter:
         headers = self._headers(credentials)
         return await http.post(f"{self._config.street_api_url}{path}", json=body, headers=headers)
 
+    # Inbound ---------------------------------------------------------------------------------
+
+    settings_model = ConnectionSettings
+    streams = ("contacts",)
+    paging = "walk"  # newest first, no sort: read every page, then move the watermark
+
+    async def fetch_people(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        *,
+        modified_from: datetime | None = None,
+        modified_to: datetime | None = None,
+        page_number: int = 1,
+        page_size: int = 100,
+    ) -> FetchedPage:
+        """One page of people updated on or after `modified_from`, as Street lists them."""
+        headers = self._headers(Credentials.model_validate(credentials))
+        params: dict[str, Any] = {"page[number]": page_number, "page[size]": min(page_size, 100)}
+        if modified_from is not None:
+            params["filter[updated_from]"] = modified_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        url = f"{self._config.street_api_url}/people"
+        call = http.get(url, params=params, headers=headers, timeout=self._config.crm_timeout)
+        response = await reaching(self.name, call)
+        if response.status_code == 429:
+            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
+        check_answer(self.name, response)
+        records = page_records(self.name, response, "data", "/people")
+        parsed = ConnectionSettings.model_validate(settings)
+        return drafts_page(records, lambda record: to_draft(record, parsed), server_time=_date(response))
+
     def external_id(self, response: httpx.Response) -> str | None:
         try:
             data = response.json().get("data") or {}
@@ -92,3 +214,11 @@ class StreetAdapter:
             return None
         identifier = data.get("id") if isinstance(data, dict) else None
         return str(identifier)[:200] if identifier else None
+
+
+def _date(response: httpx.Response) -> datetime | None:
+    """The server's clock (its Date header): a walk's watermark is taken from it, not ours."""
+    try:
+        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None

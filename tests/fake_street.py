@@ -1,0 +1,108 @@
+"""A stateful fake Street Open API on 127.0.0.1, for the inbound sync tests (issue 17, point 4).
+
+People as JSON:API resources with server-side `updated_at` (whole seconds); GET /people with
+`filter[updated_from]` (inclusive), `page[number]` and `page[size]` (at most 100), newest first
+as Street lists them (no sort parameter is documented: research crm-sync.md 1.3); a bearer
+token is required. Knobs: `read_script`, answers for the next reads: (429, "2") with
+Retry-After, (500, None), ("hang", seconds), or (200, "malformed") for a body cut short. Its
+Date header tells its own clock (moved by `tick`), as a real CRM's stamps and Date share one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tests.support import free_port, serve_loopback
+
+TOKEN = "street-test-token-1"
+
+
+def _iso(second: int) -> str:
+    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class FakeStreet:
+    def __init__(self) -> None:
+        self.people: dict[str, dict[str, Any]] = {}
+        self.clock = int(time.time()) - 3600
+        self.read_script: list[tuple[int | str, Any]] = []
+        self.reads = 0
+        self._lock = threading.Lock()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        app = Starlette(routes=[Route("/people", self._list, methods=["GET"])])
+        # Its Date header follows its own clock, as a real CRM's stamps and Date share one.
+        self._server, self._thread = serve_loopback(app, self.port, "fake Street", date_header=False)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(5)
+
+    def tick(self, seconds: int = 1) -> None:
+        self.clock += seconds
+
+    def put(self, person_id: str | None = None, **attributes: Any) -> dict[str, Any]:
+        """Create or edit a person, stamped with the clock's second."""
+        with self._lock:
+            person_id = person_id or str(uuid.uuid4())
+            record = self.people.get(person_id) or {
+                "id": person_id,
+                "type": "person",
+                "attributes": {"created_at": _iso(self.clock), "marketing_consent": None},
+            }
+            record["attributes"].update(attributes)
+            record["attributes"]["updated_at"] = _iso(self.clock)
+            self.people[person_id] = record
+            return orjson.loads(orjson.dumps(record))  # type: ignore[no-any-return]
+
+    async def _list(self, request: Request) -> Response:
+        self.reads += 1
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return Response(status_code=401)
+        if self.read_script:
+            status, detail = self.read_script.pop(0)
+            if status == "hang":
+                await asyncio.sleep(float(detail))
+            elif detail == "malformed":
+                return Response(
+                    b'{"data": [{"id": "x"', status_code=200, media_type="application/vnd.api+json"
+                )
+            else:
+                headers = {"Retry-After": str(detail)} if detail else {}
+                return Response(status_code=int(status), headers=headers)
+        q = request.query_params
+        size = min(int(q.get("page[size]", 25)), 100)
+        number = int(q.get("page[number]", 1))
+        with self._lock:
+            rows = sorted(
+                self.people.values(), key=lambda r: (r["attributes"]["updated_at"], r["id"]), reverse=True
+            )
+        if "filter[updated_from]" in q:
+            rows = [r for r in rows if r["attributes"]["updated_at"] >= q["filter[updated_from]"]]
+        page = rows[(number - 1) * size : number * size]
+        body = {
+            "data": page,
+            "meta": {
+                "pagination": {
+                    "total": len(rows),
+                    "count": len(page),
+                    "per_page": size,
+                    "current_page": number,
+                    "total_pages": -(-len(rows) // size),
+                }
+            },
+        }
+        date = email.utils.formatdate(self.clock, usegmt=True)
+        return Response(orjson.dumps(body), media_type="application/vnd.api+json", headers={"Date": date})
