@@ -50,6 +50,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         rpc = getattr(record, "rpc", None)
+        if isinstance(rpc, list):
+            # A batch's calls in one record (server/rpc.py), still one line for each call.
+            return "\n".join(orjson.dumps({**entry, **call}).decode() for call in rpc)
         if isinstance(rpc, dict):
             entry.update(rpc)
         if record.exc_info and record.exc_info[1] is not None:
