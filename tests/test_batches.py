@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from tests.support import Rpc
 
@@ -43,3 +44,23 @@ def test_a_failing_call_does_not_stop_its_batch_neighbours(probe: Rpc) -> None:
     assert replies[0]["result"] == {"ok": True}
     assert replies[1]["error"]["code"] == -32603
     assert replies[2]["error"]["code"] == -32601
+
+
+def test_a_batch_of_fifty_leaves_connections_to_other_callers(probe: Rpc) -> None:
+    # Fifty 0.25 s calls take 2.5 s five at a time; meanwhile another caller's call is
+    # answered at once, from the half of the pool the batch cannot take (had the batch every
+    # connection, the call would wait about 0.2 s for one).
+    batch = [_call(i, "probe.sleep", {"seconds": 0.25}) for i in range(50)]
+    with ThreadPoolExecutor(1) as executor:
+        running = executor.submit(probe.post, batch)
+        time.sleep(0.05)
+        other = Rpc(probe.base_url)
+        started = time.monotonic()
+        reply = other.post(_call(1, "probe.sleep", {"seconds": 0.0})).json()
+        waited = time.monotonic() - started
+        assert not running.done(), "the batch ended before the other call: nothing was measured"
+        replies = running.result().json()
+    assert reply["result"] == {"ok": True}
+    assert waited < 0.12, f"another caller waited {waited:.2f} s behind a batch of 50"
+    assert [r["id"] for r in replies] == list(range(50))
+    assert all(r.get("result") == {"ok": True} for r in replies)
