@@ -118,29 +118,28 @@ def _valid_id(value: Any) -> bool:
 class _Principals:
     """Resolves the caller at most once per HTTP request, and only if a procedure needs it."""
 
-    __slots__ = ("_authenticator", "_authorization", "_principal", "_error")
+    __slots__ = ("_authenticator", "_authorization", "_principal", "_error", "organisation_id")
 
     def __init__(self, authenticator: Authenticator, authorization: str | None) -> None:
         self._authenticator = authenticator
         self._authorization = authorization
         self._principal: Principal | None = None
         self._error: RPCError | None = None
+        # For the log lines: the caller's organisation once resolved, as text made once per
+        # request rather than once per call of a batch.
+        self.organisation_id: str | None = None
 
     async def get(self) -> Principal:
         if self._principal is None and self._error is None:
             try:
                 self._principal = await self._authenticator.authenticate(self._authorization)
+                self.organisation_id = str(self._principal.organisation_id)
             except RPCError as exc:
                 self._error = exc
         if self._error is not None:
             raise self._error
         assert self._principal is not None
         return self._principal
-
-    @property
-    def organisation_id(self) -> str | None:
-        """For the log line: the caller's organisation, once resolved."""
-        return str(self._principal.organisation_id) if self._principal else None
 
 
 class Dispatcher:
