@@ -128,6 +128,9 @@ def dataset_arguments(prog: str, description: str | None, contacts: int) -> argp
     return parser
 
 
+UNLIMITED = {"NURTUREHUB_RATE_LIMIT_PER_TOKEN": "0", "NURTUREHUB_RATE_LIMIT_PER_ORG": "0"}
+
+
 class Server(Served):
     """`nurturehub serve` in a subprocess, as an operator runs it."""
 
@@ -148,7 +151,15 @@ class Server(Served):
             "--workers",
             str(workers),
         ]
-        environment = {**os.environ, "DATABASE_URL": database_url, KEY_ENV: server_key(), **(env or {})}
+        # Rate limits off unless exported (as bench/results/ratelimits-20261205.md did): a run
+        # sends far more than the default 12,000 calls a minute per token.
+        environment = {
+            **UNLIMITED,
+            **os.environ,
+            "DATABASE_URL": database_url,
+            KEY_ENV: server_key(),
+            **(env or {}),
+        }
         super().__init__(command, cwd=ROOT, env=environment, log=log)
         self.wait_until_answering(self.url + "/readyz", seconds=60)
 
