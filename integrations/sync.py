@@ -38,7 +38,7 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply_page
+from integrations.inbound import Counts, apply_page, linked_people, refs_of, store_refs
 from integrations.limits import Limiter
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import (
@@ -46,6 +46,7 @@ from integrations.providers.base import (
     FetchedPage,
     PersonDraft,
     RateLimited,
+    RoleRef,
     SyncSettings,
     TransientFailure,
 )
@@ -209,7 +210,7 @@ class SyncWorker:
         self.adapters = build_adapters(config)
         self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
         self.applied = 0
-        self.limiter = Limiter("sync")
+        self.limiter = Limiter("sync", db.url)
         self._cursor_after: dict[str, Any] = {}  # the cursor as the last stream's run left it
 
     # The loop ----------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class SyncWorker:
                 body = orjson.loads(raw)
             topic = event["topic"]
             if topic.split(".")[0] in getattr(adapter, "streams", ())[1:]:
-                await self._apply_role_event(http, adapter, connection, body, mine)
+                await self._apply_role_event(http, adapter, connection, topic, body, mine)
                 return
             if not topic.startswith("contacts."):
                 await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
@@ -346,13 +347,19 @@ class SyncWorker:
         http: httpx.AsyncClient,
         adapter: Any,
         connection: Row,
+        topic: str,
         body: dict[str, Any],
         mine: dict[str, Any],
     ) -> None:
-        """A role's webhook (applicants.*, tenancies.*, ...): the contacts it relates to, before
-        and after the change, are read again and applied, so their categories follow at once.
-        A replayed event, its payload dropped, names none: the next poll of the stream does it."""
-        related = adapter.related_from_webhook(body)[: int(self.config.sync_page_size)]
+        """A role's webhook (applicants.*, tenancies.*, ...): the record is kept (crm_external_refs)
+        and the contacts it relates to, before and after the change, and those of the records it
+        concerns (a tenancy's landlord) are read again and applied, so their categories follow
+        at once. A replayed event, its payload dropped, names none: the next poll does it."""
+        ref: RoleRef | None = adapter.ref_from_webhook(topic, body)
+        refs = [ref] if ref is not None else []
+        related = adapter.related_from_webhook(body)
+        related += [c for c in await self._linked(connection, refs) if c not in related]
+        related = related[: int(self.config.sync_page_size)]
         if not related:
             await self._finish_event(mine, "skipped", "the role event names no contact")
             return
@@ -361,6 +368,7 @@ class SyncWorker:
             connection["settings"], ids=related,
         )  # fmt: skip
         async with self.db.transaction() as tx:
+            await store_refs(tx, **_scope(connection), refs=refs)
             await self._apply(tx, connection, page.drafts, Counts())
             await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
 
@@ -376,7 +384,7 @@ class SyncWorker:
         self, connection: Row, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         """One CRM call within the connection's limits; a 429 pauses both directions."""
-        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
         async with gate:
             try:
                 result = await call(*args, **kwargs)
@@ -586,7 +594,7 @@ class SyncWorker:
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
                 await self._commit_page(
-                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state, page.refs
                 )
                 if stream == STREAM:  # a role stream's people are not stamped by its cursor
                     seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
@@ -610,22 +618,33 @@ class SyncWorker:
         run: _Run,
         page: FetchedPage,
     ) -> list[PersonDraft]:
-        """The people a role page relates to, read by id a page at a time: their category is
-        derived again from their roles as they are now."""
+        """The people a role page relates to, and those of the records its records concern (a
+        tenancy's landlord), read by id a page at a time: their category is derived again from
+        their roles as they are now."""
         drafts: list[PersonDraft] = []
         size = int(self.config.sync_page_size)
-        for start in range(0, len(page.related), size):
+        linked = await self._linked(connection, page.refs)
+        related = page.related + [c for c in linked if c not in page.related]
+        for start in range(0, len(related), size):
             people = await self._fetch(
                 http,
                 adapter.fetch_people,
                 credentials,
                 connection,
                 run,
-                ids=page.related[start : start + size],
+                ids=related[start : start + size],
             )
             drafts += people.drafts
             run.counts.field_errors += people.bad_records
         return drafts
+
+    async def _linked(self, connection: Row, refs: list[RoleRef]) -> list[str]:
+        """The people of the records `refs` link to (as kept), whose category they change."""
+        keys = sorted({key for ref in refs for key in ref.links})
+        if not keys:
+            return []
+        async with self.db.transaction() as tx:
+            return await linked_people(tx, **_scope(connection), keys=keys)
 
     async def _fetch(
         self,
@@ -639,7 +658,7 @@ class SyncWorker:
         """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
         connection as Retry-After says and asks again, a few times, unless the wait is longer
         than a run should hold its lease: then the run ends and the next one waits."""
-        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
         for _ in range(5):
             async with gate:
                 try:
@@ -708,12 +727,15 @@ class SyncWorker:
         streams: dict[str, Any],
         stream: str,
         state: dict[str, Any],
+        refs: list[RoleRef] | None = None,
     ) -> None:
-        """The page's rows, the cursor and the run's counts in one transaction."""
+        """The page's role records and rows, the cursor and the run's counts in one transaction."""
         run.counts.field_errors += bad
         streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
+            if refs:
+                await store_refs(tx, **_scope(connection), refs=refs)
             await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
@@ -737,9 +759,16 @@ class SyncWorker:
         counts: Counts,
         consent_at: datetime | None = None,
     ) -> list[str]:
-        """The one apply path (integrations/inbound.py), for this connection's records."""
+        """The one apply path (integrations/inbound.py), for this connection's records, each
+        person's category derived from their role records as kept, where the provider does so."""
         if not drafts:
             return []
+        adapter: Any = self.adapters.get(connection["provider_id"])
+        if hasattr(adapter, "categorise"):
+            held = await refs_of(tx, **_scope(connection), people=[d.external_id for d in drafts])
+            drafts = [
+                adapter.categorise(d, held.get(d.external_id, []), connection["settings"]) for d in drafts
+            ]
         outcomes = await apply_page(
             tx,
             suppression_key=self.suppression_key,
@@ -764,6 +793,10 @@ def _run_params(connection: Row, run: _Run, status: str, error: str | None) -> d
         "status": status,
         "error": error,
     }
+
+
+def _scope(connection: Row) -> dict[str, Any]:
+    return {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
 
 
 def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:
@@ -821,6 +854,7 @@ async def _serve(database_url: str, keyring: Keyring, only: list[UUID] | None) -
     try:
         await worker.run(stop)
     finally:
+        await worker.limiter.close()
         await db.close()
     print(f"NurtureHub sync stopped after applying {worker.applied} records", flush=True)
 

@@ -6,7 +6,8 @@
 
 -- One row per CRM record a connection has read that says something about people's roles
 -- (a Reapit applicant, landlord, vendor, tenancy or offer; an agentOS record): the contacts it
--- relates to (their CRM ids), its role facts (statuses, modes) as the provider module reads them,
+-- relates to (their CRM ids), the records it concerns ("landlords/L1": a tenancy's landlord,
+-- whose people's category it changes), its role facts (statuses, modes) as the provider module reads them,
 -- and its version, so a person's category can be derived again from all their roles without
 -- reading the CRM again. content_hash lets a full scan (agentOS) skip what has not changed.
 CREATE TABLE crm_external_refs (
@@ -15,6 +16,7 @@ CREATE TABLE crm_external_refs (
     record_type         text        NOT NULL CHECK (char_length(record_type) BETWEEN 1 AND 40),
     external_id         text        NOT NULL CHECK (char_length(external_id) BETWEEN 1 AND 200),
     contact_ids         text[]      NOT NULL DEFAULT '{}',
+    links               text[]      NOT NULL DEFAULT '{}',
     roles               jsonb       NOT NULL DEFAULT '{}',
     content_hash        bytea,
     archived            boolean     NOT NULL DEFAULT false,
@@ -26,8 +28,9 @@ CREATE TABLE crm_external_refs (
     CONSTRAINT crm_external_refs_connection_fkey FOREIGN KEY (organisation_id, connection_id)
         REFERENCES crm_connections (organisation_id, id) ON DELETE CASCADE
 );
--- A person's roles: the records that name them.
+-- A person's roles: the records that name them, and the records that link to those.
 CREATE INDEX crm_external_refs_contacts_idx ON crm_external_refs USING gin (contact_ids);
+CREATE INDEX crm_external_refs_links_idx ON crm_external_refs USING gin (links);
 
 -- The next moment a call of a connection (in one direction) may start, and its 429 pause, shared
 -- by every sync and writeback process (integrations/limits.py): each call moves next_at on by

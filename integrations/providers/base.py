@@ -31,6 +31,7 @@ __all__ = [
     "NotDeliverable",
     "PersonDraft",
     "RateLimited",
+    "RoleRef",
     "SyncSettings",
     "pick_category",
     "retry_after_seconds",
@@ -266,6 +267,25 @@ class PersonDraft:
 
 
 @dataclass(frozen=True)
+class RoleRef:
+    """A CRM record that says something about people's roles (a Reapit tenancy, say), as kept in
+    crm_external_refs between runs: ids and statuses only, never a person's data."""
+
+    record_type: str  # the provider's stream name: applicants, tenancies, ...
+    external_id: str
+    contact_ids: list[str]  # the people it names
+    roles: dict[str, Any]  # its role facts (statuses, modes), as the provider module reads them
+    links: list[str] = field(default_factory=list)  # "landlords/L1": records whose people it concerns
+    archived: bool = False
+    deleted: bool = False  # the CRM says it is gone (a webhook's `new` is null)
+    modified: datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.record_type}/{self.external_id}"
+
+
+@dataclass(frozen=True)
 class FetchedPage:
     drafts: list[PersonDraft]
     page_size: int
@@ -275,6 +295,7 @@ class FetchedPage:
     stamps: list[datetime] | None = None
     related: list[str] = field(default_factory=list)
     server_time: datetime | None = None  # the CRM's clock when it answered, where it says
+    refs: list[RoleRef] = field(default_factory=list)  # a role stream's records, kept between runs
 
     def times(self) -> list[datetime]:
         """The version times this page's cursor moves by."""
