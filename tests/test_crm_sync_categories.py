@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_reapit import FakeReapit
 from tests.support import Org, Rpc, query
-from tests.sync_support import Sync, person
+from tests.sync_support import Sync, person, post_hook
 from tests.test_crm_sync import agency, contacts_of  # noqa: F401  (the fixture)
 
 
@@ -147,3 +147,27 @@ def test_role_records_are_kept_with_statuses_only_and_an_unchanged_one_is_not_re
         database_url, "SELECT updated_at FROM crm_external_refs WHERE connection_id = %s", (connection_id,)
     )
     assert again == [(rows[0][4],)]
+
+
+def test_an_offer_webhook_with_no_new_record_drops_the_role_it_gave(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    """Reapit sends `new: null` when a record is deleted or archived: the kept record is marked
+    deleted and the person's category derived again without it, at once."""
+    org, connection_id, customer = agency
+    ann = reapit.put(**person())["id"]
+    reapit.put_role("applicants", contacts=[ann], marketingMode="buying")
+    offer = reapit.put_role("offers", contacts=[ann], status="accepted")
+    sync.drain(connection_id)
+    assert categories(hooks, org)[ann] == "active_buyer"
+    body = reapit.event("offers.modified", None, customer=customer, old=offer)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    assert categories(hooks, org)[ann] == "buyer"
+    [(deleted,)] = query(
+        database_url,
+        "SELECT deleted_at IS NOT NULL FROM crm_external_refs"
+        " WHERE connection_id = %s AND record_type = 'offers'",
+        (connection_id,),
+    )
+    assert deleted
