@@ -495,14 +495,19 @@ class SyncWorker:
         from `updated_from` is read by number. An edit mid-walk moves its row to page 1, read
         already, and the rows behind shift a place later: read twice, never skipped. The
         watermark moves only once the walk is complete, to the CRM's clock at its start less a
-        minute, so a killed walk is read again from the old one (nothing is applied twice)."""
+        minute. A killed walk resumes at the page after the last it committed (`walk` in the
+        cursor: that page and the walk's start), from the same `updated_from`: the rows behind it
+        have only moved later since (edits move rows to page 1), so none is skipped."""
         s, run = await self._open_stream(connection, STREAM, settings)
         wm = _cursor_time(s.state.get("wm"))
         updated_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
+        walk: dict[str, Any] = s.state.get("walk") or {}
+        started = _cursor_time(walk.get("started"))
+        first = int(walk.get("page", 0)) + 1 if started is not None else 1
         page_size = int(self.config.sync_page_size)
-        status, error, started = "failed", None, None
+        status, error = "failed", None
         try:
-            for number in range(1, 100_000):
+            for number in range(first, 100_000):
                 page = await self._fetch(
                     http,
                     adapter.fetch_people,
@@ -517,7 +522,9 @@ class SyncWorker:
                 full = page.page_size >= page_size
                 if full:
                     s.state.setdefault("phase", "backfill")
+                    s.state["walk"] = {"page": number, "started": started.isoformat()}
                 else:
+                    s.state.pop("walk", None)
                     s.state["wm"] = (started - WALK_LAG).isoformat()
                     self._finished(s)
                 await self._commit_page(
