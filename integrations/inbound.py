@@ -291,17 +291,22 @@ REFS_OF = sql("""
 
 
 def _ref_hash(ref: RoleRef) -> bytes:
+    if ref.content_hash is not None:
+        return ref.content_hash
     text = orjson.dumps(
         [ref.contact_ids, ref.links, ref.roles, ref.archived, ref.deleted], option=orjson.OPT_SORT_KEYS
     )
     return hashlib.sha256(text).digest()
 
 
-async def store_refs(tx: Tx, *, organisation_id: UUID, connection_id: UUID, refs: list[RoleRef]) -> int:
-    """Keep a page's role records (the last copy of each); returns how many changed."""
+async def store_refs(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, refs: list[RoleRef]
+) -> set[tuple[str, str]]:
+    """Keep a page's role records (the last copy of each); returns the (record type, external
+    id) of those new or changed."""
     last = {ref.key: ref for ref in refs}
     if not last:
-        return 0
+        return set()
     kept = list(last.values())
     rows = await tx.all(
         STORE_REFS,
@@ -319,7 +324,7 @@ async def store_refs(tx: Tx, *, organisation_id: UUID, connection_id: UUID, refs
             "modified": [r.modified for r in kept],
         },
     )
-    return len(rows)
+    return {(row["record_type"], row["external_id"]) for row in rows}
 
 
 async def linked_people(

@@ -40,7 +40,7 @@ import orjson
 from integrations.config import CrmConfig
 from integrations.inbound import Counts, apply_page, linked_people, refs_of, store_refs
 from integrations.limits import Limiter
-from integrations.providers import PROVIDERS, build_adapters
+from integrations.providers import PROVIDERS, build_adapters, pollable
 from integrations.providers.base import (
     AuthRejected,
     FetchedPage,
@@ -208,7 +208,7 @@ class SyncWorker:
         self.suppression_key = suppression_key
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
         self.adapters = build_adapters(config)
-        self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
+        self.pollable = [pid for pid, a in self.adapters.items() if pollable(a)]
         self.applied = 0
         self.limiter = Limiter("sync", db.url)
         self._cursor_after: dict[str, Any] = {}  # the cursor as the last stream's run left it
@@ -431,6 +431,8 @@ class SyncWorker:
             for stream in getattr(adapter, "streams", (STREAM,)):
                 if getattr(adapter, "paging", "seek") == "walk":
                     await self._walk_stream(http, adapter, connection, credentials, settings)
+                elif getattr(adapter, "paging", "seek") == "scan":
+                    await self._scan_stream(http, adapter, connection, credentials, settings, stream)
                 else:
                     await self._run_stream(http, adapter, connection, credentials, settings, stream)
                 # Each stream's run re-reads the cursor the one before committed.
@@ -530,6 +532,48 @@ class SyncWorker:
                 await self._commit_page(
                     connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
                 )
+                if not full:
+                    break
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            await self._close_run(connection, run, status, error)
+
+    async def _scan_stream(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        credentials: dict[str, Any],
+        settings: SyncSettings,
+        stream: str,
+    ) -> None:
+        """A CRM with no change filter (agentOS): every record of the stream by offset, each
+        page's records applied only where their content hash changed since they were last read.
+        The offset is kept in the cursor with each page, so a killed scan resumes there."""
+        s, run = await self._open_stream(connection, stream, settings)
+        offset = int(s.state.get("offset", 0))
+        page_size = int(getattr(settings, "page_size", self.config.sync_page_size))
+        status, error = "failed", None
+        scan = _fetcher(adapter, stream)
+        try:
+            while True:
+                page = await self._fetch(http, scan, credentials, connection, run, offset=offset)
+                offset += page.page_size
+                full = page.page_size >= page_size > 0
+                if full:
+                    s.state.setdefault("phase", "backfill")
+                    s.state["offset"] = offset
+                else:
+                    s.state.pop("offset", None)
+                    s.state["scannedAt"] = s.now.isoformat()
+                    self._finished(s)
+                await self._commit_page(
+                    connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, stream,
+                    s.state, page.refs, only_changed=True,
+                )  # fmt: skip
                 if not full:
                     break
             status = "ok"
@@ -735,14 +779,21 @@ class SyncWorker:
         stream: str,
         state: dict[str, Any],
         refs: list[RoleRef] | None = None,
+        only_changed: bool = False,
     ) -> None:
-        """The page's role records and rows, the cursor and the run's counts in one transaction."""
+        """The page's role records and rows, the cursor and the run's counts in one transaction.
+        `only_changed`: the drafts are the records themselves (a scan), and those whose kept
+        content hash is the same are counted unchanged, not applied."""
         run.counts.field_errors += bad
         streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
-            if refs:
-                await store_refs(tx, **_scope(connection), refs=refs)
+            written = await store_refs(tx, **_scope(connection), refs=refs) if refs else set()
+            if only_changed:
+                changed = [d for d in drafts if (stream, d.external_id) in written]
+                run.counts.fetched += len(drafts) - len(changed)
+                run.counts.unchanged += len(drafts) - len(changed)
+                drafts = changed
             await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
@@ -807,13 +858,16 @@ def _scope(connection: Row) -> dict[str, Any]:
 
 
 def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:
+    """A stream's page reader: the contacts stream's, else a role stream's or a scanned one's."""
     if stream == STREAM:
         return adapter.fetch_people  # type: ignore[no-any-return]
+
+    fetch = adapter.fetch_scan if getattr(adapter, "paging", "seek") == "scan" else adapter.fetch_roles
 
     async def roles(
         http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], **page: Any
     ) -> FetchedPage:
-        return await adapter.fetch_roles(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
+        return await fetch(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
 
     return roles
 

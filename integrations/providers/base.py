@@ -279,6 +279,7 @@ class RoleRef:
     archived: bool = False
     deleted: bool = False  # the CRM says it is gone (a webhook's `new` is null)
     modified: datetime | None = None
+    content_hash: bytes | None = None  # the whole record's, where the provider hashes it (a scan)
 
     @property
     def key(self) -> str:
