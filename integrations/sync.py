@@ -429,7 +429,7 @@ class SyncWorker:
             field = _tenant_field(connection["provider_id"])
             tenant_ref = str(credentials.get(_camel(field))) if field else None
             for stream in getattr(adapter, "streams", (STREAM,)):
-                if getattr(adapter, "paging", "seek") == "walk":
+                if getattr(adapter, "paging", "seek") in ("walk", "tokens"):
                     await self._walk_stream(http, adapter, connection, credentials, settings)
                 elif getattr(adapter, "paging", "seek") == "scan":
                     await self._scan_stream(http, adapter, connection, credentials, settings, stream)
@@ -499,17 +499,23 @@ class SyncWorker:
         watermark moves only once the walk is complete, to the CRM's clock at its start less a
         minute. A killed walk resumes at the page after the last it committed (`walk` in the
         cursor: that page and the walk's start), from the same `updated_from`: the rows behind it
-        have only moved later since (edits move rows to page 1), so none is skipped."""
+        have only moved later since (edits move rows to page 1), so none is skipped.
+        A CRM that pages by an opaque token (Alto, `paging = "tokens"`) is walked the same way,
+        each page asking for the token the one before gave, to the end; as what a token means
+        later is not documented, a killed token walk starts over from the watermark."""
         s, run = await self._open_stream(connection, STREAM, settings)
         wm = _cursor_time(s.state.get("wm"))
         updated_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
-        walk: dict[str, Any] = s.state.get("walk") or {}
+        by_token = getattr(adapter, "paging", "walk") == "tokens"
+        walk: dict[str, Any] = {} if by_token else s.state.get("walk") or {}
         started = _cursor_time(walk.get("started"))
         first = int(walk.get("page", 0)) + 1 if started is not None else 1
         page_size = int(self.config.sync_page_size)
+        token: str | None = None
         status, error = "failed", None
         try:
             for number in range(first, 100_000):
+                marker = {"page_token": token} if by_token else {"page_number": number}
                 page = await self._fetch(
                     http,
                     adapter.fetch_people,
@@ -517,14 +523,16 @@ class SyncWorker:
                     connection,
                     run,
                     modified_from=updated_from,
-                    page_number=number,
                     page_size=page_size,
+                    **marker,
                 )
                 started = started or page.server_time or datetime.now(UTC)
-                full = page.page_size >= page_size
-                if full:
+                token = page.next_token
+                more = token is not None if by_token else page.page_size >= page_size
+                if more:
                     s.state.setdefault("phase", "backfill")
-                    s.state["walk"] = {"page": number, "started": started.isoformat()}
+                    if not by_token:
+                        s.state["walk"] = {"page": number, "started": started.isoformat()}
                 else:
                     s.state.pop("walk", None)
                     s.state["wm"] = (started - WALK_LAG).isoformat()
@@ -532,7 +540,7 @@ class SyncWorker:
                 await self._commit_page(
                     connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
                 )
-                if not full:
+                if not more:
                     break
             status = "ok"
         except (TransientFailure, RateLimited, AuthRejected) as exc:

@@ -35,6 +35,7 @@ __all__ = [
     "SyncSettings",
     "pick_category",
     "retry_after_seconds",
+    "server_date",
     "WebhookRefused",
     "TokenCache",
     "TransientFailure",
@@ -297,6 +298,7 @@ class FetchedPage:
     related: list[str] = field(default_factory=list)
     server_time: datetime | None = None  # the CRM's clock when it answered, where it says
     refs: list[RoleRef] = field(default_factory=list)  # a role stream's records, kept between runs
+    next_token: str | None = None  # token paging (Alto): the next page's, None on the last
 
     def times(self) -> list[datetime]:
         """The version times this page's cursor moves by."""
@@ -331,6 +333,15 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("rate limited")
         self.retry_after = retry_after
+
+
+def server_date(response: httpx.Response) -> datetime | None:
+    """The CRM's clock when it answered (its Date header): a walk's watermark is taken from it,
+    not ours."""
+    try:
+        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_time(value: Any) -> datetime | None:

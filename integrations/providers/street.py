@@ -14,8 +14,8 @@ watermark only when the walk is complete (`paging = "walk"`). Sources: see READM
 
 from __future__ import annotations
 
-import email.utils
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -36,6 +36,7 @@ from integrations.providers.base import (
     pick_category,
     reaching,
     retry_after_seconds,
+    server_date,
     text_of,
 )
 from server.models import WireModel
@@ -215,7 +216,7 @@ class StreetAdapter:
             raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
         check_answer(self.name, response)
         records = page_records(self.name, response, "data", "/people")
-        return drafts_page(records, lambda record: to_draft(record, parsed), server_time=_date(response))
+        return drafts_page(records, partial(to_draft, settings=parsed), server_time=server_date(response))
 
     def external_id(self, response: httpx.Response) -> str | None:
         try:
@@ -225,10 +226,3 @@ class StreetAdapter:
         identifier = data.get("id") if isinstance(data, dict) else None
         return str(identifier)[:200] if identifier else None
 
-
-def _date(response: httpx.Response) -> datetime | None:
-    """The server's clock (its Date header): a walk's watermark is taken from it, not ours."""
-    try:
-        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError):
-        return None
