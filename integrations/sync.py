@@ -28,7 +28,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -479,6 +479,19 @@ class SyncWorker:
         async with self.db.transaction() as tx:
             await tx.execute(UPDATE_RUN, _run_params(connection, run, status, error))
 
+    @contextlib.asynccontextmanager
+    async def _recorded(self, connection: Row, run: _Run) -> AsyncIterator[None]:
+        """A stream's run, closed as ok, or failed with the CRM's failure (which goes on up)."""
+        status, error = "failed", None
+        try:
+            yield
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            await self._close_run(connection, run, status, error)
+
     def _finished(self, s: _Stream) -> None:
         """A stream read to its end: incremental from now on, reconciled if it was due."""
         s.state["phase"] = "incremental"
@@ -512,8 +525,7 @@ class SyncWorker:
         first = int(walk.get("page", 0)) + 1 if started is not None else 1
         page_size = int(self.config.sync_page_size)
         token: str | None = None
-        status, error = "failed", None
-        try:
+        async with self._recorded(connection, run):
             for number in range(first, 100_000):
                 marker = {"page_token": token} if by_token else {"page_number": number}
                 page = await self._fetch(
@@ -542,12 +554,6 @@ class SyncWorker:
                 )
                 if not more:
                     break
-            status = "ok"
-        except (TransientFailure, RateLimited, AuthRejected) as exc:
-            error = str(exc)[:500]
-            raise
-        finally:
-            await self._close_run(connection, run, status, error)
 
     async def _scan_stream(
         self,
@@ -564,9 +570,8 @@ class SyncWorker:
         s, run = await self._open_stream(connection, stream, settings)
         offset = int(s.state.get("offset", 0))
         page_size = int(getattr(settings, "page_size", self.config.sync_page_size))
-        status, error = "failed", None
         scan = _fetcher(adapter, stream)
-        try:
+        async with self._recorded(connection, run):
             while True:
                 page = await self._fetch(http, scan, credentials, connection, run, offset=offset)
                 offset += page.page_size
@@ -584,12 +589,6 @@ class SyncWorker:
                 )  # fmt: skip
                 if not full:
                     break
-            status = "ok"
-        except (TransientFailure, RateLimited, AuthRejected) as exc:
-            error = str(exc)[:500]
-            raise
-        finally:
-            await self._close_run(connection, run, status, error)
 
     async def _run_stream(
         self,
@@ -608,9 +607,8 @@ class SyncWorker:
             modified_from = wm  # a backfill resumes where it stopped
         page_size = int(self.config.sync_page_size)
         fetcher = _fetcher(adapter, stream)
-        status, error = "failed", None
         seen: set[tuple[str, str | None, datetime | None]] = set()
-        try:
+        async with self._recorded(connection, run):
             while True:
                 page = await self._fetch(
                     http,
@@ -661,12 +659,6 @@ class SyncWorker:
                     break
                 if last is not None:
                     modified_from = last
-            status = "ok"
-        except (TransientFailure, RateLimited, AuthRejected) as exc:
-            error = str(exc)[:500]
-            raise
-        finally:
-            await self._close_run(connection, run, status, error)
 
     async def _related(
         self,
