@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 8
+-- schema-version: 9
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -540,4 +540,45 @@ CREATE UNLOGGED TABLE rate_limit_windows (
     CONSTRAINT rate_limit_windows_granted_check CHECK (granted >= 0)
 );
 
-INSERT INTO schema_version (version, name) VALUES (8, 'schema.sql');
+-- One row per CRM record a connection has read that says something about people's roles
+-- (a Reapit applicant, landlord, vendor, tenancy or offer; an agentOS record): the contacts it
+-- relates to (their CRM ids), the records it concerns ("landlords/L1": a tenancy's landlord,
+-- whose people's category it changes), its role facts (statuses, modes) as the provider module reads them,
+-- and its version, so a person's category can be derived again from all their roles without
+-- reading the CRM again. content_hash lets a full scan (agentOS) skip what has not changed.
+CREATE TABLE crm_external_refs (
+    organisation_id     uuid        NOT NULL,
+    connection_id       uuid        NOT NULL,
+    record_type         text        NOT NULL CHECK (char_length(record_type) BETWEEN 1 AND 40),
+    external_id         text        NOT NULL CHECK (char_length(external_id) BETWEEN 1 AND 200),
+    contact_ids         text[]      NOT NULL DEFAULT '{}',
+    links               text[]      NOT NULL DEFAULT '{}',
+    roles               jsonb       NOT NULL DEFAULT '{}',
+    content_hash        bytea,
+    archived            boolean     NOT NULL DEFAULT false,
+    deleted_at          timestamptz,
+    source_modified_at  timestamptz,
+    updated_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT crm_external_refs_pkey
+        PRIMARY KEY (organisation_id, connection_id, record_type, external_id),
+    CONSTRAINT crm_external_refs_connection_fkey FOREIGN KEY (organisation_id, connection_id)
+        REFERENCES crm_connections (organisation_id, id) ON DELETE CASCADE
+);
+-- A person's roles: the records that name them, and the records that link to those.
+CREATE INDEX crm_external_refs_contacts_idx ON crm_external_refs USING gin (contact_ids);
+CREATE INDEX crm_external_refs_links_idx ON crm_external_refs USING gin (links);
+
+-- The next moment a call of a connection (in one direction) may start, and its 429 pause, shared
+-- by every sync and writeback process (integrations/limits.py): each call moves next_at on by
+-- the connection's interval in one statement. No foreign keys: rows are tiny, rewritten per call,
+-- and must not slow an erasure; UNLOGGED, as a crash that empties it forgets only spacing.
+CREATE UNLOGGED TABLE crm_call_schedule (
+    organisation_id uuid        NOT NULL,
+    connection_id   uuid        NOT NULL,
+    direction       text        NOT NULL CHECK (direction IN ('sync', 'writeback')),
+    next_at         timestamptz NOT NULL,
+    paused_until    timestamptz NOT NULL DEFAULT '-infinity',
+    CONSTRAINT crm_call_schedule_pkey PRIMARY KEY (organisation_id, connection_id, direction)
+);
+
+INSERT INTO schema_version (version, name) VALUES (9, 'schema.sql');

@@ -19,6 +19,7 @@ one email, a concurrent applier inserting it first) is looked at again on its ow
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
@@ -27,13 +28,13 @@ from uuid import UUID
 import orjson
 import pydantic
 
-from integrations.providers.base import PersonDraft
+from integrations.providers.base import PersonDraft, RoleRef
 from procedures import consent, suppression
 from procedures.contact_fields import Email, Name, Phone, Postcode
 from server.audit import audit_cte, audit_params
 from server.db import Row, Tx, sql
 
-__all__ = ["Counts", "apply", "apply_page"]
+__all__ = ["Counts", "apply", "apply_page", "linked_people", "refs_of", "store_refs"]
 
 _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
     "first_name": pydantic.TypeAdapter(Name),
@@ -227,6 +228,140 @@ SET_CATEGORY = sql("""
     SELECT changed FROM set_contact_category(:organisation_id, :id, CAST(:category AS text),
                                              NULL, CAST(:reason AS text))
 """)
+
+
+# Role records (crm_external_refs), kept between runs so a person's category can be derived from
+# all their roles. A record is written only when its content changed and never by an older
+# version of it; a deleted one keeps its row, marked, so a late older copy cannot bring it back.
+STORE_REFS = sql("""
+    INSERT INTO crm_external_refs AS t
+           (organisation_id, connection_id, record_type, external_id, contact_ids, links, roles,
+            content_hash, archived, deleted_at, source_modified_at)
+    SELECT :organisation_id, :connection_id, d.record_type, d.external_id,
+           ARRAY(SELECT jsonb_array_elements_text(CAST(d.contact_ids AS jsonb))),
+           ARRAY(SELECT jsonb_array_elements_text(CAST(d.links AS jsonb))), CAST(d.roles AS jsonb), d.hash,
+           d.archived, CASE WHEN d.deleted THEN now() END, d.modified
+      FROM unnest(CAST(:record_types AS text[]), CAST(:external_ids AS text[]),
+                  CAST(:contact_ids AS text[]), CAST(:links AS text[]), CAST(:roles AS text[]),
+                  CAST(:hashes AS bytea[]), CAST(:archived AS boolean[]),
+                  CAST(:deleted AS boolean[]), CAST(:modified AS timestamptz[]))
+           AS d (record_type, external_id, contact_ids, links, roles, hash, archived, deleted,
+                 modified)
+    ON CONFLICT (organisation_id, connection_id, record_type, external_id) DO UPDATE
+       SET contact_ids = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.contact_ids
+                              ELSE t.contact_ids END,
+           links = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.links ELSE t.links END,
+           roles = CASE WHEN EXCLUDED.deleted_at IS NULL THEN EXCLUDED.roles ELSE t.roles END,
+           content_hash = EXCLUDED.content_hash, archived = EXCLUDED.archived,
+           deleted_at = EXCLUDED.deleted_at,
+           source_modified_at = coalesce(EXCLUDED.source_modified_at, t.source_modified_at),
+           updated_at = now()
+     WHERE t.content_hash IS DISTINCT FROM EXCLUDED.content_hash
+       AND (t.source_modified_at IS NULL OR EXCLUDED.source_modified_at IS NULL
+            OR EXCLUDED.source_modified_at >= t.source_modified_at)
+    RETURNING t.record_type, t.external_id
+""")
+# The people named by the records `keys` ("landlords/L1"): whose category a linking record changes.
+LINKED_PEOPLE = sql("""
+    SELECT DISTINCT p.id
+      FROM crm_external_refs AS r CROSS JOIN unnest(r.contact_ids) AS p (id)
+     WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
+       AND (r.record_type, r.external_id) IN (
+           SELECT split_part(k, '/', 1), substr(k, strpos(k, '/') + 1)
+             FROM unnest(CAST(:keys AS text[])) AS k)
+""")
+# Each person's live role records, and the live records linking to those (a landlord's tenancies).
+REFS_OF = sql("""
+    WITH mine AS (
+        SELECT r.* FROM crm_external_refs AS r
+         WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
+           AND r.contact_ids && CAST(:ids AS text[]) AND r.deleted_at IS NULL),
+    linking AS (
+        SELECT l.*, m.contact_ids AS via
+          FROM mine AS m JOIN crm_external_refs AS l
+            ON l.organisation_id = m.organisation_id AND l.connection_id = m.connection_id
+           AND l.links @> ARRAY[m.record_type || '/' || m.external_id]
+         WHERE l.deleted_at IS NULL)
+    SELECT p.id AS person, x.record_type, x.external_id, x.contact_ids, x.links, x.roles,
+           x.archived, x.source_modified_at
+      FROM (SELECT m.*, m.contact_ids AS via FROM mine AS m UNION ALL SELECT * FROM linking) AS x
+      CROSS JOIN unnest(x.via) AS p (id)
+     WHERE p.id = ANY (CAST(:ids AS text[]))
+""")
+
+
+def _ref_hash(ref: RoleRef) -> bytes:
+    if ref.content_hash is not None:
+        return ref.content_hash
+    text = orjson.dumps(
+        [ref.contact_ids, ref.links, ref.roles, ref.archived, ref.deleted], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.sha256(text).digest()
+
+
+async def store_refs(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, refs: list[RoleRef]
+) -> set[tuple[str, str]]:
+    """Keep a page's role records (the last copy of each); returns the (record type, external
+    id) of those new or changed."""
+    last = {ref.key: ref for ref in refs}
+    if not last:
+        return set()
+    kept = list(last.values())
+    rows = await tx.all(
+        STORE_REFS,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "record_types": [r.record_type for r in kept],
+            "external_ids": [r.external_id for r in kept],
+            "contact_ids": [orjson.dumps(r.contact_ids).decode() for r in kept],
+            "links": [orjson.dumps(r.links).decode() for r in kept],
+            "roles": [orjson.dumps(r.roles).decode() for r in kept],
+            "hashes": [_ref_hash(r) for r in kept],
+            "archived": [r.archived for r in kept],
+            "deleted": [r.deleted for r in kept],
+            "modified": [r.modified for r in kept],
+        },
+    )
+    return {(row["record_type"], row["external_id"]) for row in rows}
+
+
+async def linked_people(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, keys: list[str]
+) -> list[str]:
+    """The CRM ids of the people the records `keys` name."""
+    if not keys:
+        return []
+    rows = await tx.all(
+        LINKED_PEOPLE, {"organisation_id": organisation_id, "connection_id": connection_id, "keys": keys}
+    )
+    return [row["id"] for row in rows]
+
+
+async def refs_of(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, people: list[str]
+) -> dict[str, list[RoleRef]]:
+    """Each person's role records as kept, with the records that link to them."""
+    found: dict[str, list[RoleRef]] = {}
+    if not people:
+        return found
+    rows = await tx.all(
+        REFS_OF, {"organisation_id": organisation_id, "connection_id": connection_id, "ids": people}
+    )
+    for row in rows:
+        found.setdefault(row["person"], []).append(
+            RoleRef(
+                record_type=row["record_type"],
+                external_id=row["external_id"],
+                contact_ids=list(row["contact_ids"]),
+                roles=dict(row["roles"]),
+                links=list(row["links"]),
+                archived=row["archived"],
+                modified=row["source_modified_at"],
+            )
+        )
+    return found
 
 
 @dataclass

@@ -28,7 +28,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,14 +38,15 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply_page
+from integrations.inbound import Counts, apply_page, linked_people, refs_of, store_refs
 from integrations.limits import Limiter
-from integrations.providers import PROVIDERS, build_adapters
+from integrations.providers import PROVIDERS, build_adapters, pollable
 from integrations.providers.base import (
     AuthRejected,
     FetchedPage,
     PersonDraft,
     RateLimited,
+    RoleRef,
     SyncSettings,
     TransientFailure,
 )
@@ -207,9 +208,9 @@ class SyncWorker:
         self.suppression_key = suppression_key
         self.worker_id = worker_id or f"{socket.gethostname()[:40]}:{os.getpid()}:{os.urandom(3).hex()}"
         self.adapters = build_adapters(config)
-        self.pollable = [pid for pid, a in self.adapters.items() if hasattr(a, "fetch_people")]
+        self.pollable = [pid for pid, a in self.adapters.items() if pollable(a)]
         self.applied = 0
-        self.limiter = Limiter("sync")
+        self.limiter = Limiter("sync", db.url)
         self._cursor_after: dict[str, Any] = {}  # the cursor as the last stream's run left it
 
     # The loop ----------------------------------------------------------------------------------
@@ -290,7 +291,7 @@ class SyncWorker:
                 body = orjson.loads(raw)
             topic = event["topic"]
             if topic.split(".")[0] in getattr(adapter, "streams", ())[1:]:
-                await self._apply_role_event(http, adapter, connection, body, mine)
+                await self._apply_role_event(http, adapter, connection, topic, body, mine)
                 return
             if not topic.startswith("contacts."):
                 await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
@@ -346,13 +347,19 @@ class SyncWorker:
         http: httpx.AsyncClient,
         adapter: Any,
         connection: Row,
+        topic: str,
         body: dict[str, Any],
         mine: dict[str, Any],
     ) -> None:
-        """A role's webhook (applicants.*, tenancies.*, ...): the contacts it relates to, before
-        and after the change, are read again and applied, so their categories follow at once.
-        A replayed event, its payload dropped, names none: the next poll of the stream does it."""
-        related = adapter.related_from_webhook(body)[: int(self.config.sync_page_size)]
+        """A role's webhook (applicants.*, tenancies.*, ...): the record is kept (crm_external_refs)
+        and the contacts it relates to, before and after the change, and those of the records it
+        concerns (a tenancy's landlord) are read again and applied, so their categories follow
+        at once. A replayed event, its payload dropped, names none: the next poll does it."""
+        ref: RoleRef | None = adapter.ref_from_webhook(topic, body)
+        refs = [ref] if ref is not None else []
+        related = adapter.related_from_webhook(body)
+        related += [c for c in await self._linked(connection, refs) if c not in related]
+        related = related[: int(self.config.sync_page_size)]
         if not related:
             await self._finish_event(mine, "skipped", "the role event names no contact")
             return
@@ -361,6 +368,7 @@ class SyncWorker:
             connection["settings"], ids=related,
         )  # fmt: skip
         async with self.db.transaction() as tx:
+            await store_refs(tx, **_scope(connection), refs=refs)
             await self._apply(tx, connection, page.drafts, Counts())
             await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
 
@@ -376,7 +384,7 @@ class SyncWorker:
         self, connection: Row, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> Any:
         """One CRM call within the connection's limits; a 429 pauses both directions."""
-        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
         async with gate:
             try:
                 result = await call(*args, **kwargs)
@@ -421,8 +429,10 @@ class SyncWorker:
             field = _tenant_field(connection["provider_id"])
             tenant_ref = str(credentials.get(_camel(field))) if field else None
             for stream in getattr(adapter, "streams", (STREAM,)):
-                if getattr(adapter, "paging", "seek") == "walk":
+                if getattr(adapter, "paging", "seek") in ("walk", "tokens"):
                     await self._walk_stream(http, adapter, connection, credentials, settings)
+                elif getattr(adapter, "paging", "seek") == "scan":
+                    await self._scan_stream(http, adapter, connection, credentials, settings, stream)
                 else:
                     await self._run_stream(http, adapter, connection, credentials, settings, stream)
                 # Each stream's run re-reads the cursor the one before committed.
@@ -469,6 +479,19 @@ class SyncWorker:
         async with self.db.transaction() as tx:
             await tx.execute(UPDATE_RUN, _run_params(connection, run, status, error))
 
+    @contextlib.asynccontextmanager
+    async def _recorded(self, connection: Row, run: _Run) -> AsyncIterator[None]:
+        """A stream's run, closed as ok, or failed with the CRM's failure (which goes on up)."""
+        status, error = "failed", None
+        try:
+            yield
+            status = "ok"
+        except (TransientFailure, RateLimited, AuthRejected) as exc:
+            error = str(exc)[:500]
+            raise
+        finally:
+            await self._close_run(connection, run, status, error)
+
     def _finished(self, s: _Stream) -> None:
         """A stream read to its end: incremental from now on, reconciled if it was due."""
         s.state["phase"] = "incremental"
@@ -487,14 +510,24 @@ class SyncWorker:
         from `updated_from` is read by number. An edit mid-walk moves its row to page 1, read
         already, and the rows behind shift a place later: read twice, never skipped. The
         watermark moves only once the walk is complete, to the CRM's clock at its start less a
-        minute, so a killed walk is read again from the old one (nothing is applied twice)."""
+        minute. A killed walk resumes at the page after the last it committed (`walk` in the
+        cursor: that page and the walk's start), from the same `updated_from`: the rows behind it
+        have only moved later since (edits move rows to page 1), so none is skipped.
+        A CRM that pages by an opaque token (Alto, `paging = "tokens"`) is walked the same way,
+        each page asking for the token the one before gave, to the end; as what a token means
+        later is not documented, a killed token walk starts over from the watermark."""
         s, run = await self._open_stream(connection, STREAM, settings)
         wm = _cursor_time(s.state.get("wm"))
         updated_from = None if wm is None else wm - timedelta(seconds=settings.lookback_seconds)
+        by_token = getattr(adapter, "paging", "walk") == "tokens"
+        walk: dict[str, Any] = {} if by_token else s.state.get("walk") or {}
+        started = _cursor_time(walk.get("started"))
+        first = int(walk.get("page", 0)) + 1 if started is not None else 1
         page_size = int(self.config.sync_page_size)
-        status, error, started = "failed", None, None
-        try:
-            for number in range(1, 100_000):
+        token: str | None = None
+        async with self._recorded(connection, run):
+            for number in range(first, 100_000):
+                marker = {"page_token": token} if by_token else {"page_number": number}
                 page = await self._fetch(
                     http,
                     adapter.fetch_people,
@@ -502,27 +535,60 @@ class SyncWorker:
                     connection,
                     run,
                     modified_from=updated_from,
-                    page_number=number,
                     page_size=page_size,
+                    **marker,
                 )
                 started = started or page.server_time or datetime.now(UTC)
-                full = page.page_size >= page_size
-                if full:
+                token = page.next_token
+                more = token is not None if by_token else page.page_size >= page_size
+                if more:
                     s.state.setdefault("phase", "backfill")
+                    if not by_token:
+                        s.state["walk"] = {"page": number, "started": started.isoformat()}
                 else:
+                    s.state.pop("walk", None)
                     s.state["wm"] = (started - WALK_LAG).isoformat()
                     self._finished(s)
                 await self._commit_page(
                     connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
                 )
+                if not more:
+                    break
+
+    async def _scan_stream(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        credentials: dict[str, Any],
+        settings: SyncSettings,
+        stream: str,
+    ) -> None:
+        """A CRM with no change filter (agentOS): every record of the stream by offset, each
+        page's records applied only where their content hash changed since they were last read.
+        The offset is kept in the cursor with each page, so a killed scan resumes there."""
+        s, run = await self._open_stream(connection, stream, settings)
+        offset = int(s.state.get("offset", 0))
+        page_size = int(getattr(settings, "page_size", self.config.sync_page_size))
+        scan = _fetcher(adapter, stream)
+        async with self._recorded(connection, run):
+            while True:
+                page = await self._fetch(http, scan, credentials, connection, run, offset=offset)
+                offset += page.page_size
+                full = page.page_size >= page_size > 0
+                if full:
+                    s.state.setdefault("phase", "backfill")
+                    s.state["offset"] = offset
+                else:
+                    s.state.pop("offset", None)
+                    s.state["scannedAt"] = s.now.isoformat()
+                    self._finished(s)
+                await self._commit_page(
+                    connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, stream,
+                    s.state, page.refs, only_changed=True,
+                )  # fmt: skip
                 if not full:
                     break
-            status = "ok"
-        except (TransientFailure, RateLimited, AuthRejected) as exc:
-            error = str(exc)[:500]
-            raise
-        finally:
-            await self._close_run(connection, run, status, error)
 
     async def _run_stream(
         self,
@@ -541,9 +607,8 @@ class SyncWorker:
             modified_from = wm  # a backfill resumes where it stopped
         page_size = int(self.config.sync_page_size)
         fetcher = _fetcher(adapter, stream)
-        status, error = "failed", None
         seen: set[tuple[str, str | None, datetime | None]] = set()
-        try:
+        async with self._recorded(connection, run):
             while True:
                 page = await self._fetch(
                     http,
@@ -586,7 +651,7 @@ class SyncWorker:
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
                 await self._commit_page(
-                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state, page.refs
                 )
                 if stream == STREAM:  # a role stream's people are not stamped by its cursor
                     seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
@@ -594,12 +659,6 @@ class SyncWorker:
                     break
                 if last is not None:
                     modified_from = last
-            status = "ok"
-        except (TransientFailure, RateLimited, AuthRejected) as exc:
-            error = str(exc)[:500]
-            raise
-        finally:
-            await self._close_run(connection, run, status, error)
 
     async def _related(
         self,
@@ -610,22 +669,33 @@ class SyncWorker:
         run: _Run,
         page: FetchedPage,
     ) -> list[PersonDraft]:
-        """The people a role page relates to, read by id a page at a time: their category is
-        derived again from their roles as they are now."""
+        """The people a role page relates to, and those of the records its records concern (a
+        tenancy's landlord), read by id a page at a time: their category is derived again from
+        their roles as they are now."""
         drafts: list[PersonDraft] = []
         size = int(self.config.sync_page_size)
-        for start in range(0, len(page.related), size):
+        linked = await self._linked(connection, page.refs)
+        related = page.related + [c for c in linked if c not in page.related]
+        for start in range(0, len(related), size):
             people = await self._fetch(
                 http,
                 adapter.fetch_people,
                 credentials,
                 connection,
                 run,
-                ids=page.related[start : start + size],
+                ids=related[start : start + size],
             )
             drafts += people.drafts
             run.counts.field_errors += people.bad_records
         return drafts
+
+    async def _linked(self, connection: Row, refs: list[RoleRef]) -> list[str]:
+        """The people of the records `refs` link to (as kept), whose category they change."""
+        keys = sorted({key for ref in refs for key in ref.links})
+        if not keys:
+            return []
+        async with self.db.transaction() as tx:
+            return await linked_people(tx, **_scope(connection), keys=keys)
 
     async def _fetch(
         self,
@@ -639,7 +709,7 @@ class SyncWorker:
         """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
         connection as Retry-After says and asks again, a few times, unless the wait is longer
         than a run should hold its lease: then the run ends and the next one waits."""
-        gate = self.limiter.gate(connection["provider_id"], connection["id"])
+        gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
         for _ in range(5):
             async with gate:
                 try:
@@ -708,12 +778,22 @@ class SyncWorker:
         streams: dict[str, Any],
         stream: str,
         state: dict[str, Any],
+        refs: list[RoleRef] | None = None,
+        only_changed: bool = False,
     ) -> None:
-        """The page's rows, the cursor and the run's counts in one transaction."""
+        """The page's role records and rows, the cursor and the run's counts in one transaction.
+        `only_changed`: the drafts are the records themselves (a scan), and those whose kept
+        content hash is the same are counted unchanged, not applied."""
         run.counts.field_errors += bad
         streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
+            written = await store_refs(tx, **_scope(connection), refs=refs) if refs else set()
+            if only_changed:
+                changed = [d for d in drafts if (stream, d.external_id) in written]
+                run.counts.fetched += len(drafts) - len(changed)
+                run.counts.unchanged += len(drafts) - len(changed)
+                drafts = changed
             await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
@@ -737,9 +817,16 @@ class SyncWorker:
         counts: Counts,
         consent_at: datetime | None = None,
     ) -> list[str]:
-        """The one apply path (integrations/inbound.py), for this connection's records."""
+        """The one apply path (integrations/inbound.py), for this connection's records, each
+        person's category derived from their role records as kept, where the provider does so."""
         if not drafts:
             return []
+        adapter: Any = self.adapters.get(connection["provider_id"])
+        if hasattr(adapter, "categorise"):
+            held = await refs_of(tx, **_scope(connection), people=[d.external_id for d in drafts])
+            drafts = [
+                adapter.categorise(d, held.get(d.external_id, []), connection["settings"]) for d in drafts
+            ]
         outcomes = await apply_page(
             tx,
             suppression_key=self.suppression_key,
@@ -766,14 +853,21 @@ def _run_params(connection: Row, run: _Run, status: str, error: str | None) -> d
     }
 
 
+def _scope(connection: Row) -> dict[str, Any]:
+    return {"organisation_id": connection["organisation_id"], "connection_id": connection["id"]}
+
+
 def _fetcher(adapter: Any, stream: str) -> Callable[..., Awaitable[FetchedPage]]:
+    """A stream's page reader: the contacts stream's, else a role stream's or a scanned one's."""
     if stream == STREAM:
         return adapter.fetch_people  # type: ignore[no-any-return]
+
+    fetch = adapter.fetch_scan if getattr(adapter, "paging", "seek") == "scan" else adapter.fetch_roles
 
     async def roles(
         http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], **page: Any
     ) -> FetchedPage:
-        return await adapter.fetch_roles(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
+        return await fetch(http, credentials, settings, stream=stream, **page)  # type: ignore[no-any-return]
 
     return roles
 
@@ -821,6 +915,7 @@ async def _serve(database_url: str, keyring: Keyring, only: list[UUID] | None) -
     try:
         await worker.run(stop)
     finally:
+        await worker.limiter.close()
         await db.close()
     print(f"NurtureHub sync stopped after applying {worker.applied} records", flush=True)
 

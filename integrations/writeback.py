@@ -296,7 +296,7 @@ class Worker:
         self.share = max(1, concurrency // 2)
         self._release_soon: list[_Claimed] = []
         self._tasks: dict[UUID, asyncio.Task[None]] = {}
-        self.limiter = Limiter("writeback")
+        self.limiter = Limiter("writeback", db.url)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until `stop` is set, then finish or release what is in flight."""
@@ -514,7 +514,7 @@ class Worker:
             settings=event.settings,
         )
         deadline = self.config.crm_deadline
-        gate = self.limiter.gate(event.provider_id, event.connection_id)
+        gate = self.limiter.gate(event.provider_id, event.connection_id, event.organisation_id)
         try:
             # Within the connection's limits (integrations/limits.py), then one deadline for the
             # whole request: a response that trickles in a byte at a time never trips the
@@ -622,6 +622,7 @@ async def _serve(database_url: str, keyring: Keyring, concurrency: int) -> None:
     try:
         await worker.run(stop)
     finally:
+        await worker.limiter.close()
         await db.close()
     print(f"NurtureHub worker stopped after {worker.delivered} deliveries", flush=True)
 

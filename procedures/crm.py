@@ -26,6 +26,7 @@ from integrations.providers import (
     ProviderSpec,
     TransientFailure,
     build_adapters,
+    pollable,
     reaching,
 )
 from procedures.crm_credentials import credentials_hint, open_credentials, seal_credentials
@@ -627,7 +628,7 @@ SELECT_EVENT = sql(f"""
 
 
 def _pollable(provider_id: str) -> bool:
-    return hasattr(_platform()[1][provider_id], "fetch_people")
+    return pollable(_platform()[1][provider_id])
 
 
 def _streams(provider_id: str) -> tuple[str, ...]:
@@ -641,7 +642,9 @@ def _lag(watermark: datetime | None) -> float | None:
 
 def _watermark(state: dict[str, Any]) -> datetime | None:
     try:
-        return datetime.fromisoformat(state["wm"]) if state.get("wm") else None
+        # A scanned stream (agentOS) has no watermark: its last complete scan stands for one.
+        mark = state.get("wm") or state.get("scannedAt")
+        return datetime.fromisoformat(mark) if mark else None
     except (TypeError, ValueError):
         return None
 

@@ -27,19 +27,16 @@ nurturehub_rate_limit_fail_open_total).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
 from collections.abc import Awaitable
-from typing import Any
 from uuid import UUID
 
-import psycopg
-
 from server.context import Principal
-from server.db import conninfo, sql
+from server.db import sql
 from server.errors import TooManyRequests
+from server.ownconn import OwnConnection
 
 __all__ = ["POLICIES", "RateLimiter"]
 
@@ -51,8 +48,6 @@ FIRST_BLOCK_SHARE = 16  # a minute's first block per process: the largest block 
 LEASE_WAIT = 1.0  # seconds a call waits for a lease before it goes ahead (failing open)
 FAIL_OPEN_SECONDS = 5.0  # how long a key goes unlimited when its lease failed, before another
 _UNLIMITED = 1 << 30  # the permits a key failing open holds
-CONNECT_TIMEOUT = 2
-STATEMENT_TIMEOUT_MS = 2000  # a lease stuck behind a lock fails (open) rather than hold the rest
 _MAX_KEYS = 10_000  # keys remembered per scope before expired ones are dropped
 
 # The policies' names, as in the RateLimit-Policy and RateLimit headers and the metrics' labels.
@@ -113,14 +108,11 @@ class RateLimiter:
     """Per-token and per-organisation limits in calls per minute; 0 turns a scope off."""
 
     def __init__(self, database_url: str, *, per_token: int, per_organisation: int) -> None:
-        self._conninfo = conninfo(database_url)
+        self._own = OwnConnection(database_url)
         self.token = _Scope("token", per_token)
         self.organisation = _Scope("organisation", per_organisation)
         self.scopes = tuple(s for s in (self.token, self.organisation) if s.limit > 0)
         self.policy_header = ", ".join(f'"{s.name}";q={s.limit};w={WINDOW_SECONDS}' for s in self.scopes)
-        self._connection: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-        self._down_until = 0.0  # no connection attempt before this (monotonic), after a failure
         self._forgot_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
         self.leases = 0  # round trips made (metrics)
@@ -268,52 +260,22 @@ class RateLimiter:
     async def _ask(self, scope: _Scope, bucket: _Bucket, block: int) -> tuple[int | None, float]:
         """One round trip on the limiter's own connection: (the count, or None when at the
         limit; seconds left in the minute)."""
-        async with self._lock:
-            connection = await self._connect()
-            params = {
-                "organisation_id": bucket.organisation_id, "scope": scope.name,
-                "subject": bucket.subject, "block": block, "limit": scope.limit,
-            }
-            try:
-                cursor = await connection.execute(LEASE.query, params)
-                row = await cursor.fetchone()
-                self.leases += 1
-                if time.monotonic() - self._forgot_at > WINDOW_SECONDS:
-                    self._forgot_at = time.monotonic()
-                    await connection.execute(FORGET_OLD_WINDOWS.query)
-            except BaseException:  # psycopg's errors, or a cancellation half-way through a statement
-                await self._drop()
-                raise
+        params = {
+            "organisation_id": bucket.organisation_id, "scope": scope.name,
+            "subject": bucket.subject, "block": block, "limit": scope.limit,
+        }
+        row = await self._own.fetchone(LEASE.query, params)
+        self.leases += 1
+        if time.monotonic() - self._forgot_at > WINDOW_SECONDS:
+            self._forgot_at = time.monotonic()
+            await self._own.fetchone(FORGET_OLD_WINDOWS.query)
         assert row is not None
         return row[0], float(row[1])
-
-    async def _connect(self) -> psycopg.AsyncConnection[Any]:
-        if self._connection is not None and not self._connection.closed:
-            return self._connection
-        if time.monotonic() < self._down_until:
-            raise psycopg.OperationalError("the database was unreachable a moment ago")
-        try:
-            self._connection = await psycopg.AsyncConnection.connect(
-                self._conninfo, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
-            )
-        except psycopg.Error:
-            self._down_until = time.monotonic() + 1.0
-            raise
-        return self._connection
-
-    async def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        self._down_until = time.monotonic() + 1.0
-        if connection is not None:
-            with contextlib.suppress(Exception):
-                await connection.close()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        async with self._lock:
-            await self._drop()
+        await self._own.close()
 
 
 def _forget_expired(buckets: dict[int, _Bucket], now: float) -> None:

@@ -34,7 +34,10 @@ from tests.support import free_port, serve_loopback
 
 KEY_ID = "test-key-1"
 # Each role stream, and the associatedType its records give a contact's relationships.
-ROLE_TYPES = {"applicants": "applicant", "landlords": "landlord", "vendors": "vendor", "tenancies": "tenancy"}
+ROLE_TYPES = {
+    "applicants": "applicant", "landlords": "landlord", "vendors": "vendor", "tenancies": "tenancy",
+    "offers": "offer",
+}  # fmt: skip
 
 
 def _iso(second: int) -> str:
@@ -253,6 +256,8 @@ class FakeReapit:
         if "modifiedTo" in q:
             rows = [r for r in rows if r["modified"] <= q["modifiedTo"]]
         page = rows[(number - 1) * size : number * size]
+        if "property" not in q.getlist("embed"):  # an embedded property is sent only when asked
+            page = [{k: v for k, v in r.items() if k != "_embedded"} for r in page]
         body = {
             "_embedded": page,
             "pageNumber": number,

@@ -39,6 +39,8 @@ class FakeStreet:
         self.clock = int(time.time()) - 3600
         self.read_script: list[tuple[int | str, Any]] = []
         self.reads = 0
+        self.pages_read: list[int] = []  # the page number of each read, in order
+        self.fail_at_read = 0  # this read (counted from 1) answers 500 once, as a dying run's
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -67,8 +69,18 @@ class FakeStreet:
             self.people[person_id] = record
             return orjson.loads(orjson.dumps(record))  # type: ignore[no-any-return]
 
+    def trash(self, person_id: str) -> None:
+        """Soft-delete a person as Laravel does (Street's JSON:API `trashed` filter is its
+        idiom): `trashed_at` set and `updated_at` touched; listed only with `trashed=with`."""
+        with self._lock:
+            attributes = self.people[person_id]["attributes"]
+            attributes["trashed_at"] = attributes["updated_at"] = _iso(self.clock)
+
     async def _list(self, request: Request) -> Response:
         self.reads += 1
+        self.pages_read.append(int(request.query_params.get("page[number]", 1)))
+        if self.reads == self.fail_at_read:
+            return Response(status_code=500)
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return Response(status_code=401)
         if self.read_script:
@@ -89,6 +101,8 @@ class FakeStreet:
             rows = sorted(
                 self.people.values(), key=lambda r: (r["attributes"]["updated_at"], r["id"]), reverse=True
             )
+        if q.get("filter[trashed]") != "with":
+            rows = [r for r in rows if not r["attributes"].get("trashed_at")]
         if "filter[updated_from]" in q:
             rows = [r for r in rows if r["attributes"]["updated_at"] >= q["filter[updated_from]"]]
         page = rows[(number - 1) * size : number * size]

@@ -67,6 +67,7 @@ class Sync:
         self.loop.run(go())
 
     def close(self) -> None:
+        self.loop.run(self.worker.limiter.close())
         self.loop.run(self.db.close())
 
 

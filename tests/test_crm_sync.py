@@ -403,7 +403,8 @@ def test_reapit_role_streams_give_categories_even_when_the_contact_itself_does_n
         "SELECT DISTINCT stream FROM crm_sync_runs WHERE connection_id = %s AND status = 'ok'",
         (connection_id,),
     )
-    assert sorted(r[0] for r in runs) == ["applicants", "contacts", "landlords", "tenancies", "vendors"]
+    streams = ["applicants", "contacts", "landlords", "offers", "tenancies", "vendors"]
+    assert sorted(r[0] for r in runs) == streams
 
 
 def test_a_role_webhook_reads_its_contacts_again_and_their_category_follows_at_once(
@@ -466,7 +467,7 @@ def test_sync_status_runs_and_sync_now_with_a_reset_that_duplicates_nothing(
     sync.drain(connection_id)
     status = hooks.call("crm.getSyncStatus", {"connectionId": connection_id}, org.member_token)
     by_name = {s["stream"]: s for s in status["streams"]}
-    assert sorted(by_name) == ["applicants", "contacts", "landlords", "tenancies", "vendors"]
+    assert sorted(by_name) == ["applicants", "contacts", "landlords", "offers", "tenancies", "vendors"]
     stream = by_name["contacts"]
     assert stream["phase"] == "incremental" and stream["watermark"] and stream["lagSeconds"] >= 0
     assert (stream["lastRun"]["status"], stream["lastRun"]["created"]) == ("ok", 30)

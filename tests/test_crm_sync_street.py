@@ -129,3 +129,59 @@ def test_a_street_poll_survives_what_a_crm_can_send_and_loses_nothing(
         due(database_url, connection_id)
         street_sync.drain(connection_id)
     assert len(held(database_url, connection_id)) == 150
+
+
+def test_a_trashed_street_person_archives_the_contact_and_restoring_brings_it_back(
+    hooks: Rpc, agency: tuple[Org, str], street: FakeStreet, street_sync: Sync, database_url: str
+) -> None:
+    """Issue 17: Street soft-deletes people (`trashed`): asked with `filter[trashed]=with`, a
+    trashed person's contact is archived, not erased (the attribute is a connection setting, as
+    the transcription does not name it)."""
+    _, connection_id = agency
+    ada = street.put(**person())
+    street_sync.drain(connection_id)
+    street.tick(600)
+    street.trash(ada["id"])
+    due(database_url, connection_id)
+    street_sync.drain(connection_id)
+    [(archived,)] = query(
+        database_url,
+        "SELECT archived_at IS NOT NULL FROM contacts WHERE crm_connection_id = %s",
+        (connection_id,),
+    )
+    assert archived
+    street.tick(600)
+    street.put(ada["id"], trashed_at=None)
+    due(database_url, connection_id)
+    street_sync.drain(connection_id)
+    [(archived,)] = query(
+        database_url,
+        "SELECT archived_at IS NOT NULL FROM contacts WHERE crm_connection_id = %s",
+        (connection_id,),
+    )
+    assert not archived
+
+
+def test_a_killed_first_street_walk_resumes_at_the_page_after_the_last_it_committed(
+    hooks: Rpc, agency: tuple[Org, str], street: FakeStreet, street_sync: Sync, database_url: str
+) -> None:
+    _, connection_id = agency
+    for n in range(250):
+        street.put(**person(last_name=f"P{n}"))
+    street.fail_at_read = 3  # the walk dies reading page 3
+    street_sync.drain(connection_id)
+    assert len(held(database_url, connection_id)) == 200
+    assert street.pages_read == [1, 2, 3]
+    [(cursor,)] = query(
+        database_url, "SELECT sync_cursor FROM crm_connections WHERE id = %s", (connection_id,)
+    )
+    assert cursor["streams"]["contacts"]["walk"]["page"] == 2
+    due(database_url, connection_id)
+    street_sync.drain(connection_id)
+    assert street.pages_read[3:] == [3]  # resumed at page 3, not from page 1
+    assert len(held(database_url, connection_id)) == 250
+    [(cursor,)] = query(
+        database_url, "SELECT sync_cursor FROM crm_connections WHERE id = %s", (connection_id,)
+    )
+    assert cursor["streams"]["contacts"]["phase"] == "incremental"
+    assert "walk" not in cursor["streams"]["contacts"]

@@ -29,6 +29,7 @@ __all__ = [
     "ProviderSpec",
     "TransientFailure",
     "build_adapters",
+    "pollable",
     "reaching",
 ]
 
@@ -81,6 +82,11 @@ PROVIDERS: dict[str, ProviderSpec] = {
         no_webhooks="Loop documents no webhooks and no contact API",
     ),
 }
+
+
+def pollable(adapter: object) -> bool:
+    """Whether `nurturehub sync` polls this CRM: by changes (fetch_people) or by full scans."""
+    return hasattr(adapter, "fetch_people") or hasattr(adapter, "fetch_scan")
 
 
 def build_adapters(config: CrmConfig) -> dict[str, Adapter]:

@@ -1,7 +1,12 @@
 """Alto (Zoopla): everything about it. Writeback: each event becomes a file note on the contact
-(POST /file-notes). Inbound: webhooks only so far (thin CloudEvents, checked by the shared
-secret Alto sends in `x-signature`: third-party transcriptions of Alto's docs, so the secret
-is configuration, NURTUREHUB_ALTO_WEBHOOK_SECRET, and nothing else is assumed); no poll yet.
+(POST /file-notes). Inbound: webhooks (thin CloudEvents, checked by the shared secret Alto sends
+in `x-signature`: third-party transcriptions of Alto's docs, so the secret is configuration,
+NURTUREHUB_ALTO_WEBHOOK_SECRET, and nothing else is assumed) and polls of the contacts list.
+
+The poll's details are transcribed three ways (casings differ) and not confirmed, so each is a
+connection setting: the list's path, its modified-from, page-token and page-size parameters, the
+key of its records and of the next page's token, the modified field. A contact holds several
+people (joint clients): each person is one NurtureHub contact, "{contactId}:{personId}".
 
 Auth is the platform's OAuth2 client credentials; the agency is chosen by the `AgencyRef` header
 (a GUID Alto issues per agency), which is what a connection holds. Alto answers 201 with the new
@@ -11,8 +16,8 @@ note's id. Sources: see README, CRM providers.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import httpx
 import orjson
@@ -20,7 +25,24 @@ from pydantic import Field
 
 from integrations.config import CrmConfig
 from integrations.events import describe
-from integrations.providers.base import Delivery, InboundEvent, TokenCache, WebhookRefused
+from integrations.providers.base import (
+    Delivery,
+    FetchedPage,
+    InboundEvent,
+    PersonDraft,
+    RateLimited,
+    SyncSettings,
+    TokenCache,
+    WebhookRefused,
+    check_answer,
+    page_records,
+    parse_time,
+    pick_category,
+    reaching,
+    retry_after_seconds,
+    server_date,
+    text_of,
+)
 from server.models import WireModel
 
 __all__ = ["AltoAdapter", "ConnectionSettings", "Credentials"]
@@ -35,8 +57,90 @@ class Credentials(WireModel):
     )
 
 
-class ConnectionSettings(WireModel):
+_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class ConnectionSettings(SyncSettings):
     negotiator_id: str | None = Field(default=None, max_length=40)
+    # Inbound paging and listing (unconfirmed: see the module's docstring).
+    list_path: str = Field(default="/contacts/all", max_length=200, pattern=r"^/[A-Za-z0-9_/-]*$")
+    modified_from_param: str = Field(default="modified-from", max_length=60, pattern=_NAME)
+    page_token_param: str = Field(default="next-token", max_length=60, pattern=_NAME)
+    page_size_param: str = Field(default="max-results", max_length=60, pattern=_NAME)
+    page_size: int = Field(default=250, ge=1, le=250)
+    list_key: str = Field(default="items", max_length=60)
+    next_token_key: str = Field(default="nextToken", max_length=60)
+    modified_field: str = Field(default="modified", max_length=60)
+    # Alto says a person is a Landlord (persona), not whether the agency manages the let.
+    landlord_category: Literal["managed_landlord", "landlord"] = "landlord"
+    applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
+
+
+def _emails(person: dict[str, Any], key: str) -> str | None:
+    """The first of a person's emails or phones: strings, or objects with an address/number."""
+    values = person.get(key)
+    for value in values if isinstance(values, list) else []:
+        if isinstance(value, dict):
+            value = value.get("address") or value.get("number") or value.get("value")
+        if text_of(value):
+            return text_of(value)
+    return None
+
+
+def _categories(contact: dict[str, Any], settings: ConnectionSettings) -> tuple[str | None, str | None]:
+    """research crm-sync.md 3.2 (Alto column): personas and the potential flags."""
+    kind = contact.get("contactType") if isinstance(contact.get("contactType"), dict) else {}
+    personas = {str(p) for p in (kind or {}).get("persona") or [] if isinstance(p, str)}
+    client = (kind or {}).get("category") == "Client"
+    found: dict[str, str] = {}
+    if "Vendor" in personas:
+        found["active_seller" if client else "seller"] = "persona:Vendor"
+    if "Landlord" in personas:
+        found[settings.landlord_category] = "persona:Landlord"
+    if "Tenant" in personas:
+        found["active_tenant"] = "persona:Tenant"
+    if "Applicant" in personas:
+        found[settings.applicant_category] = "persona:Applicant"
+    if contact.get("potentialVendor") is True:
+        found.setdefault("seller", "potentialVendor")
+    if contact.get("potentialLandlord") is True:
+        found.setdefault("landlord", "potentialLandlord")
+    return pick_category(found, settings.category_precedence)
+
+
+def to_drafts(contact: dict[str, Any], settings: ConnectionSettings) -> list[PersonDraft] | None:
+    """An Alto contact's people, one draft each; None when the contact names no id."""
+    contact_id = contact.get("id")
+    if not isinstance(contact_id, int | str) or not str(contact_id).strip():
+        return None
+    people = contact.get("people") if isinstance(contact.get("people"), list) else []
+    category, rule = _categories(contact, settings)
+    archived = contact.get("archived") is True or contact.get("isActive") is False
+    modified = parse_time(contact.get(settings.modified_field))
+    drafts = []
+    for person in people or []:
+        if not isinstance(person, dict) or not isinstance(person.get("id"), int | str):
+            continue
+        drafts.append(
+            PersonDraft(
+                external_id=f"{contact_id}:{person['id']}"[:200],
+                modified=modified,
+                etag=None,
+                first_name=text_of(person.get("forename")) or text_of(person.get("firstName")),
+                last_name=text_of(person.get("surname")) or text_of(person.get("lastName")),
+                email=_emails(person, "emails"),
+                phone=_emails(person, "phones"),
+                postcode=text_of((contact.get("address") or {}).get("postcode"))
+                if isinstance(contact.get("address"), dict)
+                else None,
+                consent="unknown",  # Alto's preferences are a call per contact: not read yet
+                archived=archived,
+                category=category,
+                category_rule=rule,
+                record=contact,
+            )
+        )
+    return drafts
 
 
 class AltoAdapter:
@@ -98,6 +202,57 @@ class AltoAdapter:
 
     # Inbound ---------------------------------------------------------------------------------
 
+    settings_model = ConnectionSettings
+    streams = ("contacts",)
+    paging = "tokens"  # an opaque next-page token, walked to the end from modified-from
+
+    async def fetch_people(
+        self,
+        http: httpx.AsyncClient,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        *,
+        modified_from: datetime | None = None,
+        page_token: str | None = None,
+        page_size: int = 250,
+    ) -> FetchedPage:
+        """One page of contacts modified on or after `modified_from`, from `page_token`; each
+        contact's people as drafts, and the next page's token (None on the last)."""
+        c = self._config
+        parsed = ConnectionSettings.model_validate(settings)
+        agency = Credentials.model_validate(credentials)
+        params: dict[str, Any] = {parsed.page_size_param: min(page_size, parsed.page_size)}
+        if modified_from is not None:
+            params[parsed.modified_from_param] = modified_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if page_token is not None:
+            params[parsed.page_token_param] = page_token
+        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
+        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
+        url = f"{c.alto_api_url}{parsed.list_path}"
+        response = await reaching(self.name, http.get(url, params=params, headers=headers))
+        if response.status_code == 401:
+            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        if response.status_code == 429:
+            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
+        check_answer(self.name, response)
+        records = page_records(self.name, response, parsed.list_key, parsed.list_path)
+        drafts: list[PersonDraft] = []
+        bad = 0
+        for record in records:
+            found = to_drafts(record, parsed) if isinstance(record, dict) else None
+            if found is None:
+                bad += 1
+            else:
+                drafts += found
+        try:
+            following = text_of(orjson.loads(response.content).get(parsed.next_token_key))
+        except AttributeError:
+            following = None
+        return FetchedPage(
+            drafts=drafts, page_size=len(records), bad_records=bad, server_time=server_date(response),
+            next_token=following if records else None,
+        )  # fmt: skip
+
     async def verify_webhook(
         self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
     ) -> InboundEvent:
@@ -137,3 +292,4 @@ class AltoAdapter:
             entity_id=str(entity)[:200] if entity is not None else None,
             event_time=event_time,
         )
+

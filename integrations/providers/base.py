@@ -31,9 +31,11 @@ __all__ = [
     "NotDeliverable",
     "PersonDraft",
     "RateLimited",
+    "RoleRef",
     "SyncSettings",
     "pick_category",
     "retry_after_seconds",
+    "server_date",
     "WebhookRefused",
     "TokenCache",
     "TransientFailure",
@@ -266,6 +268,26 @@ class PersonDraft:
 
 
 @dataclass(frozen=True)
+class RoleRef:
+    """A CRM record that says something about people's roles (a Reapit tenancy, say), as kept in
+    crm_external_refs between runs: ids and statuses only, never a person's data."""
+
+    record_type: str  # the provider's stream name: applicants, tenancies, ...
+    external_id: str
+    contact_ids: list[str]  # the people it names
+    roles: dict[str, Any]  # its role facts (statuses, modes), as the provider module reads them
+    links: list[str] = field(default_factory=list)  # "landlords/L1": records whose people it concerns
+    archived: bool = False
+    deleted: bool = False  # the CRM says it is gone (a webhook's `new` is null)
+    modified: datetime | None = None
+    content_hash: bytes | None = None  # the whole record's, where the provider hashes it (a scan)
+
+    @property
+    def key(self) -> str:
+        return f"{self.record_type}/{self.external_id}"
+
+
+@dataclass(frozen=True)
 class FetchedPage:
     drafts: list[PersonDraft]
     page_size: int
@@ -275,6 +297,8 @@ class FetchedPage:
     stamps: list[datetime] | None = None
     related: list[str] = field(default_factory=list)
     server_time: datetime | None = None  # the CRM's clock when it answered, where it says
+    refs: list[RoleRef] = field(default_factory=list)  # a role stream's records, kept between runs
+    next_token: str | None = None  # token paging (Alto): the next page's, None on the last
 
     def times(self) -> list[datetime]:
         """The version times this page's cursor moves by."""
@@ -309,6 +333,15 @@ class RateLimited(Exception):
     def __init__(self, retry_after: float | None) -> None:
         super().__init__("rate limited")
         self.retry_after = retry_after
+
+
+def server_date(response: httpx.Response) -> datetime | None:
+    """The CRM's clock when it answered (its Date header): a walk's watermark is taken from it,
+    not ours."""
+    try:
+        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
+    except (TypeError, ValueError):
+        return None
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from integrations.providers.base import (
     InboundEvent,
     PersonDraft,
     RateLimited,
+    RoleRef,
     SyncSettings,
     TokenCache,
     TransientFailure,
@@ -66,18 +68,55 @@ class ConnectionSettings(SyncSettings):
     # Reapit field, so which ids mean "investor" is the agency's to say.
     investor_category_ids: list[str] = Field(default_factory=list, max_length=50)
     btl_investor_category_ids: list[str] = Field(default_factory=list, max_length=50)
-    # A contact's applicant role says buying or renting only on the applicant record, which this
-    # sync does not read yet: the agency says which its applicants mostly are.
+    # An applicant whose record is not read yet (or names no marketingMode): the agency says
+    # which its applicants mostly are.
     applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
+    # Category rules from the role records (README, CRM sync: category rules). Reapit documents
+    # the fields; which of their values mean what is the agency's way of working, so each list
+    # is a setting, defaulting to research crm-sync.md 3.2.
+    buying_modes: list[str] = Field(default_factory=lambda: ["buying"], max_length=20)
+    renting_modes: list[str] = Field(default_factory=lambda: ["renting"], max_length=20)
+    # An applicant's buying.reasonId values that mean an investor (agency-configured reasons).
+    investor_buying_reason_ids: list[str] = Field(default_factory=list, max_length=50)
+    btl_investor_buying_reason_ids: list[str] = Field(default_factory=list, max_length=50)
+    seller_selling_positions: list[str] = Field(
+        default_factory=lambda: ["sellingWithOtherAgent", "sellingPrivately", "notYetOnMarket"], max_length=20
+    )
+    # A vendor's property selling.status: on the market (or sold, not completed) -> active_seller;
+    # before instruction -> seller.
+    active_selling_statuses: list[str] = Field(
+        default_factory=lambda: [
+            "forSale", "forSaleUnavailable", "underOffer", "underOfferUnavailable", "reserved", "exchanged",
+        ],
+        max_length=20,
+    )  # fmt: skip
+    seller_selling_statuses: list[str] = Field(
+        default_factory=lambda: ["preAppraisal", "valuation", "paidValuation"], max_length=20
+    )
+    accepted_offer_statuses: list[str] = Field(default_factory=lambda: ["accepted"], max_length=20)
+    # A landlord is managed when one of their tenancies is in one of these statuses with one of
+    # these agent roles (whether rent collection counts as managed is the agency's call).
+    managed_agent_roles: list[str] = Field(default_factory=lambda: ["managed"], max_length=20)
+    managed_tenancy_statuses: list[str] = Field(
+        default_factory=lambda: ["arranging", "current"], max_length=20
+    )
+    # A tenant (a tenancy's related contact) is active in these tenancy statuses.
+    tenant_tenancy_statuses: list[str] = Field(
+        default_factory=lambda: ["arranging", "current"], max_length=20
+    )
 
 
-ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies")
+ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies", "offers")
+# Read with their property embedded: a vendor's selling status and a tenancy's landlord live on
+# the property (PropertyModel selling.status, letting.landlordId), not on the role record.
+EMBED_PROPERTY = frozenset({"vendors", "tenancies"})
 EXCLUSIVE_FROM = frozenset({"tenancies"})  # modifiedFrom means "after" on these
 # Role (a contact's relationship's associatedType) -> category; README, CRM sync (inbound).
 ROLE_CATEGORIES = {
     "vendor": "seller",
     "landlord": "landlord",
     "tenancy": "active_tenant",
+    "offer": "buyer",
 }
 CONSENT = {"grant": "granted", "deny": "denied", "notAsked": "unknown"}
 CHANNELS = {
@@ -149,6 +188,131 @@ def _add_related(record: dict[str, Any], found: list[str]) -> None:
             contact = _text(link.get("id"))
             if contact is not None and contact not in found:
                 found.append(contact)
+
+
+def _related_contacts(record: dict[str, Any]) -> list[str]:
+    """The contacts a role record names now (archived links left out)."""
+    found: list[str] = []
+    links = record.get("related")
+    for link in links if isinstance(links, list) else []:
+        if not isinstance(link, dict) or link.get("fromArchive"):
+            continue
+        if link.get("type", "contact") == "contact":
+            contact = _text(link.get("id"))
+            if contact is not None and contact not in found:
+                found.append(contact)
+    return found
+
+
+def _dig(record: dict[str, Any], *path: str) -> Any:
+    for name in path:
+        if not isinstance(record, dict):
+            return None
+        record = record.get(name)  # type: ignore[assignment]
+    return record
+
+
+def role_ref(stream: str, record: dict[str, Any], *, deleted: bool = False) -> RoleRef | None:
+    """A role record's ids and role facts (no personal data); None when it names no id."""
+    external_id = _text(record.get("id"))
+    if external_id is None:
+        return None
+    facts: dict[str, Any] = {}
+    links: list[str] = []
+    if record.get("active") is not None:
+        facts["active"] = bool(record.get("active"))
+    if stream == "applicants":
+        facts["marketingMode"] = _text(record.get("marketingMode"))
+        facts["reasonId"] = _text(_dig(record, "buying", "reasonId"))
+        facts["sellingPosition"] = _text(record.get("sellingPosition"))
+    elif stream == "vendors":
+        facts["sellingStatus"] = _text(_dig(record, "_embedded", "property", "selling", "status"))
+    elif stream == "tenancies":
+        facts["status"] = _text(record.get("status"))
+        facts["agentRole"] = _text(record.get("agentRole"))
+        landlord = _text(record.get("landlordId")) or _text(
+            _dig(record, "_embedded", "property", "letting", "landlordId")
+        )
+        if landlord is not None:
+            links.append(f"landlords/{landlord}")
+    elif stream == "offers":
+        facts["status"] = _text(record.get("status"))
+    return RoleRef(
+        record_type=stream,
+        external_id=external_id[:200],
+        contact_ids=_related_contacts(record),
+        roles={k: v for k, v in facts.items() if v is not None},
+        links=links,
+        archived=bool(record.get("fromArchive")),
+        deleted=deleted,
+        modified=_time(record.get("modified")) or _time(record.get("created")),
+    )
+
+
+def categorise(
+    draft: PersonDraft, refs: list[RoleRef], settings: ConnectionSettings
+) -> PersonDraft:
+    """The person's category from their role records as kept (README, CRM sync: category
+    rules); a person none of whose roles has been read yet keeps the one their contact
+    record's relationships give."""
+    if not refs:
+        return draft
+    s = settings
+    found: dict[str, str] = {}
+    mine = [r for r in refs if draft.external_id in r.contact_ids and not r.archived]
+    landlords = {r.key for r in mine if r.record_type == "landlords"}
+    investor: str | None = None
+    category_ids = {str(c) for c in draft.record.get("categoryIds") or []}
+    if category_ids & set(s.btl_investor_category_ids):
+        investor = "btl"
+    elif category_ids & set(s.investor_category_ids):
+        investor = "property"
+    for ref in mine:
+        facts = ref.roles
+        if ref.record_type == "applicants" and facts.get("active", True):
+            mode = facts.get("marketingMode")
+            reason = facts.get("reasonId")
+            if reason in s.btl_investor_buying_reason_ids:
+                investor = investor or "btl"
+            elif reason in s.investor_buying_reason_ids:
+                investor = investor or "property"
+            if mode in s.buying_modes:
+                found.setdefault("buyer", "applicant:marketingMode")
+            elif mode in s.renting_modes:
+                found.setdefault("tenant_applicant", "applicant:marketingMode")
+            elif mode is None:
+                found.setdefault(s.applicant_category, "applicant:setting")
+            if facts.get("sellingPosition") in s.seller_selling_positions:
+                found.setdefault("seller", "applicant:sellingPosition")
+        elif ref.record_type == "vendors":
+            status = facts.get("sellingStatus")
+            if status in s.active_selling_statuses:
+                found.setdefault("active_seller", "vendor:sellingStatus")
+            elif status is None or status in s.seller_selling_statuses:
+                found.setdefault("seller", "vendor")
+        elif ref.record_type == "offers" and facts.get("status") in s.accepted_offer_statuses:
+            found.setdefault("active_buyer", "offer:accepted")
+        elif ref.record_type == "tenancies" and facts.get("status") in s.tenant_tenancy_statuses:
+            found.setdefault("active_tenant", "tenancy:status")
+        elif ref.record_type == "landlords":
+            found.setdefault("landlord", "landlord")
+    for ref in refs:  # tenancies linking to one of the person's landlord records
+        if (
+            ref.record_type == "tenancies"
+            and not ref.archived
+            and landlords.intersection(ref.links)
+            and ref.roles.get("status") in s.managed_tenancy_statuses
+            and ref.roles.get("agentRole") in s.managed_agent_roles
+        ):
+            found.setdefault("managed_landlord", "tenancy:agentRole")
+    if investor is not None:
+        found.setdefault(f"{investor}_investor" if investor == "btl" else "property_investor", "investor")
+        if "active_buyer" in found:
+            found.setdefault(
+                "active_btl_investor" if investor == "btl" else "active_property_investor", "investor:offer"
+            )
+    category, rule = pick_category(found, s.category_precedence)
+    return replace(draft, category=category, category_rule=rule)
 
 
 def _b64(text: str) -> bytes:
@@ -302,20 +466,30 @@ class ReapitAdapter:
             params["modifiedFrom"] = _iso(modified_from - ONE_SECOND if exclusive else modified_from)
         if modified_to is not None:
             params["modifiedTo"] = _iso(modified_to)
+        if stream in EMBED_PROPERTY:
+            params["embed"] = "property"
         records = await self._page(http, credentials, f"/{stream}/", params)
         stamps: list[datetime] = []
         related: list[str] = []
+        refs: list[RoleRef] = []
         bad = 0
         for record in records:
             stamp = (_time(record.get("modified")) or _time(record.get("created"))) if isinstance(
                 record, dict
             ) else None
-            if stamp is None:
+            ref = role_ref(stream, record) if isinstance(record, dict) else None
+            if stamp is None or ref is None:
                 bad += 1
                 continue
             stamps.append(stamp)
+            refs.append(ref)
             _add_related(record, related)
-        return FetchedPage(drafts=[], page_size=len(records), bad_records=bad, stamps=stamps, related=related)
+        return FetchedPage(
+            drafts=[], page_size=len(records), bad_records=bad, stamps=stamps, related=related, refs=refs
+        )
+
+    def categorise(self, draft: PersonDraft, refs: list[RoleRef], settings: dict[str, Any]) -> PersonDraft:
+        return categorise(draft, refs, ConnectionSettings.model_validate(settings))
 
     async def fetch_person(
         self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
@@ -342,6 +516,16 @@ class ReapitAdapter:
         if not isinstance(new, dict):
             return None
         return to_draft(new, ConnectionSettings.model_validate(settings))
+
+    def ref_from_webhook(self, topic: str, body: dict[str, Any]) -> RoleRef | None:
+        """A role event's record as kept: `new`, else (archived or deleted) `old`, marked gone."""
+        stream = topic.split(".")[0]
+        new, old = body.get("new"), body.get("old")
+        if isinstance(new, dict):
+            return role_ref(stream, new)
+        if isinstance(old, dict):
+            return role_ref(stream, old, deleted=True)
+        return None
 
     def related_from_webhook(self, body: dict[str, Any]) -> list[str]:
         """The contacts a role event's record relates to, before (`old`) and after (`new`)."""

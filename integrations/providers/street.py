@@ -14,8 +14,8 @@ watermark only when the walk is complete (`paging = "walk"`). Sources: see READM
 
 from __future__ import annotations
 
-import email.utils
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Literal
 
 import httpx
@@ -36,6 +36,7 @@ from integrations.providers.base import (
     pick_category,
     reaching,
     retry_after_seconds,
+    server_date,
     text_of,
 )
 from server.models import WireModel
@@ -57,6 +58,13 @@ class ConnectionSettings(SyncSettings):
     # Street says a landlord is Current or Previous, not whether the agency manages the let:
     # which category a current landlord takes is the agency's to say.
     current_landlord_category: Literal["managed_landlord", "landlord"] = "managed_landlord"
+    # Trashed (soft-deleted) people: the transcription lists `trashed=with` as a filter but not
+    # the attribute that marks a trashed person, so both are the connection's to correct.
+    # trashed_filter: the query parameter asked with the value "with" (None: not asked);
+    # trashed_attribute: a person whose attribute of this name is set (a time, or true) is
+    # trashed, and their contact archived.
+    trashed_filter: str | None = Field(default="filter[trashed]", max_length=60, pattern=r"^[a-z_\[\]]+$")
+    trashed_attribute: str = Field(default="trashed_at", min_length=1, max_length=60, pattern=r"^[a-z_]+$")
 
 
 CONSENT = {True: "granted", False: "denied"}  # null: not asked -> unknown
@@ -116,6 +124,7 @@ def to_draft(record: dict[str, Any], settings: ConnectionSettings) -> PersonDraf
         postcode=text_of(address.get("postcode")) if isinstance(address, dict) else None,
         consent=CONSENT.get(consent) if isinstance(consent, bool) else "unknown",
         channels=channels,
+        archived=attributes.get(settings.trashed_attribute) not in (None, False, ""),
         category=category,
         category_rule=rule,
         record=record,
@@ -194,7 +203,10 @@ class StreetAdapter:
     ) -> FetchedPage:
         """One page of people updated on or after `modified_from`, as Street lists them."""
         headers = self._headers(Credentials.model_validate(credentials))
+        parsed = ConnectionSettings.model_validate(settings)
         params: dict[str, Any] = {"page[number]": page_number, "page[size]": min(page_size, 100)}
+        if parsed.trashed_filter:
+            params[parsed.trashed_filter] = "with"
         if modified_from is not None:
             params["filter[updated_from]"] = modified_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         url = f"{self._config.street_api_url}/people"
@@ -204,8 +216,7 @@ class StreetAdapter:
             raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
         check_answer(self.name, response)
         records = page_records(self.name, response, "data", "/people")
-        parsed = ConnectionSettings.model_validate(settings)
-        return drafts_page(records, lambda record: to_draft(record, parsed), server_time=_date(response))
+        return drafts_page(records, partial(to_draft, settings=parsed), server_time=server_date(response))
 
     def external_id(self, response: httpx.Response) -> str | None:
         try:
@@ -215,10 +226,3 @@ class StreetAdapter:
         identifier = data.get("id") if isinstance(data, dict) else None
         return str(identifier)[:200] if identifier else None
 
-
-def _date(response: httpx.Response) -> datetime | None:
-    """The server's clock (its Date header): a walk's watermark is taken from it, not ours."""
-    try:
-        return email.utils.parsedate_to_datetime(response.headers.get("date", ""))
-    except (TypeError, ValueError):
-        return None

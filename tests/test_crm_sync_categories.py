@@ -1,0 +1,173 @@
+"""Issue 17, point 1: a person's category from the statuses of their CRM roles, kept between runs
+in crm_external_refs: Reapit applicant marketingMode, vendor's property selling status, accepted
+offers, tenancy status and agentRole (a managed landlord), with the agency-specific values as
+connection settings (README, CRM sync: category rules)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.fake_reapit import FakeReapit
+from tests.support import Org, Rpc, query
+from tests.sync_support import Sync, person, post_hook
+from tests.test_crm_sync import agency, contacts_of  # noqa: F401  (the fixture)
+
+
+def poll(sync: Sync, database_url: str, connection_id: str) -> None:
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    sync.drain(connection_id)
+
+
+def categories(hooks: Rpc, org: Org) -> dict[str, Any]:
+    return {c["externalId"]: c["category"] for c in contacts_of(hooks, org)}
+
+
+def property_of(selling: str | None = None, landlord: str | None = None) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    if selling is not None:
+        found["selling"] = {"status": selling}
+    if landlord is not None:
+        found["letting"] = {"landlordId": landlord}
+    return {"property": found}
+
+
+def test_reapit_role_statuses_give_the_category_as_the_rules_say(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    org, connection_id, _ = agency
+    ann, ben, cat, dan, eve, fay = (reapit.put(**person())["id"] for _ in range(6))
+    reapit.put_role("applicants", contacts=[ann], marketingMode="buying", active=True)
+    reapit.put_role("applicants", contacts=[ben], marketingMode="renting", active=True)
+    reapit.put_role("vendors", contacts=[cat], _embedded=property_of(selling="forSale"))
+    reapit.put_role("vendors", contacts=[fay], _embedded=property_of(selling="valuation"))
+    landlord = reapit.put_role("landlords", contacts=[dan], active=True)
+    sync.drain(connection_id)
+    assert categories(hooks, org) == {
+        ann: "buyer", ben: "tenant_applicant", cat: "active_seller", fay: "seller", dan: "landlord",
+        eve: None,
+    }  # fmt: skip
+    # A managed tenancy on the landlord's property: the tenant is active, the landlord managed
+    # (the tenancy names only its tenants; the landlord is reached through the property).
+    reapit.tick()
+    tenancy = reapit.put_role(
+        "tenancies", contacts=[eve], status="current", agentRole="managed",
+        _embedded=property_of(landlord=landlord["id"]),
+    )  # fmt: skip
+    reapit.put_role("offers", contacts=[ann], status="accepted")
+    poll(sync, database_url, connection_id)
+    found = categories(hooks, org)
+    assert (found[dan], found[eve], found[ann]) == ("managed_landlord", "active_tenant", "active_buyer")
+    # Let only from now on: the landlord is a landlord again, though their own records did not move.
+    reapit.tick()
+    reapit.put_role(
+        "tenancies", tenancy["id"], contacts=[eve], status="current", agentRole="letOnly",
+        _embedded=property_of(landlord=landlord["id"]),
+    )  # fmt: skip
+    poll(sync, database_url, connection_id)
+    assert categories(hooks, org)[dan] == "landlord"
+    # The tenancy ends: the tenant has no role left that gives a category.
+    reapit.tick()
+    reapit.put_role("tenancies", tenancy["id"], contacts=[eve], status="finished", agentRole="letOnly")
+    poll(sync, database_url, connection_id)
+    [(crm_category,)] = query(
+        database_url,
+        "SELECT crm_category FROM contacts WHERE crm_connection_id = %s AND external_id = %s",
+        (connection_id, eve),
+    )
+    assert crm_category is None
+
+
+def test_the_agencys_own_values_are_connection_settings(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    org, connection_id, _ = agency
+    hooks.call(
+        "crm.updateConnection",
+        {
+            "connectionId": connection_id,
+            "settings": {
+                "investorBuyingReasonIds": ["INV"],
+                "managedAgentRoles": ["managed", "rentCollection"],
+            },
+        },
+        org.admin_token,
+    )
+    ivy, leo = reapit.put(**person())["id"], reapit.put(**person())["id"]
+    landlord = reapit.put_role("landlords", contacts=[leo], active=True)
+    reapit.put_role("applicants", contacts=[ivy], marketingMode="buying", buying={"reasonId": "INV"})
+    reapit.tick()
+    reapit.put_role(
+        "tenancies", contacts=[], status="arranging", agentRole="rentCollection",
+        _embedded=property_of(landlord=landlord["id"]),
+    )  # fmt: skip
+    sync.drain(connection_id)
+    assert categories(hooks, org) == {ivy: "property_investor", leo: "managed_landlord"}
+    reapit.tick()
+    reapit.put_role("offers", contacts=[ivy], status="accepted")
+    poll(sync, database_url, connection_id)
+    assert categories(hooks, org)[ivy] == "active_property_investor"
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [({"managedAgentRoles": "managed"}, "managedAgentRoles"), ({"buyingModes": [1]}, "buyingModes")],
+)
+def test_a_bad_category_setting_is_refused_naming_its_field(
+    hooks: Rpc, agency: tuple[Org, str, str], settings: dict[str, Any], field: str  # noqa: F811
+) -> None:
+    org, connection_id, _ = agency
+    error = hooks.error(
+        "crm.updateConnection", {"connectionId": connection_id, "settings": settings}, org.admin_token
+    )
+    assert error["code"] == -32602
+    assert field in str(error["data"])
+
+
+def test_role_records_are_kept_with_statuses_only_and_an_unchanged_one_is_not_rewritten(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    org, connection_id, _ = agency
+    ann = reapit.put(**person(forename="Annabel"))
+    reapit.put_role("applicants", "A1", contacts=[ann["id"]], marketingMode="buying", active=True)
+    sync.drain(connection_id)
+    rows = query(
+        database_url,
+        "SELECT record_type, external_id, contact_ids, roles, updated_at FROM crm_external_refs"
+        " WHERE connection_id = %s",
+        (connection_id,),
+    )
+    assert [r[:4] for r in rows] == [
+        ("applicants", "A1", [ann["id"]], {"active": True, "marketingMode": "buying"})
+    ]
+    assert "Annabel" not in str(rows) and ann["email"] not in str(rows)
+    poll(sync, database_url, connection_id)  # the lookback reads A1 again, unchanged
+    again = query(
+        database_url, "SELECT updated_at FROM crm_external_refs WHERE connection_id = %s", (connection_id,)
+    )
+    assert again == [(rows[0][4],)]
+
+
+def test_an_offer_webhook_with_no_new_record_drops_the_role_it_gave(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    """Reapit sends `new: null` when a record is deleted or archived: the kept record is marked
+    deleted and the person's category derived again without it, at once."""
+    org, connection_id, customer = agency
+    ann = reapit.put(**person())["id"]
+    reapit.put_role("applicants", contacts=[ann], marketingMode="buying")
+    offer = reapit.put_role("offers", contacts=[ann], status="accepted")
+    sync.drain(connection_id)
+    assert categories(hooks, org)[ann] == "active_buyer"
+    body = reapit.event("offers.modified", None, customer=customer, old=offer)
+    assert post_hook(hooks, body, reapit.signed(body)).status_code == 202
+    sync.drain(connection_id)
+    assert categories(hooks, org)[ann] == "buyer"
+    [(deleted,)] = query(
+        database_url,
+        "SELECT deleted_at IS NOT NULL FROM crm_external_refs"
+        " WHERE connection_id = %s AND record_type = 'offers'",
+        (connection_id,),
+    )
+    assert deleted
