@@ -18,6 +18,7 @@ from __future__ import annotations
 import hmac
 from datetime import UTC, datetime
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -33,6 +34,7 @@ from integrations.providers.base import (
     RateLimited,
     SyncSettings,
     TokenCache,
+    TransientFailure,
     WebhookRefused,
     check_answer,
     page_records,
@@ -71,6 +73,11 @@ class ConnectionSettings(SyncSettings):
     list_key: str = Field(default="items", max_length=60)
     next_token_key: str = Field(default="nextToken", max_length=60)
     modified_field: str = Field(default="modified", max_length=60)
+    # One contact read by id, for a webhook (thin: it says what changed, not how); "{id}" is
+    # replaced by the contact's id. Unconfirmed, like the list's path.
+    contact_path: str = Field(
+        default="/contacts/{id}", max_length=200, pattern=r"^/[A-Za-z0-9_/-]*\{id\}[A-Za-z0-9_/-]*$"
+    )
     # Alto says a person is a Landlord (persona), not whether the agency manages the let.
     landlord_category: Literal["managed_landlord", "landlord"] = "landlord"
     applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
@@ -252,6 +259,37 @@ class AltoAdapter:
             drafts=drafts, page_size=len(records), bad_records=bad, server_time=server_date(response),
             next_token=following if records else None,
         )  # fmt: skip
+
+    # Webhooks: a Contact.Created/Modified event names the contact; it is read again by id.
+
+    contact_topics = ("Contact.Created", "Contact.Modified")
+
+    def draft_from_webhook(self, body: dict[str, Any], settings: dict[str, Any]) -> PersonDraft | None:
+        return None  # thin CloudEvents: what changed, not how
+
+    async def fetch_person(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
+    ) -> list[PersonDraft] | None:
+        """The contact as Alto holds it now, one draft per person; None when Alto has none."""
+        c = self._config
+        parsed = ConnectionSettings.model_validate(settings)
+        agency = Credentials.model_validate(credentials)
+        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
+        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
+        path = parsed.contact_path.replace("{id}", quote(external_id, safe=""))
+        response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
+        if response.status_code == 401:
+            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        if response.status_code == 404:
+            return None
+        if response.status_code == 429:
+            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
+        check_answer(self.name, response)
+        try:
+            record = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise TransientFailure(f"{self.name} sent a contact that is not JSON", 200) from None
+        return to_drafts(record, parsed) if isinstance(record, dict) else None
 
     async def verify_webhook(
         self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None
