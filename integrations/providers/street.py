@@ -10,6 +10,10 @@ Inbound (third-party transcriptions of Street's OpenAPI, so the shapes are read 
 `filter[updated_from]`, `page[number]`/`page[size]` (at most 100), listed newest first with no
 sort parameter documented, so the sync walks every page from `updated_from` and moves its
 watermark only when the walk is complete (`paging = "walk"`). Sources: see README.
+
+Webhooks (`person.*`, from Street's Svix-style portal): Street documents no signature, so each
+connection holds a secret (a credential) and its settings say how deliveries carry it
+(`check_webhook`); an event is applied by reading the person by id (`fetch_person`).
 """
 
 from __future__ import annotations
