@@ -79,12 +79,18 @@ class FakeAlto:
         self.tokens_issued += 1
         return Response(orjson.dumps({"access_token": "alto-token", "expires_in": 3600}))
 
-    async def _one(self, request: Request) -> Response:
-        self.reads += 1
+    @staticmethod
+    def _refused(request: Request) -> Response | None:
         if request.headers.get("authorization") != "Bearer alto-token":
             return Response(status_code=401)
         if request.headers.get("agencyref") != AGENCY_REF:
             return Response(status_code=403)
+        return None
+
+    async def _one(self, request: Request) -> Response:
+        self.reads += 1
+        if refused := self._refused(request):
+            return refused
         with self._lock:
             record = self.contacts.get(request.path_params["contact_id"])
         if record is None:
@@ -93,10 +99,8 @@ class FakeAlto:
 
     async def _list(self, request: Request) -> Response:
         self.reads += 1
-        if request.headers.get("authorization") != "Bearer alto-token":
-            return Response(status_code=401)
-        if request.headers.get("agencyref") != AGENCY_REF:
-            return Response(status_code=403)
+        if refused := self._refused(request):
+            return refused
         q = request.query_params
         size = int(q.get("max-results", 100))
         if size > 250:

@@ -17,30 +17,14 @@ import pytest
 
 from integrations.config import CrmConfig
 from integrations.sync import SyncWorker
-from integrations.webhooks import Receiver
-from procedures import app_router
 from tests.crm_support import KEYRING, connect
 from tests.fake_alto import AGENCY_REF, FakeAlto
 from tests.fake_reapit import FakeReapit
 from tests.fake_street import TOKEN, WEBHOOK_SECRET, FakeStreet
-from tests.support import LoopThread, Org, Rpc, ServerThread, World, query
-from tests.sync_support import SUPPRESSION_KEY, Sync
+from tests.support import LoopThread, Org, Rpc, World, query
+from tests.sync_support import SUPPRESSION_KEY, Sync, receiving
 
 ALTO_SECRET = "alto-shared-secret-for-tests"
-
-
-@pytest.fixture
-def street() -> Iterator[FakeStreet]:
-    fake = FakeStreet()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def alto() -> Iterator[FakeAlto]:
-    fake = FakeAlto()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
@@ -50,17 +34,8 @@ def config(street: FakeStreet, alto: FakeAlto) -> CrmConfig:
 
 @pytest.fixture
 def server(database_url: str, config: CrmConfig) -> Iterator[Rpc]:
-    thread = ServerThread(
-        database_url,
-        app_router,
-        encryption_keys=KEYRING,
-        suppression_key=SUPPRESSION_KEY,
-        extra_routes=lambda db, settings: Receiver(db, settings.encryption_keys, config).routes(),
-    )
-    client = Rpc(thread.url)
-    yield client
-    client.http.close()
-    thread.stop()
+    """The app with the receivers, reading the fake Street and Alto."""
+    yield from receiving(database_url, config)
 
 
 @pytest.fixture

@@ -34,9 +34,9 @@ from integrations.providers.base import (
     RateLimited,
     SyncSettings,
     TokenCache,
-    TransientFailure,
     WebhookRefused,
     check_answer,
+    one_record,
     page_records,
     parse_time,
     pick_category,
@@ -44,6 +44,7 @@ from integrations.providers.base import (
     retry_after_seconds,
     server_date,
     text_of,
+    webhook_object,
 )
 from server.models import WireModel
 
@@ -280,15 +281,7 @@ class AltoAdapter:
         response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
         if response.status_code == 401:
             self._tokens.forget(c.alto_token_url, c.alto_client_id)
-        if response.status_code == 404:
-            return None
-        if response.status_code == 429:
-            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
-        check_answer(self.name, response)
-        try:
-            record = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            raise TransientFailure(f"{self.name} sent a contact that is not JSON", 200) from None
+        record = one_record(self.name, response)
         return to_drafts(record, parsed) if isinstance(record, dict) else None
 
     async def verify_webhook(
@@ -304,12 +297,9 @@ class AltoAdapter:
         given = headers.get("x-signature", "")
         if not hmac.compare_digest(given.encode(), secret.encode()):
             raise WebhookRefused(401, "missing or wrong x-signature")
-        try:
-            event = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise WebhookRefused(400, "the body is not JSON") from None
-        data = event.get("data") if isinstance(event, dict) else None
-        if not isinstance(event, dict) or not isinstance(data, dict):
+        event = webhook_object(body, "a CloudEvent with data")
+        data = event.get("data")
+        if not isinstance(data, dict):
             raise WebhookRefused(400, "the body is not a CloudEvent with data")
         event_id, topic, agency = event.get("id"), event.get("type"), data.get("agencyRef")
         if not all(isinstance(v, str) and v for v in (event_id, topic, agency)):

@@ -29,7 +29,6 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
-import orjson
 from pydantic import Field
 
 from integrations.config import CrmConfig
@@ -41,10 +40,10 @@ from integrations.providers.base import (
     PersonDraft,
     RateLimited,
     SyncSettings,
-    TransientFailure,
     WebhookRefused,
     check_answer,
     drafts_page,
+    one_record,
     page_records,
     parse_time,
     pick_category,
@@ -52,6 +51,7 @@ from integrations.providers.base import (
     retry_after_seconds,
     server_date,
     text_of,
+    webhook_object,
 )
 from server.models import WireModel
 
@@ -288,12 +288,7 @@ class StreetAdapter:
     def parse_webhook(self, headers: dict[str, str], body: bytes, tenant_ref: str) -> InboundEvent:
         """A person.* event's identity: the delivery's webhook-id (stable across Street's retries),
         else the event's own id; the person's id from `data` (its id, or person_id)."""
-        try:
-            event = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise WebhookRefused(400, "the body is not JSON") from None
-        if not isinstance(event, dict):
-            raise WebhookRefused(400, "the body is not an event")
+        event = webhook_object(body, "an event")
         topic = event.get("type") or event.get("event")
         if not isinstance(topic, str) or not topic:
             raise WebhookRefused(400, "the event names no type")
@@ -322,16 +317,8 @@ class StreetAdapter:
         params = {parsed.trashed_filter: "with"} if parsed.trashed_filter else {}
         url = f"{self._config.street_api_url}/people/{quote(external_id, safe='')}"
         call = http.get(url, params=params, headers=headers, timeout=self._config.crm_timeout)
-        response = await reaching(self.name, call)
-        if response.status_code == 404:
-            return None
-        if response.status_code == 429:
-            raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
-        check_answer(self.name, response)
-        try:
-            record = orjson.loads(response.content).get("data")
-        except (orjson.JSONDecodeError, AttributeError):
-            raise TransientFailure(f"{self.name} sent a person that is not JSON:API", 200) from None
+        found = one_record(self.name, await reaching(self.name, call))
+        record = found.get("data") if isinstance(found, dict) else None
         return to_draft(record, parsed) if isinstance(record, dict) else None
 
 
