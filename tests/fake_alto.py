@@ -34,6 +34,7 @@ def _iso(second: int) -> str:
 class FakeAlto:
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.agency_ref = AGENCY_REF  # the one agency it answers for
         self.clock = int(time.time()) - 3600
         self.reads = 0
         self.tokens_issued = 0
@@ -79,11 +80,10 @@ class FakeAlto:
         self.tokens_issued += 1
         return Response(orjson.dumps({"access_token": "alto-token", "expires_in": 3600}))
 
-    @staticmethod
-    def _refused(request: Request) -> Response | None:
+    def _refused(self, request: Request) -> Response | None:
         if request.headers.get("authorization") != "Bearer alto-token":
             return Response(status_code=401)
-        if request.headers.get("agencyref") != AGENCY_REF:
+        if request.headers.get("agencyref") != self.agency_ref:
             return Response(status_code=403)
         return None
 

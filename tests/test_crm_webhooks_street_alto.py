@@ -18,7 +18,7 @@ import pytest
 from integrations.config import CrmConfig
 from integrations.sync import SyncWorker
 from tests.crm_support import KEYRING, connect
-from tests.fake_alto import AGENCY_REF, FakeAlto
+from tests.fake_alto import FakeAlto
 from tests.fake_reapit import FakeReapit
 from tests.fake_street import TOKEN, WEBHOOK_SECRET, FakeStreet
 from tests.support import LoopThread, Org, Rpc, World, query
@@ -181,7 +181,9 @@ def test_an_alto_modified_event_applies_the_contact_read_by_id(
     server: Rpc, world: World, alto: FakeAlto, worker: Sync, database_url: str
 ) -> None:
     org = world.org(f"Alto Hooks {uuid.uuid4().hex[:6]}")
-    connection_id = str(connect(server, org, "alto", {"agencyRef": AGENCY_REF})["id"])
+    # An agency of its own: a selector other tests' connections share routes to none.
+    alto.agency_ref = agency = str(uuid.uuid4())
+    connection_id = str(connect(server, org, "alto", {"agencyRef": agency})["id"])
     query(database_url, "UPDATE crm_connections SET sync_enabled = false WHERE id = %s", (connection_id,))
     people = [
         {"id": 1, "forename": "Ada", "surname": "Byron", "emails": [f"ada.{uuid.uuid4().hex[:6]}@e.co.uk"]},
@@ -192,7 +194,7 @@ def test_an_alto_modified_event_applies_the_contact_read_by_id(
     def event(kind: str) -> bytes:
         return orjson.dumps({
             "specversion": "1.0", "id": str(uuid.uuid4()), "type": kind, "source": "alto",
-            "time": "2026-12-05T10:00:00Z", "data": {"agencyRef": AGENCY_REF, "contactId": int(contact)},
+            "time": "2026-12-05T10:00:00Z", "data": {"agencyRef": agency, "contactId": int(contact)},
         })  # fmt: skip
 
     headers = {"x-signature": ALTO_SECRET, "Content-Type": "application/json"}
