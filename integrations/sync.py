@@ -293,30 +293,35 @@ class SyncWorker:
             if topic.split(".")[0] in getattr(adapter, "streams", ())[1:]:
                 await self._apply_role_event(http, adapter, connection, topic, body, mine)
                 return
-            if not topic.startswith("contacts."):
+            if not topic.startswith(getattr(adapter, "contact_topics", ("contacts.",))):
                 await self._finish_event(mine, "skipped", "a topic this sync does not apply yet")
                 return
-            draft: PersonDraft | None = adapter.draft_from_webhook(body, connection["settings"])
-            if draft is None and event["entity_id"]:
-                # No record in the event (archived, or a replay after its payload was dropped):
-                # what the CRM holds now is the truth.
-                draft = await self._gated(
+            found: PersonDraft | list[PersonDraft] | None = adapter.draft_from_webhook(
+                body, connection["settings"]
+            )
+            if found is None and event["entity_id"]:
+                # No record in the event (thin, archived, or a replay after its payload was
+                # dropped): what the CRM holds now is the truth. One record may be several
+                # people (an Alto contact's joint clients).
+                found = await self._gated(
                     connection, adapter.fetch_person, http, self._credentials(connection),
                     connection["settings"], event["entity_id"],
                 )  # fmt: skip
-            if draft is None:
+            drafts = found if isinstance(found, list) else [found] if found is not None else []
+            if not drafts:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
                 return
             counts = Counts()
             opted_out = topic == "contacts.optedout"
             async with self.db.transaction() as tx:
-                [outcome] = await self._apply(
+                outcomes = await self._apply(
                     tx,
                     connection,
-                    [_opted_out(draft) if opted_out else draft],
+                    [_opted_out(d) if opted_out else d for d in drafts],
                     counts,
                     consent_at=event["event_time"] if opted_out else None,
                 )
+                outcome = ",".join(sorted(set(outcomes)))[:100]
                 await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": outcome})
         except (TransientFailure, RateLimited, AuthRejected, CryptoError, Exception) as exc:
             if not isinstance(exc, TransientFailure | RateLimited | AuthRejected | CryptoError):

@@ -8,8 +8,15 @@ answered at once: no CRM call but the (cached) signing-key fetch. `nurturehub sy
     202  stored (or a duplicate of one stored, or unrouted: kept until a connection claims it)
     200  a test ping, stored nowhere
     400  not an event of this provider; 401 forged, stale or unsigned: never retried by the CRM
+    404  a connection path that is not a connection id
     410  a provider that documents no webhooks; 413 a body over the limit
     503  the signing key or the database cannot be had now: the CRM retries
+
+Street signs nothing it documents, so its deliveries are checked by a secret held (sealed) on
+each connection: its path names the connection, `/webhooks/crm/street/{connection id}`, the
+selector in plaintext, and the connection's settings say how the secret is sent. A path naming
+no connection cannot be checked; it is kept unrouted, as other providers' unknown tenants are,
+and its payload is never trusted: Street's events are applied by reading the person again.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import orjson
@@ -29,8 +36,9 @@ from starlette.routing import BaseRoute, Route
 from integrations.config import CrmConfig
 from integrations.providers import PROVIDERS, build_adapters
 from integrations.providers.base import InboundEvent, WebhookRefused
-from server.crypto import Keyring, NoEncryptionKey, associated_data
-from server.db import Database, sql
+from procedures.crm_credentials import open_credentials
+from server.crypto import CryptoError, Keyring, NoEncryptionKey, associated_data
+from server.db import Database, Row, sql
 from server.errors import RPCError
 from server.settings import Settings
 
@@ -44,6 +52,10 @@ ROUTE = sql("""
     SELECT organisation_id, id FROM crm_connections
      WHERE provider_id = :provider_id AND tenant_ref = :tenant_ref
      LIMIT 2
+""")
+CONNECTION = sql("""
+    SELECT organisation_id, id, encrypted_credentials, settings FROM crm_connections
+     WHERE provider_id = :provider_id AND id = :id
 """)
 STORE = sql("""
     INSERT INTO crm_webhook_inbox
@@ -95,11 +107,20 @@ class Receiver:
 
         return receive
 
-    async def receive(self, provider_id: str, request: Request) -> Response:
-        adapter = self.adapters[provider_id]
+    def connection_endpoint(self, provider_id: str) -> Any:
+        async def receive(request: Request) -> Response:
+            return await self.receive(provider_id, request, request.path_params["ref"])
+
+        return receive
+
+    async def receive(self, provider_id: str, request: Request, ref: str | None = None) -> Response:
+        adapter: Any = self.adapters[provider_id]
         verify = getattr(adapter, "verify_webhook", None)
-        if verify is None:
+        by_connection = hasattr(adapter, "check_webhook")
+        if verify is None and not (by_connection and ref is not None):
             reason = PROVIDERS[provider_id].no_webhooks or f"{adapter.name} webhooks are not taken yet"
+            if by_connection:
+                reason = f"{adapter.name} webhooks are taken at /webhooks/crm/{provider_id}/{{connection id}}"
             return _answer(410, error=reason)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.limit:
@@ -110,27 +131,57 @@ class Receiver:
             return Response(status_code=400)
         if body is None:
             return _answer(413, error=f"the body may be at most {self.limit} bytes")
+        route: Row | None = None
         try:
-            event: InboundEvent = await verify(self.http, dict(request.headers), body)
+            if ref is None:
+                assert verify is not None
+                event: InboundEvent = await verify(self.http, dict(request.headers), body)
+            else:
+                try:
+                    connection_id = UUID(ref)
+                except ValueError:
+                    return _answer(404, error="no such connection path")
+                route = await self._connection(provider_id, connection_id)
+                if route is not None:
+                    credentials = open_credentials(
+                        self.keyring, route["organisation_id"], route["id"],
+                        bytes(route["encrypted_credentials"]),
+                    )  # fmt: skip
+                    adapter.check_webhook(dict(request.headers), body, credentials, route["settings"])
+                event = adapter.parse_webhook(dict(request.headers), body, str(connection_id))
         except WebhookRefused as exc:
             if exc.status >= 500:
                 log.warning("webhook not taken: %s", exc.reason, extra={"rpc": {"provider": provider_id}})
             return _answer(exc.status, error=exc.reason)
+        except (NoEncryptionKey, CryptoError, RPCError, psycopg.Error, OSError):
+            log.exception("a webhook's connection could not be read")
+            return _answer(503, error="the event cannot be checked now; try again")
         if event.tenant_ref is None:
             return _answer(200, status="ignored", reason="a test ping")
         try:
-            stored = await self._store(provider_id, event, body)
+            stored = await self._store(provider_id, event, body, route)
         except (NoEncryptionKey, RPCError, psycopg.Error, OSError):
             log.exception("a webhook could not be stored")
             return _answer(503, error="the event cannot be stored now; try again")
         return _answer(202, status=stored)
 
     def routes(self) -> list[BaseRoute]:
-        """One route per provider at its registry webhook path (seeds/crm_providers.py)."""
-        return [
+        """One route per provider at its registry webhook path (seeds/crm_providers.py), and one
+        per connection for a provider whose secret is the connection's (Street)."""
+        found: list[BaseRoute] = [
             Route(f"/webhooks/crm/{provider_id}", self.endpoint(provider_id), methods=["POST"])
             for provider_id in PROVIDERS
         ]
+        found += [
+            Route(f"/webhooks/crm/{pid}/{{ref}}", self.connection_endpoint(pid), methods=["POST"])
+            for pid, adapter in self.adapters.items()
+            if hasattr(adapter, "check_webhook")
+        ]
+        return found
+
+    async def _connection(self, provider_id: str, connection_id: UUID) -> Row | None:
+        async with self.db.transaction() as tx:
+            return await tx.one(CONNECTION, {"provider_id": provider_id, "id": connection_id})
 
     async def _body(self, request: Request) -> bytes | None:
         chunks, size = [], 0
@@ -141,13 +192,19 @@ class Receiver:
             chunks.append(chunk)
         return b"".join(chunks)
 
-    async def _store(self, provider_id: str, event: InboundEvent, body: bytes) -> str:
+    async def _store(
+        self, provider_id: str, event: InboundEvent, body: bytes, checked: Row | None = None
+    ) -> str:
+        """Sealed into the inbox, routed to `checked` (the connection whose secret passed) or
+        else by the tenant selector."""
         event_id = uuid4()
         sealed = seal_payload(self.keyring, provider_id, event_id, body)
         async with self.db.transaction() as tx:
-            found = await tx.all(ROUTE, {"provider_id": provider_id, "tenant_ref": event.tenant_ref})
-            # Several organisations naming one selector (a shared sandbox): routed to none.
-            route = found[0] if len(found) == 1 else None
+            route = checked
+            if route is None and not hasattr(self.adapters[provider_id], "check_webhook"):
+                found = await tx.all(ROUTE, {"provider_id": provider_id, "tenant_ref": event.tenant_ref})
+                # Several organisations naming one selector (a shared sandbox): routed to none.
+                route = found[0] if len(found) == 1 else None
             stored = await tx.scalar(
                 STORE,
                 {

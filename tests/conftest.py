@@ -11,7 +11,7 @@ from procedures import app_router
 from server.db import Database
 from tests.crm_support import agency, crm, crm_server, fake  # noqa: F401  (CRM test fixtures)
 from tests.support import LoopThread, PostgresServer, Rpc, ServerThread, World
-from tests.sync_support import hooks, reapit, sync  # noqa: F401  (inbound sync test fixtures)
+from tests.sync_support import alto, hooks, reapit, street, sync  # noqa: F401  (inbound sync test fixtures)
 
 # The test servers' erasure suppression key: random per session, as a real one must be.
 SUPPRESSION_KEY = secrets.token_bytes(32)

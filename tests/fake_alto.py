@@ -1,7 +1,8 @@
 """A fake Alto on 127.0.0.1 for the contacts poll: the platform's token endpoint (client
 credentials), `GET /contacts/all` with the AgencyRef header, `modified-from`, `max-results` (at
 most 250) and an opaque `next-token` (the shapes of the third-party transcription; the sync reads
-each name from the connection's settings). Its Date header follows its own clock."""
+each name from the connection's settings), and `GET /contacts/{id}` for a webhook's contact.
+Its Date header follows its own clock."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ def _iso(second: int) -> str:
 class FakeAlto:
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
+        self.agency_ref = AGENCY_REF  # the one agency it answers for
         self.clock = int(time.time()) - 3600
         self.reads = 0
         self.tokens_issued = 0
@@ -44,6 +46,7 @@ class FakeAlto:
             routes=[
                 Route("/token", self._token, methods=["POST"]),
                 Route("/contacts/all", self._list, methods=["GET"]),
+                Route("/contacts/{contact_id}", self._one, methods=["GET"]),
             ]
         )
         self._server, self._thread = serve_loopback(app, self.port, "fake Alto", date_header=False)
@@ -77,12 +80,27 @@ class FakeAlto:
         self.tokens_issued += 1
         return Response(orjson.dumps({"access_token": "alto-token", "expires_in": 3600}))
 
-    async def _list(self, request: Request) -> Response:
-        self.reads += 1
+    def _refused(self, request: Request) -> Response | None:
         if request.headers.get("authorization") != "Bearer alto-token":
             return Response(status_code=401)
-        if request.headers.get("agencyref") != AGENCY_REF:
+        if request.headers.get("agencyref") != self.agency_ref:
             return Response(status_code=403)
+        return None
+
+    async def _one(self, request: Request) -> Response:
+        self.reads += 1
+        if refused := self._refused(request):
+            return refused
+        with self._lock:
+            record = self.contacts.get(request.path_params["contact_id"])
+        if record is None:
+            return Response(status_code=404)
+        return Response(orjson.dumps(record), media_type="application/json")
+
+    async def _list(self, request: Request) -> Response:
+        self.reads += 1
+        if refused := self._refused(request):
+            return refused
         q = request.query_params
         size = int(q.get("max-results", 100))
         if size > 250:

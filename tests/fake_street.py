@@ -6,18 +6,25 @@ as Street lists them (no sort parameter is documented: research crm-sync.md 1.3)
 token is required. Knobs: `read_script`, answers for the next reads: (429, "2") with
 Retry-After, (500, None), ("hang", seconds), or (200, "malformed") for a body cut short. Its
 Date header tells its own clock (moved by `tick`), as a real CRM's stamps and Date share one.
+
+GET /people/{id} reads one person; `send_webhook` delivers a `person.*` event to a URL as
+Street's Svix-style portal would, signed with WEBHOOK_SECRET (or sent in a custom header).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
+import hashlib
+import hmac
 import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -27,6 +34,7 @@ from starlette.routing import Route
 from tests.support import free_port, serve_loopback
 
 TOKEN = "street-test-token-1"
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"street-test-webhook-secret-0123").decode()
 
 
 def _iso(second: int) -> str:
@@ -44,7 +52,12 @@ class FakeStreet:
         self._lock = threading.Lock()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        app = Starlette(routes=[Route("/people", self._list, methods=["GET"])])
+        app = Starlette(
+            routes=[
+                Route("/people", self._list, methods=["GET"]),
+                Route("/people/{person_id}", self._one, methods=["GET"]),
+            ]
+        )
         # Its Date header follows its own clock, as a real CRM's stamps and Date share one.
         self._server, self._thread = serve_loopback(app, self.port, "fake Street", date_header=False)
 
@@ -75,6 +88,47 @@ class FakeStreet:
         with self._lock:
             attributes = self.people[person_id]["attributes"]
             attributes["trashed_at"] = attributes["updated_at"] = _iso(self.clock)
+
+    def send_webhook(
+        self,
+        url: str,
+        person_id: str,
+        topic: str = "person.marketing-preferences.updated",
+        *,
+        secret: str = WEBHOOK_SECRET,
+        scheme: str = "svix",
+        header: str = "x-street-webhook-secret",
+        stamp: int | None = None,
+        message_id: str | None = None,
+    ) -> httpx.Response:
+        """One delivery, thin as an undocumented payload may be: the type and the person's id."""
+        body = orjson.dumps({"type": topic, "timestamp": _iso(self.clock), "data": {"id": person_id}})
+        headers = {"Content-Type": "application/json"}
+        if scheme == "header":
+            headers[header] = secret
+        else:
+            message_id = message_id or f"msg_{uuid.uuid4().hex}"
+            when = str(int(time.time()) if stamp is None else stamp)
+            key = base64.b64decode(secret.removeprefix("whsec_"))
+            mac = hmac.new(key, f"{message_id}.{when}.".encode() + body, hashlib.sha256).digest()
+            headers |= {
+                "webhook-id": message_id,
+                "webhook-timestamp": when,
+                "webhook-signature": f"v1,{base64.b64encode(mac).decode()}",
+            }
+        return httpx.post(url, content=body, headers=headers, timeout=5)
+
+    async def _one(self, request: Request) -> Response:
+        self.reads += 1
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return Response(status_code=401)
+        with self._lock:
+            record = self.people.get(request.path_params["person_id"])
+        if record is None or (
+            record["attributes"].get("trashed_at") and request.query_params.get("filter[trashed]") != "with"
+        ):
+            return Response(status_code=404)
+        return Response(orjson.dumps({"data": record}), media_type="application/vnd.api+json")
 
     async def _list(self, request: Request) -> Response:
         self.reads += 1

@@ -11,12 +11,15 @@ from typing import Any
 import httpx
 import pytest
 
+from integrations.config import CrmConfig
 from integrations.sync import SyncWorker
 from integrations.webhooks import Receiver
 from procedures import app_router
 from server.db import Database
 from tests.crm_support import KEYRING
+from tests.fake_alto import FakeAlto
 from tests.fake_reapit import FakeReapit
+from tests.fake_street import FakeStreet
 from tests.support import LoopThread, Rpc, ServerThread
 
 SUPPRESSION_KEY = secrets.token_bytes(32)
@@ -30,19 +33,38 @@ def reapit() -> Iterator[FakeReapit]:
 
 
 @pytest.fixture
-def hooks(database_url: str, reapit: FakeReapit) -> Iterator[Rpc]:
-    """The app with the webhook receivers, pointed at the fake Reapit."""
+def street() -> Iterator[FakeStreet]:
+    fake = FakeStreet()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def alto() -> Iterator[FakeAlto]:
+    fake = FakeAlto()
+    yield fake
+    fake.stop()
+
+
+def receiving(database_url: str, config: CrmConfig) -> Iterator[Rpc]:
+    """The app with the webhook receivers, configured by `config` (a fixture's body)."""
     thread = ServerThread(
         database_url,
         app_router,
         encryption_keys=KEYRING,
         suppression_key=SUPPRESSION_KEY,
-        extra_routes=lambda db, settings: Receiver(db, settings.encryption_keys, reapit.config()).routes(),
+        extra_routes=lambda db, settings: Receiver(db, settings.encryption_keys, config).routes(),
     )
     client = Rpc(thread.url)
     yield client
     client.http.close()
     thread.stop()
+
+
+@pytest.fixture
+def hooks(database_url: str, reapit: FakeReapit) -> Iterator[Rpc]:
+    """The app with the webhook receivers, pointed at the fake Reapit."""
+    yield from receiving(database_url, reapit.config())
 
 
 class Sync:

@@ -18,13 +18,6 @@ from tests.sync_support import SUPPRESSION_KEY, Sync
 
 
 @pytest.fixture
-def alto() -> Iterator[FakeAlto]:
-    fake = FakeAlto()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def alto_sync(loop: LoopThread, database_url: str, reapit: FakeReapit, alto: FakeAlto) -> Iterator[Sync]:
     worker = Sync(loop, database_url, reapit)
     worker.worker = SyncWorker(worker.db, KEYRING, alto.config(), SUPPRESSION_KEY)

@@ -19,13 +19,6 @@ from tests.sync_support import SUPPRESSION_KEY, Sync
 
 
 @pytest.fixture
-def street() -> Iterator[FakeStreet]:
-    fake = FakeStreet()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
 def street_sync(
     loop: LoopThread, database_url: str, reapit: FakeReapit, street: FakeStreet
 ) -> Iterator[Sync]:

@@ -40,6 +40,8 @@ __all__ = [
     "TokenCache",
     "TransientFailure",
     "check_answer",
+    "one_record",
+    "webhook_object",
     "drafts_page",
     "page_records",
     "parse_time",
@@ -118,6 +120,31 @@ async def reaching(name: str, call: Awaitable[T]) -> T:
         raise TransientFailure(f"{name} did not answer in time") from None
     except httpx.TransportError as exc:
         raise TransientFailure(f"{name} could not be reached ({type(exc).__name__})") from None
+
+
+def one_record(name: str, response: httpx.Response) -> Any:
+    """A read of one record by id: its JSON, or None when the CRM holds no such record (404);
+    a 429 is RateLimited, a refusal or other failure as check_answer says."""
+    if response.status_code == 404:
+        return None
+    if response.status_code == 429:
+        raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
+    check_answer(name, response)
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise TransientFailure(f"{name} sent a record that is not JSON", response.status_code) from None
+
+
+def webhook_object(body: bytes, what: str) -> dict[str, Any]:
+    """A webhook's body as a JSON object, else refused (400) as not `what`."""
+    try:
+        event = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise WebhookRefused(400, "the body is not JSON") from None
+    if not isinstance(event, dict):
+        raise WebhookRefused(400, f"the body is not {what}")
+    return event
 
 
 def check_answer(name: str, response: httpx.Response) -> None:

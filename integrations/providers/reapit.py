@@ -45,6 +45,7 @@ from integrations.providers.base import (
     reaching,
     retry_after_seconds,
     text_of,
+    webhook_object,
 )
 from server.models import WireModel
 
@@ -558,12 +559,7 @@ class ReapitAdapter:
             key.verify(_b64(signature), stamp.encode() + body)
         except InvalidSignature:
             raise WebhookRefused(401, "the X-Signature signature does not match the body") from None
-        try:
-            event = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise WebhookRefused(400, "the body is not JSON") from None
-        if not isinstance(event, dict):
-            raise WebhookRefused(400, "the body is not a Reapit event object")
+        event = webhook_object(body, "a Reapit event object")
         event_id, topic, customer = (_text(event.get(k)) for k in ("eventId", "topicId", "customerId"))
         if event_id is None or topic is None or customer is None:
             raise WebhookRefused(400, "the event lacks eventId, topicId or customerId")

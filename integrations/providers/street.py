@@ -10,13 +10,23 @@ Inbound (third-party transcriptions of Street's OpenAPI, so the shapes are read 
 `filter[updated_from]`, `page[number]`/`page[size]` (at most 100), listed newest first with no
 sort parameter documented, so the sync walks every page from `updated_from` and moves its
 watermark only when the walk is complete (`paging = "walk"`). Sources: see README.
+
+Webhooks (`person.*`, from Street's Svix-style portal): Street documents no signature, so each
+connection holds a secret (a credential) and its settings say how deliveries carry it
+(`check_webhook`); an event is applied by reading the person by id (`fetch_person`).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import time
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import Field
@@ -26,11 +36,14 @@ from integrations.events import EmailSentPayload, describe
 from integrations.providers.base import (
     Delivery,
     FetchedPage,
+    InboundEvent,
     PersonDraft,
     RateLimited,
     SyncSettings,
+    WebhookRefused,
     check_answer,
     drafts_page,
+    one_record,
     page_records,
     parse_time,
     pick_category,
@@ -38,6 +51,7 @@ from integrations.providers.base import (
     retry_after_seconds,
     server_date,
     text_of,
+    webhook_object,
 )
 from server.models import WireModel
 
@@ -49,11 +63,14 @@ JSON_API = "application/vnd.api+json"
 
 class Credentials(WireModel):
     api_token: str = Field(min_length=8, max_length=4000)
+    # What Street's webhook portal signs with (Svix: "whsec_<base64>") or sends in a custom
+    # header, as the connection's settings say; None: this connection takes no webhooks.
+    webhook_secret: str | None = Field(default=None, min_length=16, max_length=400)
 
 
 class ConnectionSettings(SyncSettings):
     author_id: str | None = Field(default=None, max_length=40)  # a Street user uuid
-    # Street has no people webhook (only marketing preferences), so polls are its change feed.
+    # Polls stay the change feed; webhooks (person.*), where configured, only bring one sooner.
     poll_interval_seconds: int = Field(default=300, ge=60, le=86400)
     # Street says a landlord is Current or Previous, not whether the agency manages the let:
     # which category a current landlord takes is the agency's to say.
@@ -65,6 +82,13 @@ class ConnectionSettings(SyncSettings):
     # trashed, and their contact archived.
     trashed_filter: str | None = Field(default="filter[trashed]", max_length=60, pattern=r"^[a-z_\[\]]+$")
     trashed_attribute: str = Field(default="trashed_at", min_length=1, max_length=60, pattern=r"^[a-z_]+$")
+    # Webhooks: Street documents no signature, so how a delivery is checked is the connection's
+    # to say. "svix": the Standard Webhooks scheme its portal resembles (webhook-id,
+    # webhook-timestamp, webhook-signature "v1,<base64 HMAC-SHA256>"), refused outside the
+    # replay window; "header": the secret sent verbatim in a custom header of this name.
+    webhook_scheme: Literal["svix", "header"] = "svix"
+    webhook_header: str = Field(default="x-street-webhook-secret", max_length=60, pattern=r"^[A-Za-z0-9-]+$")
+    webhook_tolerance_seconds: int = Field(default=300, ge=30, le=3600)
 
 
 CONSENT = {True: "granted", False: "denied"}  # null: not asked -> unknown
@@ -226,3 +250,84 @@ class StreetAdapter:
         identifier = data.get("id") if isinstance(data, dict) else None
         return str(identifier)[:200] if identifier else None
 
+
+    # Webhooks ---------------------------------------------------------------------------------
+
+    contact_topics = ("person.",)
+
+    def check_webhook(
+        self,
+        headers: dict[str, str],
+        body: bytes,
+        credentials: dict[str, Any],
+        settings: dict[str, Any],
+        now: float | None = None,
+    ) -> None:
+        """The delivery checked as the connection says (see ConnectionSettings); raises
+        WebhookRefused, whose reason never holds the secret or what was sent."""
+        secret = Credentials.model_validate(credentials).webhook_secret
+        parsed = ConnectionSettings.model_validate(settings)
+        if not secret:
+            raise WebhookRefused(401, "this connection holds no webhook secret")
+        if parsed.webhook_scheme == "header":
+            given = headers.get(parsed.webhook_header.lower(), "")
+            if not hmac.compare_digest(given.encode(), secret.encode()):
+                raise WebhookRefused(401, f"missing or wrong {parsed.webhook_header}")
+            return
+        message_id, stamp = headers.get("webhook-id", ""), headers.get("webhook-timestamp", "")
+        signatures = headers.get("webhook-signature", "")
+        if not (message_id and stamp.isdigit() and signatures):
+            raise WebhookRefused(401, "missing webhook-id, webhook-timestamp or webhook-signature")
+        if abs((time.time() if now is None else now) - int(stamp)) > parsed.webhook_tolerance_seconds:
+            raise WebhookRefused(401, "webhook-timestamp is outside the replay window")
+        expected = svix_signature(secret, message_id, stamp, body).encode()
+        offered = [part.partition(",") for part in signatures.split()]
+        if not any(v == "v1" and hmac.compare_digest(s.encode(), expected) for v, _, s in offered):
+            raise WebhookRefused(401, "no webhook-signature matches")
+
+    def parse_webhook(self, headers: dict[str, str], body: bytes, tenant_ref: str) -> InboundEvent:
+        """A person.* event's identity: the delivery's webhook-id (stable across Street's retries),
+        else the event's own id; the person's id from `data` (its id, or person_id)."""
+        event = webhook_object(body, "an event")
+        topic = event.get("type") or event.get("event")
+        if not isinstance(topic, str) or not topic:
+            raise WebhookRefused(400, "the event names no type")
+        data = event["data"] if isinstance(event.get("data"), dict) else {}
+        entity = text_of(data.get("person_id")) or text_of(data.get("id"))
+        key = headers.get("webhook-id") or text_of(event.get("id"))
+        if not key:
+            key = "sha256:" + hashlib.sha256(body).hexdigest()
+        when = parse_time(event.get("timestamp") or event.get("created_at"))
+        return InboundEvent(
+            dedupe_key=f"{tenant_ref}:{key}"[:400], tenant_ref=tenant_ref[:100], topic=topic[:100],
+            entity_id=entity[:200] if entity else None, event_time=when,
+        )  # fmt: skip
+
+    def draft_from_webhook(self, body: dict[str, Any], settings: dict[str, Any]) -> PersonDraft | None:
+        """Street's payloads are undocumented: the person is always read again by id, so what
+        applies is what Street holds now (a preferences event's consent included)."""
+        return None
+
+    async def fetch_person(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
+    ) -> PersonDraft | None:
+        """The person as Street holds them now (trashed included); None when Street has none."""
+        headers = self._headers(Credentials.model_validate(credentials))
+        parsed = ConnectionSettings.model_validate(settings)
+        params = {parsed.trashed_filter: "with"} if parsed.trashed_filter else {}
+        url = f"{self._config.street_api_url}/people/{quote(external_id, safe='')}"
+        call = http.get(url, params=params, headers=headers, timeout=self._config.crm_timeout)
+        found = one_record(self.name, await reaching(self.name, call))
+        record = found.get("data") if isinstance(found, dict) else None
+        return to_draft(record, parsed) if isinstance(record, dict) else None
+
+
+def svix_signature(secret: str, message_id: str, stamp: str, body: bytes) -> str:
+    """Standard Webhooks' v1 signature: base64 HMAC-SHA256 of "id.timestamp.body", keyed by the
+    secret's base64 after `whsec_` (a secret not in that form is used as its bytes)."""
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except (binascii.Error, ValueError):
+        key = secret.encode()
+    signed = f"{message_id}.{stamp}.".encode() + body
+    return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
