@@ -8,15 +8,15 @@ answered at once: no CRM call but the (cached) signing-key fetch. `nurturehub sy
     202  stored (or a duplicate of one stored, or unrouted: kept until a connection claims it)
     200  a test ping, stored nowhere
     400  not an event of this provider; 401 forged, stale or unsigned: never retried by the CRM
-    404  a connection path that is not a connection id
+    404  a connection path that names no connection (nothing to check it by: nothing stored)
     410  a provider that documents no webhooks; 413 a body over the limit
     503  the signing key or the database cannot be had now: the CRM retries
 
 Street signs nothing it documents, so its deliveries are checked by a secret held (sealed) on
 each connection: its path names the connection, `/webhooks/crm/street/{connection id}`, the
 selector in plaintext, and the connection's settings say how the secret is sent. A path naming
-no connection cannot be checked; it is kept unrouted, as other providers' unknown tenants are,
-and its payload is never trusted: Street's events are applied by reading the person again.
+no connection cannot be checked, so it is refused with 404 and nothing is stored; a checked
+payload is still never trusted: Street's events are applied by reading the person again.
 """
 
 from __future__ import annotations
@@ -142,12 +142,15 @@ class Receiver:
                 except ValueError:
                     return _answer(404, error="no such connection path")
                 route = await self._connection(provider_id, connection_id)
-                if route is not None:
-                    credentials = open_credentials(
-                        self.keyring, route["organisation_id"], route["id"],
-                        bytes(route["encrypted_credentials"]),
-                    )  # fmt: skip
-                    adapter.check_webhook(dict(request.headers), body, credentials, route["settings"])
+                if route is None:
+                    # Without its connection there is no secret to check it by: storing it
+                    # would let anyone write to the inbox.
+                    return _answer(404, error="no such connection path")
+                credentials = open_credentials(
+                    self.keyring, route["organisation_id"], route["id"],
+                    bytes(route["encrypted_credentials"]),
+                )  # fmt: skip
+                adapter.check_webhook(dict(request.headers), body, credentials, route["settings"])
                 event = adapter.parse_webhook(dict(request.headers), body, str(connection_id))
         except WebhookRefused as exc:
             if exc.status >= 500:

@@ -111,15 +111,15 @@ def test_street_webhook_verdicts_and_a_signed_one_applied_by_reading_the_person(
     assert held(database_url, connection_id) == {person: ("Hopper", "granted")}
     assert inbox(database_url, connection_id) == [("person.created", person, "done", "created", None)]
 
-    # Not a connection id: 404; a connection id nobody holds: kept unrouted, as other CRMs' are.
+    # Not a connection id, or a connection id nobody holds: 404, and nothing stored (there is no
+    # secret to check such a delivery by).
     assert street.send_webhook(f"{server.base_url}/webhooks/crm/street/nope", person).status_code == 404
     stranger = str(uuid.uuid4())
-    kept = street.send_webhook(f"{server.base_url}/webhooks/crm/street/{stranger}", person)
-    assert kept.status_code == 202 and kept.json()["status"] == "unrouted"
+    refused = street.send_webhook(f"{server.base_url}/webhooks/crm/street/{stranger}", person)
+    assert refused.status_code == 404
     assert query(
-        database_url, "SELECT status FROM crm_webhook_inbox WHERE tenant_ref = %s", (stranger,)
-    ) == [("unrouted",)]
-    query(database_url, "DELETE FROM crm_webhook_inbox WHERE tenant_ref = %s", (stranger,))
+        database_url, "SELECT count(*) FROM crm_webhook_inbox WHERE tenant_ref = %s", (stranger,)
+    ) == [(0,)]
     # The old path still says where Street's deliveries go.
     assert httpx.post(f"{server.base_url}/webhooks/crm/street", content=b"{}", timeout=5).status_code == 410
 
