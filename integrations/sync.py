@@ -25,9 +25,7 @@ import contextlib
 import logging
 import os
 import random
-import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -40,6 +38,7 @@ import orjson
 from integrations.config import CrmConfig
 from integrations.inbound import Counts, apply_page, linked_people, refs_of, store_refs
 from integrations.limits import Limiter
+from integrations.process import prepare, run_until_stopped
 from integrations.providers import PROVIDERS, build_adapters, pollable
 from integrations.providers.base import (
     AuthRejected,
@@ -908,29 +907,16 @@ async def _serve(database_url: str, keyring: Keyring, only: list[UUID] | None) -
     if key is None:
         raise SystemExit("nurturehub sync: NURTUREHUB_SUPPRESSION_KEY is needed (erasure suppression)")
     db = Database(database_url, pool_size=4)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     worker = SyncWorker(db, keyring, config, key, only=only)
-    print(
+    await run_until_stopped(
+        worker,
+        db,
         f"NurtureHub sync {worker.worker_id}: applying CRM webhooks and polling (SIGTERM or Ctrl-C to stop)",
-        flush=True,
+        lambda: f"NurtureHub sync stopped after applying {worker.applied} records",
     )
-    try:
-        await worker.run(stop)
-    finally:
-        await worker.limiter.close()
-        await db.close()
-    print(f"NurtureHub sync stopped after applying {worker.applied} records", flush=True)
 
 
 def main(database_url: str, keyring: Keyring, only: list[UUID] | None = None) -> None:
     """The `nurturehub sync` command (loaded by import path from server/cli.py)."""
-    if not keyring:
-        sys.stderr.write(
-            "nurturehub sync: warning: no encryption key is configured, so no "
-            "connection's credentials can be read (set NURTUREHUB_ENCRYPTION_KEYS)\n"
-        )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    prepare("sync", keyring)
     asyncio.run(_serve(database_url, keyring, only))

@@ -23,9 +23,7 @@ import asyncio
 import logging
 import os
 import random
-import signal
 import socket
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Any
@@ -36,6 +34,7 @@ import httpx
 from integrations.config import CrmConfig
 from integrations.events import PAYLOADS
 from integrations.limits import Limiter
+from integrations.process import prepare, run_until_stopped
 from integrations.providers import (
     Adapter,
     AuthRejected,
@@ -609,30 +608,17 @@ class Worker:
 async def _serve(database_url: str, keyring: Keyring, concurrency: int) -> None:
     config = CrmConfig.from_env()
     db = Database(database_url, pool_size=concurrency + 2)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     worker = Worker(db, keyring, config, concurrency=concurrency)
-    print(
+    await run_until_stopped(
+        worker,
+        db,
         f"NurtureHub worker {worker.worker_id}: delivering CRM writeback "
         f"(concurrency {concurrency}; SIGTERM or Ctrl-C to stop)",
-        flush=True,
+        lambda: f"NurtureHub worker stopped after {worker.delivered} deliveries",
     )
-    try:
-        await worker.run(stop)
-    finally:
-        await worker.limiter.close()
-        await db.close()
-    print(f"NurtureHub worker stopped after {worker.delivered} deliveries", flush=True)
 
 
 def main(database_url: str, keyring: Keyring, concurrency: int) -> None:
     """The `nurturehub worker` command (loaded by import path from server/cli.py)."""
-    if not keyring:
-        sys.stderr.write(
-            "nurturehub worker: warning: no encryption key is configured, so no connection's "
-            "credentials can be read (set NURTUREHUB_ENCRYPTION_KEYS)\n"
-        )
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    prepare("worker", keyring)
     asyncio.run(_serve(database_url, keyring, concurrency))
