@@ -3,7 +3,7 @@
 -- Core PostgreSQL only (no extensions), so it runs on the embedded PostgreSQL 18 and on 15+.
 -- Every tenant table carries organisation_id, and its keys and unique constraints include it,
 -- so rows can never be joined across organisations and the schema can be distributed by tenant.
--- schema-version: 9
+-- schema-version: 10
 
 -- One row per version the database has been at: 'schema.sql' for the version it was created at,
 -- then one per migration step (migrations/), with whether the previous version's code still works
@@ -559,6 +559,9 @@ CREATE TABLE crm_external_refs (
     deleted_at          timestamptz,
     source_modified_at  timestamptz,
     updated_at          timestamptz NOT NULL DEFAULT now(),
+    -- When a full scan (agentOS) last read the record: one missing from two complete scans in a
+    -- row is gone from the CRM (offset paging can skip a live record once, not twice running).
+    seen_at             timestamptz,
     CONSTRAINT crm_external_refs_pkey
         PRIMARY KEY (organisation_id, connection_id, record_type, external_id),
     CONSTRAINT crm_external_refs_connection_fkey FOREIGN KEY (organisation_id, connection_id)
@@ -581,4 +584,4 @@ CREATE UNLOGGED TABLE crm_call_schedule (
     CONSTRAINT crm_call_schedule_pkey PRIMARY KEY (organisation_id, connection_id, direction)
 );
 
-INSERT INTO schema_version (version, name) VALUES (9, 'schema.sql');
+INSERT INTO schema_version (version, name) VALUES (10, 'schema.sql');

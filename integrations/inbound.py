@@ -34,7 +34,10 @@ from procedures.contact_fields import Email, Name, Phone, Postcode
 from server.audit import audit_cte, audit_params
 from server.db import Row, Tx, sql
 
-__all__ = ["Counts", "apply", "apply_page", "linked_people", "refs_of", "store_refs"]
+__all__ = [
+    "Counts", "apply", "apply_page", "linked_people", "mark_gone", "mark_missing", "mark_seen",
+    "refs_of", "store_refs",
+]  # fmt: skip
 
 _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
     "first_name": pydantic.TypeAdapter(Name),
@@ -289,6 +292,44 @@ REFS_OF = sql("""
      WHERE p.id = ANY (CAST(:ids AS text[]))
 """)
 
+# A full scan's page: its records seen now; returns those it brings back from gone (their
+# unchanged content would otherwise leave their contact archived).
+MARK_SEEN = sql("""
+    WITH back AS (
+        SELECT external_id FROM crm_external_refs
+         WHERE organisation_id = :organisation_id AND connection_id = :connection_id
+           AND record_type = :record_type AND external_id = ANY (CAST(:external_ids AS text[]))
+           AND deleted_at IS NOT NULL)
+    UPDATE crm_external_refs AS r SET seen_at = now(), deleted_at = NULL
+     WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
+       AND r.record_type = :record_type AND r.external_id = ANY (CAST(:external_ids AS text[]))
+    RETURNING r.external_id, r.external_id IN (SELECT external_id FROM back) AS revived
+""")
+# At a complete scan's end: the stream's records not seen since `before` are gone from the CRM
+# (a row from before seen_at existed counts as seen when it was last written).
+MARK_MISSING = sql("""
+    UPDATE crm_external_refs SET deleted_at = now(), updated_at = now()
+     WHERE organisation_id = :organisation_id AND connection_id = :connection_id
+       AND record_type = :record_type AND deleted_at IS NULL
+       AND coalesce(seen_at, updated_at) < :before
+    RETURNING contact_ids
+""")
+# People the CRM no longer holds (a read by id answers 404; gone from two complete scans): our
+# copy is archived, as a CRM archive is (reversible: the record coming back restores it), and its
+# CRM payload dropped. Never erased (only contacts.delete erases) and never suppressed: deletion
+# in the CRM is not an objection to processing.
+MARK_GONE = sql(f"""
+    WITH c AS (
+    UPDATE contacts AS t
+       SET archived_at = coalesce(t.archived_at, now()), crm_payload = NULL, updated_at = now()
+     WHERE t.organisation_id = :organisation_id AND t.crm_connection_id = :connection_id
+       AND t.external_id = ANY (CAST(:external_ids AS text[]))
+       AND (t.archived_at IS NULL OR t.crm_payload IS NOT NULL)
+    RETURNING t.organisation_id, t.id),
+    {audit_cte("c", "c.id")}
+    SELECT c.id FROM c
+""")
+
 
 def _ref_hash(ref: RoleRef) -> bytes:
     if ref.content_hash is not None:
@@ -363,6 +404,54 @@ async def refs_of(
         )
     return found
 
+
+async def mark_seen(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, record_type: str, external_ids: list[str]
+) -> set[str]:
+    """A scan's page read these records now; returns those that had been marked gone."""
+    if not external_ids:
+        return set()
+    rows = await tx.all(
+        MARK_SEEN,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "record_type": record_type,
+            "external_ids": external_ids,
+        },
+    )
+    return {row["external_id"] for row in rows if row["revived"]}
+
+
+async def mark_missing(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, record_type: str, before: datetime
+) -> list[str]:
+    """Mark gone the stream's records no scan has seen since `before`; returns their people."""
+    rows = await tx.all(
+        MARK_MISSING,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "record_type": record_type,
+            "before": before,
+        },
+    )
+    return sorted({person for row in rows for person in row["contact_ids"]})
+
+
+async def mark_gone(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, external_ids: list[str], counts: Counts
+) -> int:
+    """Archive (and drop the CRM payload of) the contacts of records the CRM no longer holds, one
+    audit row each; returns how many changed."""
+    if not external_ids:
+        return 0
+    scope = {"organisation_id": organisation_id, "connection_id": connection_id}
+    rows = await tx.all(
+        MARK_GONE, {**scope, "external_ids": external_ids, **_audit(scope, ["archivedAt", "crmPayload"])}
+    )
+    counts.archived += len(rows)
+    return len(rows)
 
 @dataclass
 class _Item:

@@ -36,7 +36,16 @@ import httpx
 import orjson
 
 from integrations.config import CrmConfig
-from integrations.inbound import Counts, apply_page, linked_people, refs_of, store_refs
+from integrations.inbound import (
+    Counts,
+    apply_page,
+    linked_people,
+    mark_gone,
+    mark_missing,
+    mark_seen,
+    refs_of,
+    store_refs,
+)
 from integrations.limits import Limiter
 from integrations.process import prepare, run_until_stopped
 from integrations.providers import PROVIDERS, build_adapters, pollable
@@ -176,6 +185,14 @@ class _Stream:
     reconciled: datetime | None
 
 
+@dataclass(frozen=True)
+class _ScanPage:
+    """A full scan's page: on its last, the stream's records not seen since `gone_before` (the
+    previous complete scan's start; None after the first) are gone from the CRM."""
+
+    gone_before: datetime | None = None
+
+
 class LeaseLost(Exception):
     """Another process holds this connection now: stop without committing more."""
 
@@ -306,6 +323,9 @@ class SyncWorker:
                     connection, adapter.fetch_person, http, self._credentials(connection),
                     connection["settings"], event["entity_id"],
                 )  # fmt: skip
+                if found is None:  # the CRM answers that it holds no such record: deleted there
+                    await self._gone(connection, event["entity_id"], mine)
+                    return
             drafts = found if isinstance(found, list) else [found] if found is not None else []
             if not drafts:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
@@ -375,6 +395,14 @@ class SyncWorker:
             await store_refs(tx, **_scope(connection), refs=refs)
             await self._apply(tx, connection, page.drafts, Counts())
             await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
+
+    async def _gone(self, connection: Row, external_id: str, mine: dict[str, Any]) -> None:
+        """A record the CRM no longer holds: its contact, if we have one, is archived and its
+        CRM payload dropped (integrations/inbound.py, MARK_GONE), never erased."""
+        async with self.db.transaction() as tx:
+            changed = await mark_gone(tx, **_scope(connection), external_ids=[external_id], counts=Counts())
+            status, outcome = ("done", "gone") if changed else ("skipped", "the CRM holds no such contact")
+            await tx.execute(FINISH_EVENT, {**mine, "status": status, "outcome": outcome})
 
     def _credentials(self, connection: Row) -> dict[str, Any]:
         return open_credentials(
@@ -570,9 +598,15 @@ class SyncWorker:
     ) -> None:
         """A CRM with no change filter (agentOS): every record of the stream by offset, each
         page's records applied only where their content hash changed since they were last read.
-        The offset is kept in the cursor with each page, so a killed scan resumes there."""
+        The offset is kept in the cursor with each page, so a killed scan resumes there.
+
+        Each record read is marked seen. A record that two complete scans in a row did not see
+        is gone from the CRM, and its contact is archived: a record deleted mid-scan shifts the
+        offsets behind it, so one scan can miss a live record, never two running."""
         s, run = await self._open_stream(connection, stream, settings)
         offset = int(s.state.get("offset", 0))
+        if offset == 0:
+            s.state["scanStarted"] = s.now.isoformat()
         page_size = int(getattr(settings, "page_size", self.config.sync_page_size))
         scan = _fetcher(adapter, stream)
         async with self._recorded(connection, run):
@@ -580,16 +614,20 @@ class SyncWorker:
                 page = await self._fetch(http, scan, credentials, connection, run, offset=offset)
                 offset += page.page_size
                 full = page.page_size >= page_size > 0
+                gone_before = None
                 if full:
                     s.state.setdefault("phase", "backfill")
                     s.state["offset"] = offset
                 else:
                     s.state.pop("offset", None)
                     s.state["scannedAt"] = s.now.isoformat()
+                    # Gone: not seen by the scan before this one (from its start) nor by this.
+                    gone_before = _cursor_time(s.state.get("lastScanStarted"))
+                    s.state["lastScanStarted"] = s.state.pop("scanStarted", s.now.isoformat())
                     self._finished(s)
                 await self._commit_page(
                     connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, stream,
-                    s.state, page.refs, only_changed=True,
+                    s.state, page.refs, scan=_ScanPage(gone_before),
                 )  # fmt: skip
                 if not full:
                     break
@@ -783,22 +821,30 @@ class SyncWorker:
         stream: str,
         state: dict[str, Any],
         refs: list[RoleRef] | None = None,
-        only_changed: bool = False,
+        scan: _ScanPage | None = None,
     ) -> None:
         """The page's role records and rows, the cursor and the run's counts in one transaction.
-        `only_changed`: the drafts are the records themselves (a scan), and those whose kept
-        content hash is the same are counted unchanged, not applied."""
+        `scan`: the drafts are the records themselves (a full scan): they are marked seen, and
+        those whose kept content hash is the same are counted unchanged, not applied, unless
+        they come back from gone; on a scan's last page, what it did not see is gone."""
         run.counts.field_errors += bad
         streams[stream] = state
         cursor_all["streams"] = streams
         async with self.db.transaction() as tx:
             written = await store_refs(tx, **_scope(connection), refs=refs) if refs else set()
-            if only_changed:
-                changed = [d for d in drafts if (stream, d.external_id) in written]
+            if scan is not None:
+                ids = [d.external_id for d in drafts]
+                back = await mark_seen(tx, **_scope(connection), record_type=stream, external_ids=ids)
+                changed = [d for d in drafts if (stream, d.external_id) in written or d.external_id in back]
                 run.counts.fetched += len(drafts) - len(changed)
                 run.counts.unchanged += len(drafts) - len(changed)
                 drafts = changed
             await self._apply(tx, connection, _newest_per_record(drafts), run.counts)
+            if scan is not None and scan.gone_before is not None:
+                gone = await mark_missing(
+                    tx, **_scope(connection), record_type=stream, before=scan.gone_before
+                )
+                await mark_gone(tx, **_scope(connection), external_ids=gone, counts=run.counts)
             saved = await tx.scalar(
                 SAVE_CURSOR,
                 {

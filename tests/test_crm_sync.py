@@ -231,6 +231,36 @@ def test_a_field_our_validation_refuses_drops_alone_and_an_archived_record_archi
     assert [c["externalId"] for c in archived] == [gone["id"]] and archived[0]["archivedAt"]
 
 
+def test_a_contact_deleted_in_reapit_is_archived_with_its_payload_dropped_never_erased(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
+) -> None:
+    """Reapit sends `new: null` when a contact is archived or deleted; a read then says which.
+    A deleted one (404) archives our contact and drops its CRM payload; it is not erased (only
+    contacts.delete does that) and nothing is suppressed: the person may come back."""
+    org, connection_id, customer = agency
+    record = reapit.put(**person(surname="Deleted"))
+    kept = reapit.put(**person(surname="Kept"))
+    sync.drain(connection_id)
+    [contact] = [c for c in contacts_of(hooks, org) if c["externalId"] == record["id"]]
+    del reapit.contacts[record["id"]]
+    body = reapit.event("contacts.modified", None, customer=customer, old=record)
+    post_hook(hooks, body, reapit.signed(body))
+    sync.drain(connection_id)
+    assert inbox(database_url, customer)[-1] == ("done", "gone", True)
+    assert [c["externalId"] for c in contacts_of(hooks, org)] == [kept["id"]]
+    got = hooks.call("contacts.get", {"id": contact["id"]}, org.member_token)
+    assert (got["lastName"], got["archivedAt"] is not None) == ("Deleted", True)
+    [(payload,)] = query(database_url, "SELECT crm_payload FROM contacts WHERE id = %s", (contact["id"],))
+    assert payload is None
+    assert query(database_url, "SELECT count(*) FROM erasure_suppressions WHERE organisation_id = %s",
+                 (org.id,)) == [(0,)]
+    # A delete event for a record we never had stores nothing and changes nothing.
+    body = reapit.event("contacts.modified", None, customer=customer, old={"id": "NEVERHELD"})
+    post_hook(hooks, body, reapit.signed(body))
+    sync.drain(connection_id)
+    assert inbox(database_url, customer)[-1] == ("skipped", "the CRM holds no such contact", True)
+
+
 def test_a_429_waits_as_retry_after_says_and_a_5xx_leaves_the_cursor_where_rows_were_committed(
     hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str
 ) -> None:

@@ -91,8 +91,7 @@ def test_agentos_is_scanned_in_full_and_only_changed_records_are_applied(
     by_name = {s["stream"]: s for s in status["streams"]}
     assert status["syncSupported"] and sorted(by_name) == ["applicants", "landlords", "tenants"]
     assert by_name["landlords"]["phase"] == "incremental" and by_name["landlords"]["watermark"]
-    # The next scan: one landlord edited, one tenant gone from the list (not deleted: only a
-    # complete scan could say so, and deletes are not inferred yet).
+    # The next scan: one landlord edited; the rest are the same and are not applied again.
     agentos.records["lettings/landlords"][7]["Surname"] = "Edited"
     query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
     agentos_sync.drain(connection_id)
@@ -104,6 +103,79 @@ def test_agentos_is_scanned_in_full_and_only_changed_records_are_applied(
         (connection_id,),
     )
     assert surname == "Edited"
+    assert (agentos.too_many, agentos.banned) == (0, False)
+
+
+def scan(agentos_sync: Sync, database_url: str, connection_id: str) -> None:
+    query(database_url, "UPDATE crm_connections SET next_sync_at = now() WHERE id = %s", (connection_id,))
+    agentos_sync.drain(connection_id)
+
+
+def test_a_record_gone_from_two_complete_scans_archives_its_contact_until_it_comes_back(
+    hooks: Rpc, agency: tuple[Org, str], agentos: FakeAgentOs, agentos_sync: Sync, database_url: str
+) -> None:
+    """agentOS documents no deletes, so a person deleted there is known only by absence. One
+    scan can miss a live record (a delete earlier in the list shifts the offsets behind it), so
+    the contact is archived, its CRM payload dropped, only after two complete scans in a row
+    without it; archived, not erased, and back as it was when the record returns."""
+    org, connection_id = agency
+    hooks.call(
+        "crm.updateConnection",
+        {"connectionId": connection_id, "settings": {"landlordsPath": None, "applicantsPath": None}},
+        org.admin_token,
+    )
+    tenants = [person(n) for n in range(6000, 6003)]
+    agentos.records["lettings/tenants"] = list(tenants)
+    agentos_sync.drain(connection_id)
+    listed = hooks.call("contacts.list", {"limit": 50}, org.member_token)["items"]
+    by_ref = {c["externalId"]: c for c in listed}
+    assert sorted(by_ref) == ["tenants/006000", "tenants/006001", "tenants/006002"]
+    gone_id = by_ref["tenants/006001"]["id"]
+
+    def held() -> tuple[Any, ...]:
+        [row] = query(
+            database_url,
+            "SELECT archived_at IS NOT NULL, crm_payload IS NOT NULL, last_name FROM contacts WHERE id = %s",
+            (gone_id,),
+        )
+        return tuple(row)
+
+    agentos.records["lettings/tenants"] = [tenants[0], tenants[2]]
+    scan(agentos_sync, database_url, connection_id)
+    assert held() == (False, True, "Somerville6001")  # one scan without it proves nothing
+
+    scan(agentos_sync, database_url, connection_id)
+    assert held() == (True, False, "Somerville6001")  # archived, payload dropped, not erased
+    listed = hooks.call("contacts.list", {"limit": 50}, org.member_token)["items"]
+    assert sorted(c["externalId"] for c in listed) == ["tenants/006000", "tenants/006002"]
+    archived = hooks.call("contacts.list", {"limit": 50, "archived": True}, org.member_token)["items"]
+    assert [c["id"] for c in archived] == [gone_id]
+    [audit] = query(
+        database_url,
+        "SELECT changed_fields FROM audit_log WHERE organisation_id = %s AND target_id = %s"
+        " AND 'crmPayload' = ANY (changed_fields)",
+        (org.id, gone_id),
+    )
+    assert audit[0] == ["archivedAt", "crmPayload"]
+    last = [r for r in runs(database_url, connection_id) if r[0] == "tenants"][-1]
+    assert last[1] == "ok"
+    [(archived_count,)] = query(
+        database_url,
+        "SELECT archived FROM crm_sync_runs WHERE connection_id = %s AND stream = 'tenants'"
+        " ORDER BY started_at DESC LIMIT 1",
+        (connection_id,),
+    )
+    assert archived_count == 1
+    # A further scan does not archive it again (one audit row per change, not per scan).
+    scan(agentos_sync, database_url, connection_id)
+    assert len(query(database_url, "SELECT 1 FROM audit_log WHERE target_id = %s"
+                     " AND 'crmPayload' = ANY (changed_fields)", (gone_id,))) == 1
+
+    # Back in the CRM unchanged: the contact is restored with its payload, though its content
+    # hash is what was kept before.
+    agentos.records["lettings/tenants"] = list(tenants)
+    scan(agentos_sync, database_url, connection_id)
+    assert held() == (False, True, "Somerville6001")
     assert (agentos.too_many, agentos.banned) == (0, False)
 
 
