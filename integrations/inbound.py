@@ -317,11 +317,13 @@ MARK_MISSING = sql("""
 # People the CRM no longer holds (a read by id answers 404; gone from two complete scans): our
 # copy is archived, as a CRM archive is (reversible: the record coming back restores it), and its
 # CRM payload dropped. Never erased (only contacts.delete erases) and never suppressed: deletion
-# in the CRM is not an objection to processing.
+# in the CRM is not an objection to processing. The delete's time becomes the version held, so a
+# late webhook carrying the record as it was before cannot bring it back.
 MARK_GONE = sql(f"""
     WITH c AS (
     UPDATE contacts AS t
-       SET archived_at = coalesce(t.archived_at, now()), crm_payload = NULL, updated_at = now()
+       SET archived_at = coalesce(t.archived_at, now()), crm_payload = NULL, updated_at = now(),
+           source_modified_at = greatest(t.source_modified_at, CAST(:gone_at AS timestamptz))
      WHERE t.organisation_id = :organisation_id AND t.crm_connection_id = :connection_id
        AND t.external_id = ANY (CAST(:external_ids AS text[]))
        AND (t.archived_at IS NULL OR t.crm_payload IS NOT NULL)
@@ -440,16 +442,22 @@ async def mark_missing(
 
 
 async def mark_gone(
-    tx: Tx, *, organisation_id: UUID, connection_id: UUID, external_ids: list[str], counts: Counts
+    tx: Tx,
+    *,
+    organisation_id: UUID,
+    connection_id: UUID,
+    external_ids: list[str],
+    counts: Counts,
+    gone_at: datetime | None = None,
 ) -> int:
     """Archive (and drop the CRM payload of) the contacts of records the CRM no longer holds, one
-    audit row each; returns how many changed."""
+    audit row each; `gone_at`, when the CRM says it deleted them, outdates every older version.
+    Returns how many changed."""
     if not external_ids:
         return 0
     scope = {"organisation_id": organisation_id, "connection_id": connection_id}
-    rows = await tx.all(
-        MARK_GONE, {**scope, "external_ids": external_ids, **_audit(scope, ["archivedAt", "crmPayload"])}
-    )
+    params = {**scope, "external_ids": external_ids, "gone_at": gone_at}
+    rows = await tx.all(MARK_GONE, {**params, **_audit(scope, ["archivedAt", "crmPayload"])})
     counts.archived += len(rows)
     return len(rows)
 

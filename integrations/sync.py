@@ -324,7 +324,7 @@ class SyncWorker:
                     connection["settings"], event["entity_id"],
                 )  # fmt: skip
                 if found is None:  # the CRM answers that it holds no such record: deleted there
-                    await self._gone(connection, event["entity_id"], mine)
+                    await self._gone(connection, event["entity_id"], event["event_time"], mine)
                     return
             drafts = found if isinstance(found, list) else [found] if found is not None else []
             if not drafts:
@@ -396,11 +396,15 @@ class SyncWorker:
             await self._apply(tx, connection, page.drafts, Counts())
             await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "roles"})
 
-    async def _gone(self, connection: Row, external_id: str, mine: dict[str, Any]) -> None:
+    async def _gone(
+        self, connection: Row, external_id: str, event_time: datetime | None, mine: dict[str, Any]
+    ) -> None:
         """A record the CRM no longer holds: its contact, if we have one, is archived and its
         CRM payload dropped (integrations/inbound.py, MARK_GONE), never erased."""
         async with self.db.transaction() as tx:
-            changed = await mark_gone(tx, **_scope(connection), external_ids=[external_id], counts=Counts())
+            changed = await mark_gone(
+                tx, **_scope(connection), external_ids=[external_id], counts=Counts(), gone_at=event_time
+            )
             status, outcome = ("done", "gone") if changed else ("skipped", "the CRM holds no such contact")
             await tx.execute(FINISH_EVENT, {**mine, "status": status, "outcome": outcome})
 

@@ -242,11 +242,19 @@ def test_a_contact_deleted_in_reapit_is_archived_with_its_payload_dropped_never_
     kept = reapit.put(**person(surname="Kept"))
     sync.drain(connection_id)
     [contact] = [c for c in contacts_of(hooks, org) if c["externalId"] == record["id"]]
+    reapit.tick()
+    edited = reapit.put(record["id"], surname="Edited")  # its webhook comes late, below
+    late = reapit.event("contacts.modified", edited, customer=customer)
+    reapit.tick()
     del reapit.contacts[record["id"]]
-    body = reapit.event("contacts.modified", None, customer=customer, old=record)
+    body = reapit.event("contacts.modified", None, customer=customer, old=edited)
     post_hook(hooks, body, reapit.signed(body))
     sync.drain(connection_id)
     assert inbox(database_url, customer)[-1] == ("done", "gone", True)
+    # The edit's webhook, delivered after the delete: older than the delete, it brings nothing back.
+    post_hook(hooks, late, reapit.signed(late))
+    sync.drain(connection_id)
+    assert inbox(database_url, customer)[-1][:2] == ("done", "stale")
     assert [c["externalId"] for c in contacts_of(hooks, org)] == [kept["id"]]
     got = hooks.call("contacts.get", {"id": contact["id"]}, org.member_token)
     assert (got["lastName"], got["archivedAt"] is not None) == ("Deleted", True)

@@ -55,6 +55,8 @@ class SyncMachine(RuleBasedStateMachine):
         self.connection_id = connect(e.hooks, self.org, "reapit", {"customerId": self.customer})["id"]
         self.ids: list[str] = []
         self.erased: set[str] = set()
+        self.deleted: set[str] = set()  # deleted in the CRM
+        self.gone_held: set[str] = set()  # deleted while we held them: archived from then on
         self.consent: dict[str, str] = {}  # the last decided consent the CRM gave each person
         self.ever_granted: set[str] = set()
         self.bodies: dict[str, list[bytes]] = {}  # every webhook body made for a person
@@ -90,22 +92,42 @@ class SyncMachine(RuleBasedStateMachine):
     def crm_creates(self, consent: str) -> None:
         self._put(**person(marketingConsent=consent))
 
-    @precondition(lambda self: self.ids)
+    def _live(self) -> list[str]:
+        return [i for i in self.ids if i not in self.deleted]
+
+    @precondition(lambda self: self._live())
     @rule(data=st.data(), surname=st.sampled_from(["Byron", "King", "Somerville"]))
     def crm_edits(self, data: st.DataObject, surname: str) -> None:
-        self._put(data.draw(st.sampled_from(self.ids)), surname=surname)
+        self._put(data.draw(st.sampled_from(self._live())), surname=surname)
 
-    @precondition(lambda self: self.ids)
+    @precondition(lambda self: self._live())
     @rule(data=st.data(), active=st.booleans())
     def crm_archives_or_restores(self, data: st.DataObject, active: bool) -> None:
-        self._put(
-            data.draw(st.sampled_from(self.ids)), active=active, archivedOn=None if active else "2026-01-01"
-        )
+        external = data.draw(st.sampled_from(self._live()))
+        self._put(external, active=active, archivedOn=None if active else "2026-01-01")
 
-    @precondition(lambda self: self.ids)
+    @precondition(lambda self: self._live())
     @rule(data=st.data(), consent=st.sampled_from(["grant", "deny", "notAsked"]))
     def crm_flips_consent(self, data: st.DataObject, consent: str) -> None:
-        self._put(data.draw(st.sampled_from(self.ids)), marketingConsent=consent)
+        self._put(data.draw(st.sampled_from(self._live())), marketingConsent=consent)
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data())
+    def crm_deletes(self, data: st.DataObject) -> None:
+        """Deleted in the CRM: its event (`new: null`) is delivered and applied; a contact we
+        held is archived with its CRM payload dropped, and stays so whatever comes late."""
+        external = data.draw(st.sampled_from(self._live()))
+        self.env.reapit.tick()
+        record = self.env.reapit.contacts.pop(external)
+        self.deleted.add(external)
+        body = self.env.reapit.event("contacts.modified", None, customer=self.customer, old=record)
+        self.bodies[external].append(body)
+        assert post_hook(self.env.hooks, body, self.env.reapit.signed(body)).status_code == 202
+        self.env.sync.drain(self.connection_id)
+        held = self._held()
+        if external in held:
+            assert held[external][2], "a contact deleted in the CRM was not archived"
+            self.gone_held.add(external)
 
     # Delivery ------------------------------------------------------------------------------------
 
@@ -189,10 +211,10 @@ class SyncMachine(RuleBasedStateMachine):
             return
         watermark = datetime.fromisoformat(wm)
         held = self._held()
-        for external in self.ids:
+        for external in self._live():
             record = self.env.reapit.contacts[external]
             modified = datetime.fromisoformat(record["modified"].replace("Z", "+00:00"))
-            if external in self.erased or modified > watermark:
+            if external in self.erased or external in self.deleted or modified > watermark:
                 continue
             assert external in held, "the cursor passed a record that was never committed"
 
@@ -201,8 +223,15 @@ class SyncMachine(RuleBasedStateMachine):
         self._due()
         self.env.sync.drain(self.connection_id)
         held = self._held()
-        expected = [i for i in self.ids if i not in self.erased]
-        assert sorted(held) == sorted(expected), "missed or extra records"
+        expected = [i for i in self._live() if i not in self.erased]
+        assert sorted(set(held) - self.deleted) == sorted(expected), "missed or extra records"
+        for external in self.gone_held - self.erased:
+            [(payload,)] = query(
+                self.env.url,
+                "SELECT crm_payload FROM contacts WHERE crm_connection_id = %s AND external_id = %s",
+                (self.connection_id, external),
+            )
+            assert held[external][2] and payload is None, "a record deleted in the CRM came back"
         for external in expected:
             record = self.env.reapit.contacts[external]
             last_name, consent, archived, _ = held[external]
