@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -129,6 +130,12 @@ SAVE_CURSOR = sql("""
     UPDATE crm_connections
        SET sync_cursor = CAST(:cursor AS jsonb),
            sync_lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
+    RETURNING id
+""")
+# A run making many calls between commits (a consent read per record) keeps its lease meanwhile.
+HOLD_LEASE = sql("""
+    UPDATE crm_connections SET sync_lease_expires_at = now() + make_interval(secs => :lease)
      WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
     RETURNING id
 """)
@@ -406,9 +413,11 @@ class SyncWorker:
                 except RateLimited as exc:
                     wait = gate.rate_limited(exc.retry_after)
                     await self._rate_limited(connection, wait)
-                    if run is None or wait > 60:
+                    if run is None:
                         raise
                     run.rate_limited += 1
+                    if wait > 60:
+                        raise
                     continue
             gate.succeeded()
             return result
@@ -437,7 +446,11 @@ class SyncWorker:
             wanted = [d for d in wanted if d.external_id not in held]
         credentials = credentials if credentials is not None else self._credentials(connection)
         read: dict[str | None, Consent | None] = {}
+        held_at = time.monotonic()
         for ref in dict.fromkeys(d.consent_ref for d in wanted):
+            if run is not None and time.monotonic() - held_at > self.config.sync_lease_seconds / 3:
+                await self._hold_lease(connection)
+                held_at = time.monotonic()
             read[ref] = await self._gated(
                 connection, adapter.fetch_consent, http, credentials, connection["settings"], ref, run=run
             )  # fmt: skip
@@ -445,6 +458,20 @@ class SyncWorker:
             replace(d, consent=c.status, consent_at=c.at) if (c := read.get(d.consent_ref)) else d
             for d in drafts
         ]
+
+    async def _hold_lease(self, connection: Row) -> None:
+        async with self.db.transaction() as tx:
+            held = await tx.scalar(
+                HOLD_LEASE,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "id": connection["id"],
+                    "worker": self.worker_id,
+                    "lease": self.config.sync_lease_seconds,
+                },
+            )
+        if held is None:
+            raise LeaseLost()
 
     async def _finish_event(self, mine: dict[str, Any], status: str, outcome: str) -> None:
         async with self.db.transaction() as tx:

@@ -5,11 +5,14 @@ contact's GeneralMarketing preference, read once per contact only when it is new
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
+import httpx
 import pytest
 
 from integrations import limits
@@ -263,3 +266,40 @@ def test_a_429_on_an_alto_preferences_read_pauses_and_asks_again_within_the_run(
     assert (status, rate_limited) == ("ok", 1)
     assert alto.preference_reads == 2
     assert {v[0] for v in consent_of(database_url, connection_id).values()} == {"denied"}
+
+
+def test_a_run_reading_preferences_keeps_its_connection_from_a_second_sync_process(
+    hooks: Rpc, agency: tuple[Org, str], alto: FakeAlto, loop: LoopThread, database_url: str,
+    reapit: FakeReapit, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The reads between two commits outlast the lease (1.5 s here): the run holds it meanwhile,
+    so another process does not take the connection and read the same preferences again."""
+    _, connection_id = agency
+    monkeypatch.setitem(limits.BUDGETS, ("alto", "sync"), limits.Budget(1, 8.0, 1.0, adaptive=True))
+    for n in range(24):  # 24 reads at 8 a second: 3 s
+        alto.prefer(str(alto.put(**couple(n))["id"]), "Denied")
+    alto.tick(600)
+    first, second = Sync(loop, database_url, reapit), Sync(loop, database_url, reapit)
+    for sync in (first, second):
+        sync.worker = SyncWorker(sync.db, KEYRING, alto.config(sync_lease_seconds=1.5), SUPPRESSION_KEY)
+        sync.worker.only = [uuid.UUID(connection_id)]
+
+    async def race() -> None:
+        async with httpx.AsyncClient(timeout=5) as http:
+            running = asyncio.ensure_future(first.worker.poll_one(http))
+            while alto.preference_reads == 0:  # the first holds the connection and reads
+                await asyncio.sleep(0.02)
+            while not running.done():  # the other process keeps asking for it
+                await second.worker.poll_one(http)
+                await asyncio.sleep(0.1)
+            await running
+
+    try:
+        loop.run(race())
+    finally:
+        first.close()
+        second.close()
+    assert alto.preference_reads == 24
+    assert {v[0] for v in consent_of(database_url, connection_id).values()} == {"denied"}
+    runs = query(database_url, "SELECT status FROM crm_sync_runs WHERE connection_id = %s", (connection_id,))
+    assert runs == [("ok",)]
