@@ -303,3 +303,26 @@ def test_a_run_reading_preferences_keeps_its_connection_from_a_second_sync_proce
     assert {v[0] for v in consent_of(database_url, connection_id).values()} == {"denied"}
     runs = query(database_url, "SELECT status FROM crm_sync_runs WHERE connection_id = %s", (connection_id,))
     assert runs == [("ok",)]
+
+
+def test_alto_preference_names_are_connection_settings(
+    hooks: Rpc, agency: tuple[Org, str], alto: FakeAlto, alto_sync: Sync, database_url: str
+) -> None:
+    org, connection_id = agency
+    hooks.call(
+        "crm.updateConnection",
+        {"connectionId": connection_id, "settings": {"preferenceType": "PropertyMatching"}},
+        org.admin_token,
+    )
+    contact = str(alto.put(**couple(1))["id"])
+    alto.prefer(contact, "Granted")
+    alto.prefer(contact, "Denied", kind="PropertyMatching")
+    alto.tick(600)
+    alto_sync.drain(connection_id)
+    assert {v[0] for v in consent_of(database_url, connection_id).values()} == {"denied"}
+    error = hooks.error(
+        "crm.updateConnection",
+        {"connectionId": connection_id, "settings": {"preferencesPath": "/contacts/preferences"}},
+        org.admin_token,
+    )
+    assert error["code"] == -32602 and "preferencesPath" in str(error["data"])  # names no {id}
