@@ -213,6 +213,7 @@ def test_a_stale_alto_grant_never_beats_a_newer_deny_and_a_newer_grant_does(
         ((200, "malformed"), "not JSON"),
         (("hang", 6), "in time"),  # the drain's client gives up after 5 s
         ((404, None), None),  # the contact is gone: its consent stays unknown, the page applies
+        ((204, None), None),  # no preferences at all: unknown
     ],
 )
 def test_a_failed_alto_preferences_read_fails_its_page_and_the_next_sync_applies_the_consent(

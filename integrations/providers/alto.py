@@ -322,8 +322,9 @@ class AltoAdapter:
     async def fetch_consent(
         self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], record_id: str
     ) -> Consent | None:
-        """The contact's consent as its marketing preferences say now; None when Alto holds no
-        such contact (404). A 429 is RateLimited; 5xx, a hang or a body that is not JSON fail."""
+        """The contact's consent as its marketing preferences say now (none, 204: unknown); None
+        when Alto holds no such contact (404). A 429 is RateLimited; 5xx, a hang or a body that
+        is not JSON fail."""
         c = self._config
         parsed = ConnectionSettings.model_validate(settings)
         agency = Credentials.model_validate(credentials)
@@ -333,6 +334,8 @@ class AltoAdapter:
         response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
         if response.status_code == 401:
             self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        if response.status_code == 204:  # as Alto answers a contact's other empty lists
+            return Consent("unknown", None)
         body = one_record(self.name, response)
         return None if body is None else to_consent(body, parsed)
 
