@@ -35,8 +35,8 @@ from server.audit import audit_cte, audit_params
 from server.db import Row, Tx, sql
 
 __all__ = [
-    "Counts", "apply", "apply_page", "linked_people", "mark_gone", "mark_missing", "mark_seen",
-    "refs_of", "store_refs",
+    "Counts", "apply", "apply_page", "held_as_is", "linked_people", "mark_gone", "mark_missing",
+    "mark_seen", "refs_of", "store_refs",
 ]  # fmt: skip
 
 _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
@@ -113,6 +113,13 @@ LOOKUP = sql(f"""
       FROM d LEFT JOIN (SELECT * FROM by_external UNION ALL SELECT * FROM by_email) AS m
         ON m.item = d.item
      ORDER BY d.item
+""")
+# The version of each record this connection's contacts hold: what `_is_same` compares.
+HELD_VERSIONS = sql("""
+    SELECT external_id, source_modified_at, source_etag, crm_connection_id, crm_category
+      FROM contacts
+     WHERE organisation_id = :organisation_id AND crm_connection_id = :connection_id
+       AND external_id = ANY (CAST(:external_ids AS text[]))
 """)
 # Consent evidence of the contacts written (`c`), one row per (record, channel), as
 # procedures/consent.py records it: source crm_sync. `key` joins evidence to its contact.
@@ -544,6 +551,40 @@ def _is_same(existing: Row, draft: PersonDraft) -> bool:
     )
 
 
+def _consent_moves(existing: Row, item: _Item) -> bool:
+    """Consent the CRM keeps apart from the record (`consent_ref`) changes without the record's
+    version changing: the same record with a consent that changes ours is applied."""
+    return item.draft.consent_ref is not None and (
+        _consent_change(
+            existing["consent_status"], existing["consent_timestamp"], item.draft.consent, item.consent_time
+        )
+        is not None
+    )
+
+
+async def held_as_is(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, drafts: list[PersonDraft]
+) -> set[str]:
+    """The external ids of `drafts` already held at their version or a newer one (one query):
+    applying them would change nothing the record says, so what it refers to need not be read."""
+    if not drafts:
+        return set()
+    rows = await tx.all(
+        HELD_VERSIONS,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "external_ids": [d.external_id for d in drafts],
+        },
+    )
+    held = {row["external_id"]: row for row in rows}
+    return {
+        d.external_id
+        for d in drafts
+        if (row := held.get(d.external_id)) is not None and (_is_same(row, d) or _is_stale(row, d))
+    }
+
+
 async def apply(
     tx: Tx,
     *,
@@ -557,7 +598,7 @@ async def apply(
 ) -> str:
     """Apply one CRM person; returns what happened: created, updated, unchanged, stale or
     suppressed. `consent_at` is when the CRM says consent changed (an opt-out event's time),
-    else the record's modified time."""
+    else the draft's own consent time, else the record's modified time."""
     outcomes = await apply_page(
         tx,
         suppression_key=suppression_key,
@@ -589,7 +630,7 @@ async def apply_page(
     for draft in drafts:
         counts.fetched += 1
         values = _checked(draft, counts)
-        item = _Item(draft, values, consent_at or draft.modified)
+        item = _Item(draft, values, consent_at or draft.consent_at or draft.modified)
         found = suppression.identifiers(values.get("email"), values.get("phone"), draft.external_id)
         item.hashes = suppression.hashes(suppression_key, organisation_id, found)
         items.append(item)
@@ -657,7 +698,7 @@ async def _apply_batch(
                 await _stale(tx, scope, item, row)
                 counts.unchanged += 1
                 item.outcome = "stale"
-            elif _is_same(row, draft):
+            elif _is_same(row, draft) and not _consent_moves(row, item):
                 counts.unchanged += 1
                 item.outcome = "unchanged"
             else:

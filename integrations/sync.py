@@ -26,6 +26,7 @@ import logging
 import os
 import random
 import socket
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -39,6 +40,7 @@ from integrations.config import CrmConfig
 from integrations.inbound import (
     Counts,
     apply_page,
+    held_as_is,
     linked_people,
     mark_gone,
     mark_missing,
@@ -51,6 +53,7 @@ from integrations.process import prepare, run_until_stopped
 from integrations.providers import PROVIDERS, build_adapters, pollable
 from integrations.providers.base import (
     AuthRejected,
+    Consent,
     FetchedPage,
     PersonDraft,
     RateLimited,
@@ -137,6 +140,12 @@ SAVE_CURSOR = sql("""
     UPDATE crm_connections
        SET sync_cursor = CAST(:cursor AS jsonb),
            sync_lease_expires_at = now() + make_interval(secs => :lease)
+     WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
+    RETURNING id
+""")
+# A run making many calls between commits (a consent read per record) keeps its lease meanwhile.
+HOLD_LEASE = sql("""
+    UPDATE crm_connections SET sync_lease_expires_at = now() + make_interval(secs => :lease)
      WHERE organisation_id = :organisation_id AND id = :id AND sync_locked_by = :worker
     RETURNING id
 """)
@@ -327,6 +336,7 @@ class SyncWorker:
                     await self._gone(connection, event["entity_id"], event["event_time"], mine)
                     return
             drafts = found if isinstance(found, list) else [found] if found is not None else []
+            drafts = await self._with_consent(http, adapter, connection, drafts)
             if not drafts:
                 await self._finish_event(mine, "skipped", "the CRM holds no such contact")
                 return
@@ -417,18 +427,84 @@ class SyncWorker:
         )
 
     async def _gated(
-        self, connection: Row, call: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+        self,
+        connection: Row,
+        call: Callable[..., Awaitable[Any]],
+        *args: Any,
+        run: _Run | None = None,
+        **kwargs: Any,
     ) -> Any:
-        """One CRM call within the connection's limits; a 429 pauses both directions."""
+        """One CRM call within the connection's limits (integrations/limits.py); a 429 pauses
+        both directions as Retry-After says. In a poll's run the call is then asked again, a few
+        times, unless the wait is longer than a run should hold its lease: then the run ends and
+        the next one waits. Outside one (a webhook event) the 429 goes up: the event waits."""
         gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
-        async with gate:
-            try:
-                result = await call(*args, **kwargs)
-            except RateLimited as exc:
-                await self._rate_limited(connection, gate.rate_limited(exc.retry_after))
-                raise
-        gate.succeeded()
-        return result
+        for _ in range(5 if run is not None else 1):
+            async with gate:
+                try:
+                    result = await call(*args, **kwargs)
+                except RateLimited as exc:
+                    wait = gate.rate_limited(exc.retry_after)
+                    await self._rate_limited(connection, wait)
+                    if run is None:
+                        raise
+                    run.rate_limited += 1
+                    if wait > 60:
+                        raise
+                    continue
+            gate.succeeded()
+            return result
+        raise RateLimited(60.0)
+
+    async def _with_consent(
+        self,
+        http: httpx.AsyncClient,
+        adapter: Any,
+        connection: Row,
+        drafts: list[PersonDraft],
+        credentials: dict[str, Any] | None = None,
+        run: _Run | None = None,
+    ) -> list[PersonDraft]:
+        """`drafts`, those whose consent the CRM keeps apart (`consent_ref`) with it read by the
+        adapter's `fetch_consent`: once per record (its people share it), each read within the
+        connection's limits. In a poll (`run`) only drafts new or changed since they were
+        applied are read (one query a page), so a re-read of unchanged records costs no call;
+        a webhook's always are, as it says the record changed. A failed read fails the page."""
+        wanted = [d for d in drafts if d.consent_ref is not None]
+        if not wanted or not hasattr(adapter, "fetch_consent"):
+            return drafts
+        if run is not None:
+            async with self.db.transaction() as tx:
+                held = await held_as_is(tx, **_scope(connection), drafts=wanted)
+            wanted = [d for d in wanted if d.external_id not in held]
+        credentials = credentials if credentials is not None else self._credentials(connection)
+        read: dict[str | None, Consent | None] = {}
+        held_at = time.monotonic()
+        for ref in dict.fromkeys(d.consent_ref for d in wanted):
+            if run is not None and time.monotonic() - held_at > self.config.sync_lease_seconds / 3:
+                await self._hold_lease(connection)
+                held_at = time.monotonic()
+            read[ref] = await self._gated(
+                connection, adapter.fetch_consent, http, credentials, connection["settings"], ref, run=run
+            )  # fmt: skip
+        return [
+            replace(d, consent=c.status, consent_at=c.at) if (c := read.get(d.consent_ref)) else d
+            for d in drafts
+        ]
+
+    async def _hold_lease(self, connection: Row) -> None:
+        async with self.db.transaction() as tx:
+            held = await tx.scalar(
+                HOLD_LEASE,
+                {
+                    "organisation_id": connection["organisation_id"],
+                    "id": connection["id"],
+                    "worker": self.worker_id,
+                    "lease": self.config.sync_lease_seconds,
+                },
+            )
+        if held is None:
+            raise LeaseLost()
 
     async def _finish_event(self, mine: dict[str, Any], status: str, outcome: str) -> None:
         async with self.db.transaction() as tx:
@@ -575,6 +651,7 @@ class SyncWorker:
                     **marker,
                 )
                 started = started or page.server_time or datetime.now(UTC)
+                drafts = await self._with_consent(http, adapter, connection, page.drafts, credentials, run)
                 token = page.next_token
                 more = token is not None if by_token else page.page_size >= page_size
                 if more:
@@ -586,7 +663,7 @@ class SyncWorker:
                     s.state["wm"] = (started - WALK_LAG).isoformat()
                     self._finished(s)
                 await self._commit_page(
-                    connection, run, page.drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
+                    connection, run, drafts, page.bad_records, s.cursor_all, s.streams, STREAM, s.state
                 )
                 if not more:
                     break
@@ -752,25 +829,11 @@ class SyncWorker:
         run: _Run,
         **page: Any,
     ) -> FetchedPage:
-        """One page, within the connection's limits (integrations/limits.py); a 429 pauses the
-        connection as Retry-After says and asks again, a few times, unless the wait is longer
-        than a run should hold its lease: then the run ends and the next one waits."""
-        gate = self.limiter.gate(connection["provider_id"], connection["id"], connection["organisation_id"])
-        for _ in range(5):
-            async with gate:
-                try:
-                    result = await fetcher(http, credentials, connection["settings"], **page)
-                except RateLimited as exc:
-                    run.rate_limited += 1
-                    wait = gate.rate_limited(exc.retry_after)
-                    await self._rate_limited(connection, wait)
-                    if wait > 60:
-                        raise
-                    continue
-            gate.succeeded()
-            run.pages += 1
-            return result
-        raise RateLimited(60.0)
+        """One page, within the connection's limits, a 429 asked again (`_gated`)."""
+        settings = connection["settings"]
+        result = await self._gated(connection, fetcher, http, credentials, settings, run=run, **page)
+        run.pages += 1
+        return result  # type: ignore[no-any-return]
 
     async def _rate_limited(self, connection: Row, wait: float) -> None:
         """The CRM's pause holds the connection's writeback too (another process)."""

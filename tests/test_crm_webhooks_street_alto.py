@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -177,26 +178,33 @@ def test_a_street_opt_out_webhook_applies_within_ten_seconds(
     assert topics == ["person.created", "person.marketing-preferences.updated"]
 
 
-def test_an_alto_modified_event_applies_the_contact_read_by_id(
-    server: Rpc, world: World, alto: FakeAlto, worker: Sync, database_url: str
-) -> None:
+def alto_agency(world: World, server: Rpc, alto: FakeAlto, database_url: str) -> tuple[str, str]:
+    """An Alto connection taking webhooks only, and its agency: one of its own, since a selector
+    other tests' connections share routes to none."""
     org = world.org(f"Alto Hooks {uuid.uuid4().hex[:6]}")
-    # An agency of its own: a selector other tests' connections share routes to none.
     alto.agency_ref = agency = str(uuid.uuid4())
     connection_id = str(connect(server, org, "alto", {"agencyRef": agency})["id"])
     query(database_url, "UPDATE crm_connections SET sync_enabled = false WHERE id = %s", (connection_id,))
+    return agency, connection_id
+
+
+def alto_event(agency: str, contact: str, kind: str) -> bytes:
+    return orjson.dumps({
+        "specversion": "1.0", "id": str(uuid.uuid4()), "type": kind, "source": "alto",
+        "time": "2026-12-05T10:00:00Z", "data": {"agencyRef": agency, "contactId": int(contact)},
+    })  # fmt: skip
+
+
+def test_an_alto_modified_event_applies_the_contact_read_by_id(
+    server: Rpc, world: World, alto: FakeAlto, worker: Sync, database_url: str
+) -> None:
+    agency, connection_id = alto_agency(world, server, alto, database_url)
     people = [
         {"id": 1, "forename": "Ada", "surname": "Byron", "emails": [f"ada.{uuid.uuid4().hex[:6]}@e.co.uk"]},
         {"id": 2, "forename": "Wil", "surname": "King", "emails": [f"wil.{uuid.uuid4().hex[:6]}@e.co.uk"]},
     ]
     contact = str(alto.put(people=people)["id"])
-
-    def event(kind: str) -> bytes:
-        return orjson.dumps({
-            "specversion": "1.0", "id": str(uuid.uuid4()), "type": kind, "source": "alto",
-            "time": "2026-12-05T10:00:00Z", "data": {"agencyRef": agency, "contactId": int(contact)},
-        })  # fmt: skip
-
+    event = partial(alto_event, agency, contact)
     headers = {"x-signature": ALTO_SECRET, "Content-Type": "application/json"}
     hook = f"{server.base_url}/webhooks/crm/alto"
     try:
@@ -213,5 +221,34 @@ def test_an_alto_modified_event_applies_the_contact_read_by_id(
         assert held(database_url, connection_id)[f"{contact}:1"][0] == "Lovelace"
         statuses = [(row[0], row[2]) for row in inbox(database_url, connection_id)]
         assert statuses == [("Contact.Created", "done"), ("Contact.Modified", "done")]
+    finally:
+        query(database_url, "DELETE FROM crm_webhook_inbox WHERE connection_id = %s", (connection_id,))
+
+
+def test_an_alto_modified_event_reads_the_contacts_preferences_and_applies_an_opt_out(
+    server: Rpc, world: World, alto: FakeAlto, worker: Sync, database_url: str
+) -> None:
+    agency, connection_id = alto_agency(world, server, alto, database_url)
+    email = f"ada.{uuid.uuid4().hex[:6]}@e.co.uk"
+    person = {"id": 1, "forename": "Ada", "surname": "Byron", "emails": [email]}
+    contact = str(alto.put(people=[person])["id"])
+    alto.prefer(contact, "Granted", when=alto.clock - 600)
+    event = partial(alto_event, agency, contact)
+    headers = {"x-signature": ALTO_SECRET, "Content-Type": "application/json"}
+    hook = f"{server.base_url}/webhooks/crm/alto"
+    try:
+        assert httpx.post(hook, content=event("Contact.Created"), headers=headers).status_code == 202
+        worker.drain(connection_id)
+        assert held(database_url, connection_id)[f"{contact}:1"][1] == "granted"
+        # The person opts out in Alto: only the preference changes, not the contact's own record.
+        alto.tick(60)
+        alto.prefer(contact, "Denied")
+        assert httpx.post(hook, content=event("Contact.Modified"), headers=headers).status_code == 202
+        assert held(database_url, connection_id)[f"{contact}:1"][1] == "granted"  # until processed
+        worker.drain(connection_id)
+        assert held(database_url, connection_id)[f"{contact}:1"][1] == "denied"
+        assert alto.preference_reads == 2  # one for each event
+        outcomes = [(row[0], row[2], row[3]) for row in inbox(database_url, connection_id)]
+        assert outcomes == [("Contact.Created", "done", "created"), ("Contact.Modified", "done", "updated")]
     finally:
         query(database_url, "DELETE FROM crm_webhook_inbox WHERE connection_id = %s", (connection_id,))

@@ -7,6 +7,8 @@ The poll's details are transcribed three ways (casings differ) and not confirmed
 connection setting: the list's path, its modified-from, page-token and page-size parameters, the
 key of its records and of the next page's token, the modified field. A contact holds several
 people (joint clients): each person is one NurtureHub contact, "{contactId}:{personId}".
+Consent is the contact's marketing preferences, a read of their own (`fetch_consent`), made by
+the sync only for a contact new or changed since it was applied; its names are settings too.
 
 Auth is the platform's OAuth2 client credentials; the agency is chosen by the `AgencyRef` header
 (a GUID Alto issues per agency), which is what a connection holds. Alto answers 201 with the new
@@ -27,6 +29,7 @@ from pydantic import Field
 from integrations.config import CrmConfig
 from integrations.events import describe
 from integrations.providers.base import (
+    Consent,
     Delivery,
     FetchedPage,
     InboundEvent,
@@ -79,6 +82,18 @@ class ConnectionSettings(SyncSettings):
     contact_path: str = Field(
         default="/contacts/{id}", max_length=200, pattern=r"^/[A-Za-z0-9_/-]*\{id\}[A-Za-z0-9_/-]*$"
     )
+    # The contact's marketing preferences (research crm-sync.md 3.3): a list of preferences, one
+    # per type; the `preference_type` one's status is the contact's consent, its time when it
+    # was given or withdrawn. Unconfirmed names; preferences_key None: the body is the list.
+    preferences_path: str = Field(
+        default="/contacts/{id}/preferences", max_length=200,
+        pattern=r"^/[A-Za-z0-9_/-]*\{id\}[A-Za-z0-9_/-]*$",
+    )  # fmt: skip
+    preferences_key: str | None = Field(default=None, max_length=60)
+    preference_type: str = Field(default="GeneralMarketing", max_length=60)
+    preference_type_field: str = Field(default="type", max_length=60)
+    preference_status_field: str = Field(default="optInStatus", max_length=60)
+    preference_time_field: str = Field(default="dateActioned", max_length=60)
     # Alto says a person is a Landlord (persona), not whether the agency manages the let.
     landlord_category: Literal["managed_landlord", "landlord"] = "landlord"
     applicant_category: Literal["buyer", "tenant_applicant"] = "buyer"
@@ -141,7 +156,8 @@ def to_drafts(contact: dict[str, Any], settings: ConnectionSettings) -> list[Per
                 postcode=text_of((contact.get("address") or {}).get("postcode"))
                 if isinstance(contact.get("address"), dict)
                 else None,
-                consent="unknown",  # Alto's preferences are a call per contact: not read yet
+                consent="unknown",  # until its preferences are read (fetch_consent)
+                consent_ref=str(contact_id),
                 archived=archived,
                 category=category,
                 category_rule=rule,
@@ -149,6 +165,25 @@ def to_drafts(contact: dict[str, Any], settings: ConnectionSettings) -> list[Per
             )
         )
     return drafts
+
+
+# Alto's opt-in statuses (research crm-sync.md 3.3): "GrantedOrUnknown" is not a grant, since
+# never granted from not asked; anything else Alto may send is unknown too.
+_OPT_IN = {"Granted": "granted", "Denied": "denied"}
+
+
+def to_consent(body: Any, settings: ConnectionSettings) -> Consent:
+    """The contact's consent from its preferences: the `preference_type` one's status mapped,
+    its time the status's; unknown when there is no such preference."""
+    key = settings.preferences_key
+    found = body.get(key) if key and isinstance(body, dict) else body
+    for preference in found if isinstance(found, list) else []:
+        if not isinstance(preference, dict):
+            continue
+        if preference.get(settings.preference_type_field) == settings.preference_type:
+            status = _OPT_IN.get(str(preference.get(settings.preference_status_field)), "unknown")
+            return Consent(status, parse_time(preference.get(settings.preference_time_field)))
+    return Consent("unknown", None)
 
 
 class AltoAdapter:
@@ -283,6 +318,26 @@ class AltoAdapter:
             self._tokens.forget(c.alto_token_url, c.alto_client_id)
         record = one_record(self.name, response)
         return to_drafts(record, parsed) if isinstance(record, dict) else None
+
+    async def fetch_consent(
+        self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], record_id: str
+    ) -> Consent | None:
+        """The contact's consent as its marketing preferences say now (none, 204: unknown); None
+        when Alto holds no such contact (404). A 429 is RateLimited; 5xx, a hang or a body that
+        is not JSON fail."""
+        c = self._config
+        parsed = ConnectionSettings.model_validate(settings)
+        agency = Credentials.model_validate(credentials)
+        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
+        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
+        path = parsed.preferences_path.replace("{id}", quote(record_id, safe=""))
+        response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
+        if response.status_code == 401:
+            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        if response.status_code == 204:  # as Alto answers a contact's other empty lists
+            return Consent("unknown", None)
+        body = one_record(self.name, response)
+        return None if body is None else to_consent(body, parsed)
 
     async def verify_webhook(
         self, http: httpx.AsyncClient, headers: dict[str, str], body: bytes, now: float | None = None

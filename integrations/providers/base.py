@@ -25,6 +25,7 @@ from server.models import WireModel
 __all__ = [
     "Adapter",
     "AuthRejected",
+    "Consent",
     "Delivery",
     "FetchedPage",
     "InboundEvent",
@@ -285,6 +286,10 @@ class PersonDraft:
     postcode: str | None = None
     consent: str | None = None  # granted | denied | unknown, already mapped
     channels: dict[str, str] = field(default_factory=dict)  # email/sms/phone/post -> status
+    consent_at: datetime | None = None  # when the CRM says consent changed, where it says
+    # The record whose consent the CRM keeps apart from this one (an Alto contact's
+    # preferences, shared by its people), read by the sync engine with `fetch_consent`.
+    consent_ref: str | None = None
     archived: bool = False
     category: str | None = None  # derived from the CRM's roles, None when none applies
     category_rule: str | None = None  # which rule gave it, for the assignment's reason
@@ -292,6 +297,14 @@ class PersonDraft:
 
     def __repr__(self) -> str:  # personal data never reaches a log line
         return f"PersonDraft(external_id={self.external_id!r})"
+
+
+@dataclass(frozen=True)
+class Consent:
+    """Consent a CRM keeps apart from the person's record (`fetch_consent`), already mapped."""
+
+    status: str  # granted | denied | unknown
+    at: datetime | None  # when it was given or withdrawn, by the CRM's clock
 
 
 @dataclass(frozen=True)
