@@ -355,17 +355,23 @@ class SyncWorker:
         body: dict[str, Any],
         mine: dict[str, Any],
     ) -> None:
-        """A role's webhook (applicants.*, tenancies.*, ...): the record is kept (crm_external_refs)
-        and the contacts it relates to, before and after the change, and those of the records it
-        concerns (a tenancy's landlord) are read again and applied, so their categories follow
-        at once. A replayed event, its payload dropped, names none: the next poll does it."""
+        """A role's webhook (applicants.*, tenancies.*, properties.*, ...): the record is kept
+        (crm_external_refs) and the contacts it relates to, before and after the change, and
+        those of the records it concerns (a tenancy's landlord, a property's vendors and offers)
+        are read again and applied, so their categories follow at once. A replayed event, its
+        payload dropped, names none: the next poll does it."""
         ref: RoleRef | None = adapter.ref_from_webhook(topic, body)
         refs = [ref] if ref is not None else []
         related = adapter.related_from_webhook(body)
         related += [c for c in await self._linked(connection, refs) if c not in related]
         related = related[: int(self.config.sync_page_size)]
         if not related:
-            await self._finish_event(mine, "skipped", "the role event names no contact")
+            # Kept all the same: a property no vendor or offer links to yet is read by them later.
+            async with self.db.transaction() as tx:
+                await store_refs(tx, **_scope(connection), refs=refs)
+                await tx.execute(
+                    FINISH_EVENT, {**mine, "status": "skipped", "outcome": "the role event names no contact"}
+                )
             return
         page = await self._gated(
             connection, adapter.fetch_people, http, self._credentials(connection),
@@ -674,8 +680,8 @@ class SyncWorker:
         page: FetchedPage,
     ) -> list[PersonDraft]:
         """The people a role page relates to, and those of the records its records concern (a
-        tenancy's landlord), read by id a page at a time: their category is derived again from
-        their roles as they are now."""
+        tenancy's landlord, a property's vendors and offers), read by id a page at a time: their
+        category is derived again from their roles as they are now."""
         drafts: list[PersonDraft] = []
         size = int(self.config.sync_page_size)
         linked = await self._linked(connection, page.refs)
@@ -694,12 +700,16 @@ class SyncWorker:
         return drafts
 
     async def _linked(self, connection: Row, refs: list[RoleRef]) -> list[str]:
-        """The people of the records `refs` link to (as kept), whose category they change."""
-        keys = sorted({key for ref in refs for key in ref.links})
-        if not keys:
+        """The people, besides those `refs` name, whose category they change (as kept): of the
+        records they link to (a tenancy's landlord) and of the records linking to them (a
+        property's vendors and offers)."""
+        if not refs:
             return []
+        named = sorted({key for ref in refs for key in ref.links})
         async with self.db.transaction() as tx:
-            return await linked_people(tx, **_scope(connection), keys=keys)
+            return await linked_people(
+                tx, **_scope(connection), named=named, linked_to=sorted({ref.key for ref in refs})
+            )
 
     async def _fetch(
         self,
