@@ -633,6 +633,7 @@ class SyncWorker:
                 )
                 drafts = page.drafts + await self._related(http, adapter, credentials, connection, run, page)
                 tie_sweep: list[PersonDraft] = []
+                swept_refs: list[RoleRef] = []
                 stamps = page.times()
                 last = max(stamps) if stamps else None
                 full = page.page_size >= page_size
@@ -644,7 +645,7 @@ class SyncWorker:
                 ):
                     # A whole page of one second: read that second by page number, then go on
                     # from the next second.
-                    tie_sweep = await self._sweep_second(
+                    tie_sweep, swept_refs = await self._sweep_second(
                         http, adapter, fetcher, credentials, connection, run, modified_from, page_size
                     )
                     last = modified_from + ONE_SECOND
@@ -661,8 +662,9 @@ class SyncWorker:
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
                 await self._commit_page(
-                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state, page.refs
-                )
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state,
+                    page.refs + swept_refs,
+                )  # fmt: skip
                 if stream == STREAM:  # a role stream's people are not stamped by its cursor
                     seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
                 if not full:
@@ -762,8 +764,11 @@ class SyncWorker:
         run: _Run,
         second: datetime,
         page_size: int,
-    ) -> list[PersonDraft]:
+    ) -> tuple[list[PersonDraft], list[RoleRef]]:
+        """Every record stamped `second`, by page number: its people and (a role stream) its
+        records, kept with the page that found the tie."""
         found: list[PersonDraft] = []
+        refs: list[RoleRef] = []
         number = 1
         while True:
             page = await self._fetch(
@@ -778,8 +783,9 @@ class SyncWorker:
                 page_size=page_size,
             )
             found += page.drafts + await self._related(http, adapter, credentials, connection, run, page)
+            refs += page.refs
             if page.page_size < page_size:
-                return found
+                return found, refs
             number += 1
 
     async def _commit_page(

@@ -279,3 +279,21 @@ def test_a_property_is_kept_with_its_statuses_only_and_its_vendors_and_offers_li
         ("vendors", "V1", [cat], ["properties/P1"], {"sellingStatus": "forSale"}),
     ]
     assert not any(text in str(rows) for text in ("Quayside", "CO15", "437500", "1875", "L9"))
+
+
+def test_role_records_stamped_with_one_second_past_a_page_are_all_kept(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync, database_url: str  # noqa: F811
+) -> None:
+    """Found measuring the properties stream: a full page all of one second is read on by page
+    number (the tie sweep), whose later pages' people were applied but whose records were not
+    kept, so a bulk change in the CRM kept only the first page's records."""
+    _, connection_id, _ = agency
+    for number in range(130):
+        reapit.put_role("properties", f"P{number}", selling={"status": "forSale"})
+    sync.drain(connection_id)
+    [(kept,)] = query(
+        database_url,
+        "SELECT count(*) FROM crm_external_refs WHERE connection_id = %s AND record_type = 'properties'",
+        (connection_id,),
+    )
+    assert kept == 130
