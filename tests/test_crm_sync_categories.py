@@ -297,3 +297,17 @@ def test_role_records_stamped_with_one_second_past_a_page_are_all_kept(
         (connection_id,),
     )
     assert kept == 130
+
+
+def test_sync_now_takes_the_offers_and_properties_streams_by_name(
+    hooks: Rpc, agency: tuple[Org, str, str], reapit: FakeReapit, sync: Sync  # noqa: F811
+) -> None:
+    org, connection_id, _ = agency
+    sync.drain(connection_id)
+    for stream in ("offers", "properties"):
+        hooks.call(
+            "crm.syncNow", {"connectionId": connection_id, "stream": stream, "reset": True}, org.admin_token
+        )
+    sync.drain(connection_id)
+    runs = hooks.call("crm.listSyncRuns", {"connectionId": connection_id}, org.member_token)
+    assert {r["stream"] for r in runs if r["trigger"] == "reset"} == {"offers", "properties"}
