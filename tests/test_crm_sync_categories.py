@@ -1,7 +1,8 @@
 """Issue 17, point 1: a person's category from the statuses of their CRM roles, kept between runs
 in crm_external_refs: Reapit applicant marketingMode, vendor's property selling status, accepted
-offers, tenancy status and agentRole (a managed landlord), with the agency-specific values as
-connection settings (README, CRM sync: category rules)."""
+offers until their property completes, tenancy status and agentRole (a managed landlord), with the
+agency-specific values as connection settings (README, CRM sync: category rules). Part 3: the
+properties stream, whose status change alone moves its vendors' and buyers' categories."""
 
 from __future__ import annotations
 
