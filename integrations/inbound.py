@@ -271,16 +271,24 @@ STORE_REFS = sql("""
             OR EXCLUDED.source_modified_at >= t.source_modified_at)
     RETURNING t.record_type, t.external_id
 """)
-# The people named by the records `keys` ("landlords/L1"): whose category a linking record changes.
+# The people whose category changing records change, besides those the records name: of the
+# records `named` ("landlords/L1", which a tenancy links to) and of the live records linking to
+# `linked_to` ("properties/P1": its vendors and offers).
 LINKED_PEOPLE = sql("""
     SELECT DISTINCT p.id
-      FROM crm_external_refs AS r CROSS JOIN unnest(r.contact_ids) AS p (id)
-     WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
-       AND (r.record_type, r.external_id) IN (
-           SELECT split_part(k, '/', 1), substr(k, strpos(k, '/') + 1)
-             FROM unnest(CAST(:keys AS text[])) AS k)
+      FROM (SELECT r.contact_ids FROM crm_external_refs AS r
+             WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
+               AND (r.record_type, r.external_id) IN (
+                   SELECT split_part(k, '/', 1), substr(k, strpos(k, '/') + 1)
+                     FROM unnest(CAST(:named AS text[])) AS k)
+            UNION ALL
+            SELECT r.contact_ids FROM crm_external_refs AS r
+             WHERE r.organisation_id = :organisation_id AND r.connection_id = :connection_id
+               AND r.links && CAST(:linked_to AS text[]) AND r.deleted_at IS NULL) AS x
+      CROSS JOIN unnest(x.contact_ids) AS p (id)
 """)
-# Each person's live role records, and the live records linking to those (a landlord's tenancies).
+# Each person's live role records, the live records linking to those (a landlord's tenancies)
+# and the live records those link to (a vendor's or an offer's property).
 REFS_OF = sql("""
     WITH mine AS (
         SELECT r.* FROM crm_external_refs AS r
@@ -291,10 +299,19 @@ REFS_OF = sql("""
           FROM mine AS m JOIN crm_external_refs AS l
             ON l.organisation_id = m.organisation_id AND l.connection_id = m.connection_id
            AND l.links @> ARRAY[m.record_type || '/' || m.external_id]
+         WHERE l.deleted_at IS NULL),
+    linked AS (
+        SELECT l.*, m.contact_ids AS via
+          FROM mine AS m CROSS JOIN unnest(m.links) AS k (key)
+          JOIN crm_external_refs AS l
+            ON l.organisation_id = m.organisation_id AND l.connection_id = m.connection_id
+           AND l.record_type = split_part(k.key, '/', 1)
+           AND l.external_id = substr(k.key, strpos(k.key, '/') + 1)
          WHERE l.deleted_at IS NULL)
     SELECT p.id AS person, x.record_type, x.external_id, x.contact_ids, x.links, x.roles,
            x.archived, x.source_modified_at
-      FROM (SELECT m.*, m.contact_ids AS via FROM mine AS m UNION ALL SELECT * FROM linking) AS x
+      FROM (SELECT m.*, m.contact_ids AS via FROM mine AS m
+            UNION ALL SELECT * FROM linking UNION ALL SELECT * FROM linked) AS x
       CROSS JOIN unnest(x.via) AS p (id)
      WHERE p.id = ANY (CAST(:ids AS text[]))
 """)
@@ -378,13 +395,20 @@ async def store_refs(
 
 
 async def linked_people(
-    tx: Tx, *, organisation_id: UUID, connection_id: UUID, keys: list[str]
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, named: list[str], linked_to: list[str]
 ) -> list[str]:
-    """The CRM ids of the people the records `keys` name."""
-    if not keys:
+    """The CRM ids of the people the records `named` name and of those the live records
+    linking to `linked_to` name (keys are "<record type>/<external id>")."""
+    if not named and not linked_to:
         return []
     rows = await tx.all(
-        LINKED_PEOPLE, {"organisation_id": organisation_id, "connection_id": connection_id, "keys": keys}
+        LINKED_PEOPLE,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "named": named,
+            "linked_to": linked_to,
+        },
     )
     return [row["id"] for row in rows]
 
@@ -392,7 +416,8 @@ async def linked_people(
 async def refs_of(
     tx: Tx, *, organisation_id: UUID, connection_id: UUID, people: list[str]
 ) -> dict[str, list[RoleRef]]:
-    """Each person's role records as kept, with the records that link to them."""
+    """Each person's role records as kept, with the records that link to them and those they
+    link to."""
     found: dict[str, list[RoleRef]] = {}
     if not people:
         return found

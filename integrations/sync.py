@@ -385,17 +385,23 @@ class SyncWorker:
         body: dict[str, Any],
         mine: dict[str, Any],
     ) -> None:
-        """A role's webhook (applicants.*, tenancies.*, ...): the record is kept (crm_external_refs)
-        and the contacts it relates to, before and after the change, and those of the records it
-        concerns (a tenancy's landlord) are read again and applied, so their categories follow
-        at once. A replayed event, its payload dropped, names none: the next poll does it."""
+        """A role's webhook (applicants.*, tenancies.*, properties.*, ...): the record is kept
+        (crm_external_refs) and the contacts it relates to, before and after the change, and
+        those of the records it concerns (a tenancy's landlord, a property's vendors and offers)
+        are read again and applied, so their categories follow at once. A replayed event, its
+        payload dropped, names none: the next poll does it."""
         ref: RoleRef | None = adapter.ref_from_webhook(topic, body)
         refs = [ref] if ref is not None else []
         related = adapter.related_from_webhook(body)
         related += [c for c in await self._linked(connection, refs) if c not in related]
         related = related[: int(self.config.sync_page_size)]
         if not related:
-            await self._finish_event(mine, "skipped", "the role event names no contact")
+            # Kept all the same: a property no vendor or offer links to yet is read by them later.
+            async with self.db.transaction() as tx:
+                await store_refs(tx, **_scope(connection), refs=refs)
+                await tx.execute(
+                    FINISH_EVENT, {**mine, "status": "skipped", "outcome": "the role event names no contact"}
+                )
             return
         page = await self._gated(
             connection, adapter.fetch_people, http, self._credentials(connection),
@@ -746,6 +752,7 @@ class SyncWorker:
                 )
                 drafts = page.drafts + await self._related(http, adapter, credentials, connection, run, page)
                 tie_sweep: list[PersonDraft] = []
+                swept_refs: list[RoleRef] = []
                 stamps = page.times()
                 last = max(stamps) if stamps else None
                 full = page.page_size >= page_size
@@ -757,7 +764,7 @@ class SyncWorker:
                 ):
                     # A whole page of one second: read that second by page number, then go on
                     # from the next second.
-                    tie_sweep = await self._sweep_second(
+                    tie_sweep, swept_refs = await self._sweep_second(
                         http, adapter, fetcher, credentials, connection, run, modified_from, page_size
                     )
                     last = modified_from + ONE_SECOND
@@ -774,8 +781,9 @@ class SyncWorker:
                 run.counts.fetched += len(drafts) + len(tie_sweep) - len(fresh)
                 run.counts.unchanged += len(drafts) + len(tie_sweep) - len(fresh)
                 await self._commit_page(
-                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state, page.refs
-                )
+                    connection, run, fresh, page.bad_records, cursor_all, streams, stream, state,
+                    page.refs + swept_refs,
+                )  # fmt: skip
                 if stream == STREAM:  # a role stream's people are not stamped by its cursor
                     seen = {(d.external_id, d.etag, d.modified) for d in fresh if d.modified == last}
                 if not full:
@@ -793,8 +801,8 @@ class SyncWorker:
         page: FetchedPage,
     ) -> list[PersonDraft]:
         """The people a role page relates to, and those of the records its records concern (a
-        tenancy's landlord), read by id a page at a time: their category is derived again from
-        their roles as they are now."""
+        tenancy's landlord, a property's vendors and offers), read by id a page at a time: their
+        category is derived again from their roles as they are now."""
         drafts: list[PersonDraft] = []
         size = int(self.config.sync_page_size)
         linked = await self._linked(connection, page.refs)
@@ -813,12 +821,16 @@ class SyncWorker:
         return drafts
 
     async def _linked(self, connection: Row, refs: list[RoleRef]) -> list[str]:
-        """The people of the records `refs` link to (as kept), whose category they change."""
-        keys = sorted({key for ref in refs for key in ref.links})
-        if not keys:
+        """The people, besides those `refs` name, whose category they change (as kept): of the
+        records they link to (a tenancy's landlord) and of the records linking to them (a
+        property's vendors and offers)."""
+        if not refs:
             return []
+        named = sorted({key for ref in refs for key in ref.links})
         async with self.db.transaction() as tx:
-            return await linked_people(tx, **_scope(connection), keys=keys)
+            return await linked_people(
+                tx, **_scope(connection), named=named, linked_to=sorted({ref.key for ref in refs})
+            )
 
     async def _fetch(
         self,
@@ -857,8 +869,11 @@ class SyncWorker:
         run: _Run,
         second: datetime,
         page_size: int,
-    ) -> list[PersonDraft]:
+    ) -> tuple[list[PersonDraft], list[RoleRef]]:
+        """Every record stamped `second`, by page number: its people and (a role stream) its
+        records, kept with the page that found the tie."""
         found: list[PersonDraft] = []
+        refs: list[RoleRef] = []
         number = 1
         while True:
             page = await self._fetch(
@@ -873,8 +888,9 @@ class SyncWorker:
                 page_size=page_size,
             )
             found += page.drafts + await self._related(http, adapter, credentials, connection, run, page)
+            refs += page.refs
             if page.page_size < page_size:
-                return found
+                return found, refs
             number += 1
 
     async def _commit_page(

@@ -236,7 +236,7 @@ class SyncNowParams(WireModel):
     connection_id: UUID
     # null: every stream the CRM has (Reapit: contacts and its role streams).
     stream: str | None = Field(
-        default=None, pattern=r"^(contacts|applicants|landlords|vendors|tenancies)$"
+        default=None, pattern=r"^(contacts|applicants|landlords|vendors|tenancies|offers|properties)$"
     )
     # Re-read everything from the start; records already held are matched, not duplicated.
     reset: bool = False

@@ -4,10 +4,14 @@ Contacts with server-side `modified` (whole seconds, as Reapit's are) and `_eTag
 /contacts/ with modifiedFrom/modifiedTo (inclusive), sortBy=modified and page-number paging;
 GET /contacts/{id}; the token endpoint; the webhook signing-key endpoint with a test Ed25519
 key, and `signed()` to sign a webhook body as Reapit does. The role streams (applicants,
-landlords, vendors, tenancies: `put_role`) page the same way, each record with `related[]`
-contact ids; a role links its contacts through their `relationships` without bumping the
-contact's `modified` or eTag (Reapit does not say that it does), and tenancies' `modifiedFrom`
-is "after", as Reapit documents it, where the others' is "on or after". Knobs: `read_script`
+landlords, vendors, tenancies, offers: `put_role`) page the same way, each record with
+`related[]` contact ids; a role links its contacts through their `relationships` without
+bumping the contact's `modified` or eTag (Reapit does not say that it does), and tenancies'
+`modifiedFrom` is "after", as Reapit documents it, where the others' is "on or after". The
+properties stream (`put_role("properties", ...)`, with `selling`/`letting` dicts; no `related[]`)
+pages the same way; a vendor, offer or tenancy naming a `propertyId` gets that property as it is
+now under `_embedded.property` when read with `embed=property`, as Reapit embeds the current
+record (a property's change does not move its vendors' `modified`). Knobs: `read_script`
 (answers for the next reads, e.g. (429, "1"), (500, None) or (200, "malformed") for a body that
 is not JSON), `signing_fails`.
 """
@@ -38,6 +42,7 @@ ROLE_TYPES = {
     "applicants": "applicant", "landlords": "landlord", "vendors": "vendor", "tenancies": "tenancy",
     "offers": "offer",
 }  # fmt: skip
+STREAMS = (*ROLE_TYPES, "properties")
 
 
 def _iso(second: int) -> str:
@@ -47,7 +52,7 @@ def _iso(second: int) -> str:
 class FakeReapit:
     def __init__(self) -> None:
         self.contacts: dict[str, dict[str, Any]] = {}
-        self.roles: dict[str, dict[str, dict[str, Any]]] = {stream: {} for stream in ROLE_TYPES}
+        self.roles: dict[str, dict[str, dict[str, Any]]] = {stream: {} for stream in STREAMS}
         self.owners: dict[str, str] = {}  # contact id -> the customer whose it is, when said
         self.clock = int(time.time()) - 3600  # seconds; tests move it with tick()
         self.read_script: list[tuple[int, str | None]] = []
@@ -70,7 +75,7 @@ class FakeReapit:
                 Route("/token", self._token, methods=["POST"]),
                 Route("/contacts/", self._list, methods=["GET"]),
                 Route("/contacts/{id}", self._get, methods=["GET"]),
-                *(Route(f"/{stream}/", self._list, methods=["GET"]) for stream in ROLE_TYPES),
+                *(Route(f"/{stream}/", self._list, methods=["GET"]) for stream in STREAMS),
                 Route("/webhooks/signing/{kid}", self._signing_key, methods=["GET"]),
             ]
         )
@@ -122,18 +127,22 @@ class FakeReapit:
             return dict(record)
 
     def put_role(
-        self, stream: str, role_id: str | None = None, *, contacts: list[str], **fields: Any
+        self, stream: str, role_id: str | None = None, *, contacts: list[str] | None = None, **fields: Any
     ) -> dict[str, Any]:
-        """Create or edit a role record relating `contacts` (archived with fromArchive=True),
-        stamped with the clock; the contacts' relationships follow, their `modified` does not."""
+        """Create or edit a role record relating `contacts` (archived with fromArchive=True), or
+        a property (no contacts), stamped with the clock; the contacts' relationships follow,
+        their `modified` does not."""
         with self._lock:
             role_id = role_id or uuid.uuid4().hex[:9].upper()
             record = self.roles[stream].get(role_id) or {"id": role_id, "created": _iso(self.clock)}
             record.update(fields)
-            record["related"] = [{"id": c, "type": "contact"} for c in contacts]
             record["modified"] = _iso(self.clock)
             record["_eTag"] = f'"{uuid.uuid4().hex}"'
             self.roles[stream][role_id] = record
+            if stream not in ROLE_TYPES:
+                return dict(record)
+            contacts = contacts or []
+            record["related"] = [{"id": c, "type": "contact"} for c in contacts]
             archived = bool(fields.get("fromArchive"))
             for contact in self.contacts.values():
                 links = [r for r in contact["relationships"] if r.get("associatedId") != role_id]
@@ -255,9 +264,10 @@ class FakeReapit:
             rows = [r for r in rows if r["modified"] >= q["modifiedFrom"]]
         if "modifiedTo" in q:
             rows = [r for r in rows if r["modified"] <= q["modifiedTo"]]
-        page = rows[(number - 1) * size : number * size]
-        if "property" not in q.getlist("embed"):  # an embedded property is sent only when asked
-            page = [{k: v for k, v in r.items() if k != "_embedded"} for r in page]
+        page = [
+            self._embedding(r, "property" in q.getlist("embed"))
+            for r in rows[(number - 1) * size : number * size]
+        ]
         body = {
             "_embedded": page,
             "pageNumber": number,
@@ -266,6 +276,17 @@ class FakeReapit:
             "totalCount": len(rows),
         }
         return Response(orjson.dumps(body), media_type="application/json")
+
+    def _embedding(self, record: dict[str, Any], embed: bool) -> dict[str, Any]:
+        """The record as sent: an embedded property only when asked, the one its propertyId
+        names as it is now (else the `_embedded` a test gave it)."""
+        held = {k: v for k, v in record.items() if k != "_embedded"}
+        if not embed:
+            return held
+        current = self.roles["properties"].get(str(record.get("propertyId")))
+        if current is not None:
+            return {**held, "_embedded": {"property": dict(current)}}
+        return dict(record)
 
     async def _get(self, request: Request) -> Response:
         scripted = self._scripted()

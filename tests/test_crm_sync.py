@@ -441,7 +441,7 @@ def test_reapit_role_streams_give_categories_even_when_the_contact_itself_does_n
         "SELECT DISTINCT stream FROM crm_sync_runs WHERE connection_id = %s AND status = 'ok'",
         (connection_id,),
     )
-    streams = ["applicants", "contacts", "landlords", "offers", "tenancies", "vendors"]
+    streams = ["applicants", "contacts", "landlords", "offers", "properties", "tenancies", "vendors"]
     assert sorted(r[0] for r in runs) == streams
 
 
@@ -505,7 +505,9 @@ def test_sync_status_runs_and_sync_now_with_a_reset_that_duplicates_nothing(
     sync.drain(connection_id)
     status = hooks.call("crm.getSyncStatus", {"connectionId": connection_id}, org.member_token)
     by_name = {s["stream"]: s for s in status["streams"]}
-    assert sorted(by_name) == ["applicants", "contacts", "landlords", "offers", "tenancies", "vendors"]
+    assert sorted(by_name) == [
+        "applicants", "contacts", "landlords", "offers", "properties", "tenancies", "vendors",
+    ]  # fmt: skip
     stream = by_name["contacts"]
     assert stream["phase"] == "incremental" and stream["watermark"] and stream["lagSeconds"] >= 0
     assert (stream["lastRun"]["status"], stream["lastRun"]["created"]) == ("ok", 30)

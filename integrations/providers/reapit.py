@@ -95,6 +95,15 @@ class ConnectionSettings(SyncSettings):
         default_factory=lambda: ["preAppraisal", "valuation", "paidValuation"], max_length=20
     )
     accepted_offer_statuses: list[str] = Field(default_factory=lambda: ["accepted"], max_length=20)
+    # An accepted offer gives active_buyer until its property's selling.status is one of these.
+    # Reapit's enum (PropertySellingModel.status) ends in three statuses where no sale through
+    # the agency is under way: completed (bought), soldExternally (another buyer, through
+    # another agent) and withdrawn (off the market). The buyer's purchase of that property is
+    # over in each, so each ends it by default; the status is read again at every property
+    # change, so a withdrawn property put back on the market gives active_buyer again.
+    completed_selling_statuses: list[str] = Field(
+        default_factory=lambda: ["completed", "soldExternally", "withdrawn"], max_length=20
+    )
     # A landlord is managed when one of their tenancies is in one of these statuses with one of
     # these agent roles (whether rent collection counts as managed is the agency's call).
     managed_agent_roles: list[str] = Field(default_factory=lambda: ["managed"], max_length=20)
@@ -107,11 +116,19 @@ class ConnectionSettings(SyncSettings):
     )
 
 
-ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies", "offers")
+# Properties last: a property's status change alone (no vendor or offer change) re-derives the
+# category of the people of the vendors and offers that link to it, as kept by then.
+ROLE_STREAMS = ("applicants", "landlords", "vendors", "tenancies", "offers", "properties")
 # Read with their property embedded: a vendor's selling status and a tenancy's landlord live on
-# the property (PropertyModel selling.status, letting.landlordId), not on the role record.
+# the property (PropertyModel selling.status, letting.landlordId), not on the role record. The
+# property as kept (the properties stream) is preferred where there is one: a webhook's vendor
+# carries no embedded property.
 EMBED_PROPERTY = frozenset({"vendors", "tenancies"})
-EXCLUSIVE_FROM = frozenset({"tenancies"})  # modifiedFrom means "after" on these
+# modifiedFrom means "after" on these (schema.json). Properties' says "since", which could be
+# either: taken as inclusive, the worse case (it is exclusive) leaves a record at a page's last
+# second to the next run's lookback, where asking a second early would loop on a full page
+# spanning two seconds if it is inclusive.
+EXCLUSIVE_FROM = frozenset({"tenancies"})
 # Role (a contact's relationship's associatedType) -> category; README, CRM sync (inbound).
 ROLE_CATEGORIES = {
     "vendor": "seller",
@@ -228,6 +245,11 @@ def role_ref(stream: str, record: dict[str, Any], *, deleted: bool = False) -> R
         facts["sellingPosition"] = _text(record.get("sellingPosition"))
     elif stream == "vendors":
         facts["sellingStatus"] = _text(_dig(record, "_embedded", "property", "selling", "status"))
+    elif stream == "properties":
+        # Statuses only: a property's address, prices and people stay in the CRM.
+        facts["sellingStatus"] = _text(_dig(record, "selling", "status"))
+        facts["lettingStatus"] = _text(_dig(record, "letting", "status"))
+        facts["agentRole"] = _text(_dig(record, "letting", "agentRole"))
     elif stream == "tenancies":
         facts["status"] = _text(record.get("status"))
         facts["agentRole"] = _text(record.get("agentRole"))
@@ -238,6 +260,10 @@ def role_ref(stream: str, record: dict[str, Any], *, deleted: bool = False) -> R
             links.append(f"landlords/{landlord}")
     elif stream == "offers":
         facts["status"] = _text(record.get("status"))
+    if stream in ("vendors", "offers"):
+        prop = _text(record.get("propertyId"))
+        if prop is not None:
+            links.append(f"properties/{prop}")
     return RoleRef(
         record_type=stream,
         external_id=external_id[:200],
@@ -253,15 +279,27 @@ def role_ref(stream: str, record: dict[str, Any], *, deleted: bool = False) -> R
 def categorise(
     draft: PersonDraft, refs: list[RoleRef], settings: ConnectionSettings
 ) -> PersonDraft:
-    """The person's category from their role records as kept (README, CRM sync: category
-    rules); a person none of whose roles has been read yet keeps the one their contact
-    record's relationships give."""
+    """The person's category from their role records as kept, and the records those link to
+    (a vendor's or an offer's property) or that link to them (a landlord's tenancies); README,
+    CRM sync: category rules. A person none of whose roles has been read yet keeps the one their
+    contact record's relationships give."""
     if not refs:
         return draft
     s = settings
     found: dict[str, str] = {}
     mine = [r for r in refs if draft.external_id in r.contact_ids and not r.archived]
     landlords = {r.key for r in mine if r.record_type == "landlords"}
+    # The properties as kept, fresher than a vendor's embedded copy (and the only copy for an offer).
+    selling = {
+        r.key: r.roles.get("sellingStatus")
+        for r in refs
+        if r.record_type == "properties" and not r.archived
+    }
+
+    def selling_status(ref: RoleRef) -> Any:
+        held = [selling[key] for key in ref.links if key in selling]
+        return held[0] if held else ref.roles.get("sellingStatus")
+
     investor: str | None = None
     category_ids = {str(c) for c in draft.record.get("categoryIds") or []}
     if category_ids & set(s.btl_investor_category_ids):
@@ -286,12 +324,16 @@ def categorise(
             if facts.get("sellingPosition") in s.seller_selling_positions:
                 found.setdefault("seller", "applicant:sellingPosition")
         elif ref.record_type == "vendors":
-            status = facts.get("sellingStatus")
+            status = selling_status(ref)
             if status in s.active_selling_statuses:
                 found.setdefault("active_seller", "vendor:sellingStatus")
             elif status is None or status in s.seller_selling_statuses:
                 found.setdefault("seller", "vendor")
-        elif ref.record_type == "offers" and facts.get("status") in s.accepted_offer_statuses:
+        elif (
+            ref.record_type == "offers"
+            and facts.get("status") in s.accepted_offer_statuses
+            and selling_status(ref) not in s.completed_selling_statuses
+        ):
             found.setdefault("active_buyer", "offer:accepted")
         elif ref.record_type == "tenancies" and facts.get("status") in s.tenant_tenancy_statuses:
             found.setdefault("active_tenant", "tenancy:status")
