@@ -209,7 +209,6 @@ class AltoAdapter:
         return "the platform's client credentials (the AgencyRef is first tried by a delivery)"
 
     async def deliver(self, http: httpx.AsyncClient, delivery: Delivery) -> httpx.Response:
-        c = self._config
         settings = ConnectionSettings.model_validate(delivery.settings)
         credentials = Credentials.model_validate(delivery.credentials)
         title, text = describe(delivery.payload)
@@ -225,9 +224,17 @@ class AltoAdapter:
         }
         if settings.negotiator_id:
             body["negotiatorId"] = settings.negotiator_id
+        return await self._as_agency(http, credentials, "POST", "/file-notes", json=body)
+
+    async def _as_agency(
+        self, http: httpx.AsyncClient, agency: Credentials, method: str, path: str, **request: Any
+    ) -> httpx.Response:
+        """A call as the agency (the platform's token and its AgencyRef); a token Alto refuses
+        (401) is forgotten, so the next call fetches a new one."""
+        c = self._config
         token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
-        headers = {"Authorization": f"Bearer {token}", "AgencyRef": credentials.agency_ref}
-        response = await http.post(f"{c.alto_api_url}/file-notes", json=body, headers=headers)
+        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
+        response = await http.request(method, f"{c.alto_api_url}{path}", headers=headers, **request)
         if response.status_code == 401:
             self._tokens.forget(c.alto_token_url, c.alto_client_id)
         return response
@@ -261,7 +268,6 @@ class AltoAdapter:
     ) -> FetchedPage:
         """One page of contacts modified on or after `modified_from`, from `page_token`; each
         contact's people as drafts, and the next page's token (None on the last)."""
-        c = self._config
         parsed = ConnectionSettings.model_validate(settings)
         agency = Credentials.model_validate(credentials)
         params: dict[str, Any] = {parsed.page_size_param: min(page_size, parsed.page_size)}
@@ -269,12 +275,8 @@ class AltoAdapter:
             params[parsed.modified_from_param] = modified_from.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if page_token is not None:
             params[parsed.page_token_param] = page_token
-        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
-        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
-        url = f"{c.alto_api_url}{parsed.list_path}"
-        response = await reaching(self.name, http.get(url, params=params, headers=headers))
-        if response.status_code == 401:
-            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        call = self._as_agency(http, agency, "GET", parsed.list_path, params=params)
+        response = await reaching(self.name, call)
         if response.status_code == 429:
             raise RateLimited(retry_after_seconds(response.headers.get("retry-after"), 300))
         check_answer(self.name, response)
@@ -307,15 +309,10 @@ class AltoAdapter:
         self, http: httpx.AsyncClient, credentials: dict[str, Any], settings: dict[str, Any], external_id: str
     ) -> list[PersonDraft] | None:
         """The contact as Alto holds it now, one draft per person; None when Alto has none."""
-        c = self._config
         parsed = ConnectionSettings.model_validate(settings)
         agency = Credentials.model_validate(credentials)
-        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
-        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
         path = parsed.contact_path.replace("{id}", quote(external_id, safe=""))
-        response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
-        if response.status_code == 401:
-            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        response = await reaching(self.name, self._as_agency(http, agency, "GET", path))
         record = one_record(self.name, response)
         return to_drafts(record, parsed) if isinstance(record, dict) else None
 
@@ -325,15 +322,10 @@ class AltoAdapter:
         """The contact's consent as its marketing preferences say now (none, 204: unknown); None
         when Alto holds no such contact (404). A 429 is RateLimited; 5xx, a hang or a body that
         is not JSON fail."""
-        c = self._config
         parsed = ConnectionSettings.model_validate(settings)
         agency = Credentials.model_validate(credentials)
-        token = await self._tokens.get(http, c.alto_token_url, c.alto_client_id, c.alto_client_secret)
-        headers = {"Authorization": f"Bearer {token}", "AgencyRef": agency.agency_ref}
         path = parsed.preferences_path.replace("{id}", quote(record_id, safe=""))
-        response = await reaching(self.name, http.get(f"{c.alto_api_url}{path}", headers=headers))
-        if response.status_code == 401:
-            self._tokens.forget(c.alto_token_url, c.alto_client_id)
+        response = await reaching(self.name, self._as_agency(http, agency, "GET", path))
         if response.status_code == 204:  # as Alto answers a contact's other empty lists
             return Consent("unknown", None)
         body = one_record(self.name, response)
