@@ -39,6 +39,19 @@ PACKAGES = {
 }
 
 
+def _extract(archive: tarfile.TarFile, target: Path) -> None:
+    """Unpack a package's files only: tarfile's "data" filter where Python has it (3.11.4 and
+    later), else the same refusals by hand (Debian 12's Python 3.11.2 lacks the filters)."""
+    if hasattr(tarfile, "data_filter"):
+        archive.extractall(target, filter="data")
+        return
+    root = target.resolve()
+    for member in archive.getmembers():
+        if not (member.isfile() or member.isdir()) or not (root / member.name).resolve().is_relative_to(root):
+            raise ValueError(f"refusing to unpack {member.name!r}: not a file under the package")
+    archive.extractall(target)
+
+
 def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
     target = CACHE / spec.replace("/", "__")
     schema_file = target / "schema.json"
@@ -63,7 +76,7 @@ def _load_npm_schema(export: str, spec: str) -> dict[str, Any]:
             .splitlines()[-1]
         )
         with tarfile.open(target / packed) as archive:
-            archive.extractall(target, filter="data")
+            _extract(archive, target)
         dumped = subprocess.run(
             ["node", "-e", f"process.stdout.write(JSON.stringify(require('./package/index.js').{export}))"],
             cwd=target,
