@@ -36,7 +36,7 @@ from server.db import Row, Tx, sql
 
 __all__ = [
     "Counts", "apply", "apply_page", "held_as_is", "linked_people", "mark_gone", "mark_missing",
-    "mark_seen", "refs_of", "store_refs",
+    "mark_seen", "outdated_by_delete", "refs_of", "store_refs",
 ]  # fmt: skip
 
 _VALIDATORS: dict[str, pydantic.TypeAdapter[str]] = {
@@ -338,6 +338,14 @@ MARK_MISSING = sql("""
        AND coalesce(seen_at, updated_at) < :before
     RETURNING contact_ids
 """)
+# A record the CRM said it deleted, kept as a role record of this type (no people, no facts):
+# its time outdates every webhook carrying an older version, held or not when the delete came.
+DELETED = "deleted"
+OUTDATED_BY_DELETE = sql("""
+    SELECT external_id, source_modified_at FROM crm_external_refs
+     WHERE organisation_id = :organisation_id AND connection_id = :connection_id
+       AND record_type = 'deleted' AND external_id = ANY (CAST(:external_ids AS text[]))
+""")
 # People the CRM no longer holds (a read by id answers 404; gone from two complete scans): our
 # copy is archived, as a CRM archive is (reversible: the record coming back restores it), and its
 # CRM payload dropped. Never erased (only contacts.delete erases) and never suppressed: deletion
@@ -490,8 +498,33 @@ async def mark_gone(
     scope = {"organisation_id": organisation_id, "connection_id": connection_id}
     params = {**scope, "external_ids": external_ids, "gone_at": gone_at}
     rows = await tx.all(MARK_GONE, {**params, **_audit(scope, ["archivedAt", "crmPayload"])})
+    if gone_at is not None:
+        deleted = [RoleRef(DELETED, i, [], {}, deleted=True, modified=gone_at) for i in external_ids]
+        await store_refs(tx, **scope, refs=deleted)
     counts.archived += len(rows)
     return len(rows)
+
+async def outdated_by_delete(
+    tx: Tx, *, organisation_id: UUID, connection_id: UUID, drafts: list[PersonDraft]
+) -> set[str]:
+    """The external ids of `drafts` whose record the CRM said it deleted at or after the
+    version the draft carries: a late webhook of a record since deleted, never to be applied."""
+    if not drafts:
+        return set()
+    rows = await tx.all(
+        OUTDATED_BY_DELETE,
+        {
+            "organisation_id": organisation_id,
+            "connection_id": connection_id,
+            "external_ids": [d.external_id for d in drafts],
+        },
+    )
+    deleted = {row["external_id"]: row["source_modified_at"] for row in rows}
+    return {
+        d.external_id
+        for d in drafts
+        if d.external_id in deleted and (d.modified is None or d.modified <= deleted[d.external_id])
+    }
 
 @dataclass
 class _Item:

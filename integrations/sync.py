@@ -45,6 +45,7 @@ from integrations.inbound import (
     mark_gone,
     mark_missing,
     mark_seen,
+    outdated_by_delete,
     refs_of,
     store_refs,
 )
@@ -343,6 +344,12 @@ class SyncWorker:
             counts = Counts()
             opted_out = topic == "contacts.optedout"
             async with self.db.transaction() as tx:
+                # A record the CRM has deleted since this version: a late delivery, not applied.
+                outdated = await outdated_by_delete(tx, **_scope(connection), drafts=drafts)
+                drafts = [d for d in drafts if d.external_id not in outdated]
+                if not drafts:
+                    await tx.execute(FINISH_EVENT, {**mine, "status": "done", "outcome": "stale"})
+                    return
                 outcomes = await self._apply(
                     tx,
                     connection,

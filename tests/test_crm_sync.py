@@ -262,11 +262,20 @@ def test_a_contact_deleted_in_reapit_is_archived_with_its_payload_dropped_never_
     assert payload is None
     assert query(database_url, "SELECT count(*) FROM erasure_suppressions WHERE organisation_id = %s",
                  (org.id,)) == [(0,)]
-    # A delete event for a record we never had stores nothing and changes nothing.
-    body = reapit.event("contacts.modified", None, customer=customer, old={"id": "NEVERHELD"})
+    # Deleted before we ever held it: the delete changes nothing here, yet the record's webhook
+    # from before it, delivered late, does not bring the person in.
+    never = reapit.put(**person(surname="NeverHeld"))
+    created = reapit.event("contacts.created", never, customer=customer)
+    reapit.tick()
+    del reapit.contacts[never["id"]]
+    body = reapit.event("contacts.modified", None, customer=customer, old=never)
     post_hook(hooks, body, reapit.signed(body))
     sync.drain(connection_id)
     assert inbox(database_url, customer)[-1] == ("skipped", "the CRM holds no such contact", True)
+    post_hook(hooks, created, reapit.signed(created))
+    sync.drain(connection_id)
+    assert inbox(database_url, customer)[-1] == ("done", "stale", True)
+    assert [c for c in contacts_of(hooks, org, archived=None) if c["externalId"] == never["id"]] == []
 
 
 def test_a_429_waits_as_retry_after_says_and_a_5xx_leaves_the_cursor_where_rows_were_committed(
