@@ -32,7 +32,7 @@ from integrations.providers.base import PersonDraft, RoleRef
 from procedures import consent, suppression
 from procedures.contact_fields import Email, Name, Phone, Postcode
 from server.audit import audit_cte, audit_params
-from server.db import Row, Tx, sql
+from server.db import Row, Statement, Tx, sql
 
 __all__ = [
     "Counts", "apply", "apply_page", "held_as_is", "linked_people", "mark_gone", "mark_missing",
@@ -349,13 +349,12 @@ OUTDATED_BY_DELETE = sql("""
 # People the CRM no longer holds (a read by id answers 404; gone from two complete scans): our
 # copy is archived, as a CRM archive is (reversible: the record coming back restores it), and its
 # CRM payload dropped. Never erased (only contacts.delete erases) and never suppressed: deletion
-# in the CRM is not an objection to processing. The delete's time becomes the version held, so a
-# late webhook carrying the record as it was before cannot bring it back.
+# in the CRM is not an objection to processing. (A late webhook of the record as it was before
+# is refused by the delete's own record, DELETED, whether we held the person or not.)
 MARK_GONE = sql(f"""
     WITH c AS (
     UPDATE contacts AS t
-       SET archived_at = coalesce(t.archived_at, now()), crm_payload = NULL, updated_at = now(),
-           source_modified_at = greatest(t.source_modified_at, CAST(:gone_at AS timestamptz))
+       SET archived_at = coalesce(t.archived_at, now()), crm_payload = NULL, updated_at = now()
      WHERE t.organisation_id = :organisation_id AND t.crm_connection_id = :connection_id
        AND t.external_id = ANY (CAST(:external_ids AS text[]))
        AND (t.archived_at IS NULL OR t.crm_payload IS NOT NULL)
@@ -491,13 +490,13 @@ async def mark_gone(
     gone_at: datetime | None = None,
 ) -> int:
     """Archive (and drop the CRM payload of) the contacts of records the CRM no longer holds, one
-    audit row each; `gone_at`, when the CRM says it deleted them, outdates every older version.
-    Returns how many changed."""
+    audit row each; `gone_at`, when the CRM dates the delete, is kept as the records' DELETED
+    record, which outdates every older version. Returns how many contacts changed."""
     if not external_ids:
         return 0
     scope = {"organisation_id": organisation_id, "connection_id": connection_id}
-    params = {**scope, "external_ids": external_ids, "gone_at": gone_at}
-    rows = await tx.all(MARK_GONE, {**params, **_audit(scope, ["archivedAt", "crmPayload"])})
+    audit = _audit(scope, ["archivedAt", "crmPayload"])
+    rows = await tx.all(MARK_GONE, {**scope, "external_ids": external_ids, **audit})
     if gone_at is not None:
         deleted = [RoleRef(DELETED, i, [], {}, deleted=True, modified=gone_at) for i in external_ids]
         await store_refs(tx, **scope, refs=deleted)
@@ -509,22 +508,25 @@ async def outdated_by_delete(
 ) -> set[str]:
     """The external ids of `drafts` whose record the CRM said it deleted at or after the
     version the draft carries: a late webhook of a record since deleted, never to be applied."""
-    if not drafts:
-        return set()
-    rows = await tx.all(
-        OUTDATED_BY_DELETE,
-        {
-            "organisation_id": organisation_id,
-            "connection_id": connection_id,
-            "external_ids": [d.external_id for d in drafts],
-        },
-    )
-    deleted = {row["external_id"]: row["source_modified_at"] for row in rows}
+    deleted = await _by_record(tx, OUTDATED_BY_DELETE, organisation_id, connection_id, drafts)
     return {
         d.external_id
         for d in drafts
-        if d.external_id in deleted and (d.modified is None or d.modified <= deleted[d.external_id])
+        if (row := deleted.get(d.external_id)) is not None
+        and (d.modified is None or d.modified <= row["source_modified_at"])
     }
+
+
+async def _by_record(
+    tx: Tx, statement: Statement, organisation_id: UUID, connection_id: UUID, drafts: list[PersonDraft]
+) -> dict[str, Row]:
+    """`statement`'s rows for the drafts' records (it takes the connection and `external_ids`),
+    by external id; one query."""
+    if not drafts:
+        return {}
+    params = {"organisation_id": organisation_id, "connection_id": connection_id}
+    rows = await tx.all(statement, {**params, "external_ids": [d.external_id for d in drafts]})
+    return {row["external_id"]: row for row in rows}
 
 @dataclass
 class _Item:
@@ -625,17 +627,7 @@ async def held_as_is(
 ) -> set[str]:
     """The external ids of `drafts` already held at their version or a newer one (one query):
     applying them would change nothing the record says, so what it refers to need not be read."""
-    if not drafts:
-        return set()
-    rows = await tx.all(
-        HELD_VERSIONS,
-        {
-            "organisation_id": organisation_id,
-            "connection_id": connection_id,
-            "external_ids": [d.external_id for d in drafts],
-        },
-    )
-    held = {row["external_id"]: row for row in rows}
+    held = await _by_record(tx, HELD_VERSIONS, organisation_id, connection_id, drafts)
     return {
         d.external_id
         for d in drafts
